@@ -1,0 +1,38 @@
+# Two commands on a fresh machine: `make run` and `make test` (both set up .venv when missing).
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: setup run test test-fast lint format bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	@touch $(STAMP)
+
+run: setup
+	$(BIN)/python -m pruna_search.demo
+
+test: setup
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: setup
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+lint: setup
+	$(BIN)/ruff check pruna_search tests scripts
+	$(BIN)/ruff format --check pruna_search tests scripts
+
+format: setup
+	$(BIN)/ruff check --fix pruna_search tests scripts
+	$(BIN)/ruff format pruna_search tests scripts
+
+bench: setup
+	$(BIN)/python scripts/bench_engine.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

@@ -1,0 +1,108 @@
+"""Plain torch loops shared by baseline training (models/) and recovery fine-tuning (compress/)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from .errors import ConfigError
+from .progress import bar
+
+
+def _batches(dataset: Dataset, batch_size: int, seed: int) -> Iterator[tuple[torch.Tensor, ...]]:
+    """Endless shuffled batches with a seeded order (reshuffled every pass)."""
+    generator = torch.Generator().manual_seed(seed)
+    while True:
+        loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=False,
+                            generator=generator)
+        yield from loader
+
+
+def make_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay, nesterov=True)
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    raise ConfigError(f"optimizer: {name!r} is unknown; use sgd, adam or adamw")
+
+
+def train(
+    model: nn.Module,
+    dataset: Dataset,
+    *,
+    steps: int,
+    lr: float,
+    optimizer: str = "sgd",
+    batch_size: int = 64,
+    weight_decay: float = 5e-4,
+    seed: int = 0,
+    desc: str = "train",
+) -> float:
+    """Train ``model`` in place for ``steps`` optimizer steps with cosine-decayed ``lr``.
+
+    Returns the mean loss of the last 10 % of steps (a cheap sanity figure).
+    """
+    if steps <= 0:
+        return float("nan")
+    torch.manual_seed(seed)
+    model.train()
+    opt = make_optimizer(model, optimizer, lr, weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, steps) / steps))
+    )
+    loss_fn = nn.CrossEntropyLoss()
+    batches = _batches(dataset, batch_size, seed)
+    tail: list[float] = []
+    tail_from = int(steps * 0.9)
+    progress = bar(total=steps, desc=desc)
+    for step in range(steps):
+        x, y = next(batches)
+        opt.zero_grad(set_to_none=True)
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        opt.step()
+        sched.step()
+        if step >= tail_from:
+            tail.append(float(loss))
+        progress.update(1)
+        if step % 20 == 0:
+            progress.set_postfix(loss=f"{float(loss):.3f}")
+    progress.close()
+    model.eval()
+    return sum(tail) / max(len(tail), 1)
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(model: nn.Module, dataset: Dataset, *, batches: int,
+                          batch_size: int = 64, seed: int = 0) -> None:
+    """Re-estimate BatchNorm running statistics with ``batches`` forward passes (no weights change)."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms or batches <= 0:
+        return
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the recalibration batches
+    model.train()
+    source = _batches(dataset, batch_size, seed)
+    for _ in range(batches):
+        x, _y = next(source)
+        model(x)
+    model.eval()
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, dataset: Dataset, *, batch_size: int = 256) -> float:
+    """Top-1 accuracy of a torch model (used for baselines; shipped metrics come from ORT)."""
+    model.eval()
+    correct = total = 0
+    for x, y in DataLoader(dataset, batch_size=batch_size):
+        correct += int((model(x).argmax(1) == y).sum())
+        total += len(y)
+    return correct / max(total, 1)

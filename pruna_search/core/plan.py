@@ -1,0 +1,284 @@
+"""The Plan: how much to prune each dependency group and which precision each layer runs at.
+
+A Plan is keyed by qualified module names only (DESIGN.md decision 1), so it can be written to
+YAML/JSON, logged, diffed and replayed on a fresh copy of the model.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import PlanError
+from .model_info import ModelInfo
+from .names import did_you_mean
+from .precision import Precision
+from .target import Target, get_target
+
+MAX_RATIO = 0.95
+OPTIMIZERS = ("sgd", "adam", "adamw")
+
+
+@dataclass(frozen=True)
+class Finetune:
+    """Recovery fine-tuning after pruning.
+
+    Attributes:
+        steps: optimizer steps (0 disables fine-tuning).
+        lr: peak learning rate (cosine decay to 0 over ``steps``).
+        optimizer: ``sgd`` (momentum 0.9), ``adam`` or ``adamw``.
+        batch_size: training batch size.
+        weight_decay: L2 / decoupled weight decay.
+        bn_recalibration: batches used to re-estimate BatchNorm statistics after pruning
+            (0 disables it). Cheap and recovers much of the accuracy lost to pruning.
+        seed: seed for batch order.
+    """
+
+    steps: int = 0
+    lr: float = 0.01
+    optimizer: str = "sgd"
+    batch_size: int = 64
+    weight_decay: float = 5e-4
+    bn_recalibration: int = 10
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.steps, int) or self.steps < 0:
+            raise PlanError(f"finetune.steps: {self.steps!r} must be an integer >= 0")
+        if not self.lr > 0:
+            raise PlanError(f"finetune.lr: {self.lr!r} must be > 0")
+        if self.optimizer not in OPTIMIZERS:
+            raise PlanError(
+                f"finetune.optimizer: {self.optimizer!r} is unknown; "
+                f"{did_you_mean(self.optimizer, OPTIMIZERS)}"
+            )
+        if not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise PlanError(f"finetune.batch_size: {self.batch_size!r} must be an integer >= 1")
+        if not isinstance(self.bn_recalibration, int) or self.bn_recalibration < 0:
+            raise PlanError(
+                f"finetune.bn_recalibration: {self.bn_recalibration!r} must be an integer >= 0"
+            )
+
+
+def _check_ratio(name: str, ratio: object) -> float:
+    try:
+        value = float(ratio)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise PlanError(f"prune[{name!r}]: {ratio!r} is not a number; use a ratio in [0, {MAX_RATIO}]") from None
+    if not 0.0 <= value <= MAX_RATIO:
+        raise PlanError(
+            f"prune[{name!r}]: ratio {value} is out of range; use a value in [0, {MAX_RATIO}]"
+        )
+    return value
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Per-group pruning ratios and per-layer precisions, plus the fine-tune budget.
+
+    Attributes:
+        prune: dependency group (root module name) -> fraction of channels removed.
+            Groups not named are not pruned.
+        precision: layer (module name) -> precision. Layers not named stay fp32.
+        finetune: the recovery fine-tune budget.
+        round_to: kept channel counts are rounded to a multiple of this (8: odd counts lose
+            most of the CPU speedup, see STACK.md).
+    """
+
+    prune: Mapping[str, float] = field(default_factory=dict)
+    precision: Mapping[str, Precision] = field(default_factory=dict)
+    finetune: Finetune = field(default_factory=Finetune)
+    round_to: int = 8
+
+    def __post_init__(self) -> None:
+        object.__setattr__(
+            self, "prune", {str(k): _check_ratio(str(k), v) for k, v in dict(self.prune).items()}
+        )
+        object.__setattr__(
+            self,
+            "precision",
+            {
+                str(k): Precision.parse(v, field=f"precision[{k!r}]")
+                for k, v in dict(self.precision).items()
+            },
+        )
+        if isinstance(self.finetune, Mapping):
+            object.__setattr__(self, "finetune", _finetune_from(self.finetune))
+        if not isinstance(self.round_to, int) or self.round_to < 1:
+            raise PlanError(f"round_to: {self.round_to!r} must be an integer >= 1")
+
+    # ----------------------------------------------------------------- construction
+    @classmethod
+    def uniform(
+        cls,
+        model: ModelInfo,
+        *,
+        target: str | Target = "cpu",
+        pruning_ratio: float = 0.0,
+        quantization_bits: int = 32,
+        finetune: Finetune | None = None,
+        round_to: int = 8,
+    ) -> Plan:
+        """The same ratio for every group and, per layer, the most compressed precision the
+        target runs with at least ``quantization_bits`` bits (e.g. 4 bits: int4 on Linear
+        layers, int8 on Conv layers of the CPU target). The classifier is never pruned and is
+        quantized like the rest."""
+        target = get_target(target)
+        if quantization_bits not in (4, 8, 32):
+            raise PlanError(
+                f"quantization_bits: {quantization_bits!r} is not supported; use 32, 8 or 4"
+            )
+        ratio = _check_ratio("*", pruning_ratio)
+        prune = {g.name: ratio for g in model.groups} if ratio > 0 else {}
+        precision = {}
+        if quantization_bits < 32:
+            for layer in model.layers:
+                chosen = target.lowest_at_least(layer.kind, quantization_bits)
+                if chosen is not Precision.FP32:
+                    precision[layer.name] = chosen
+        return cls(prune=prune, precision=precision, finetune=finetune or Finetune(),
+                   round_to=round_to)
+
+    def with_finetune(self, finetune: Finetune) -> Plan:
+        return replace(self, finetune=finetune)
+
+    # ----------------------------------------------------------------- queries
+    def ratio(self, group: str) -> float:
+        return self.prune.get(group, 0.0)
+
+    def precision_of(self, layer: str) -> Precision:
+        return self.precision.get(layer, Precision.FP32)
+
+    def layers_at(self, precision: Precision) -> tuple[str, ...]:
+        return tuple(sorted(k for k, v in self.precision.items() if v is precision))
+
+    @property
+    def is_dense(self) -> bool:
+        return not any(self.prune.values())
+
+    @property
+    def is_fp32(self) -> bool:
+        return all(p is Precision.FP32 for p in self.precision.values())
+
+    # ----------------------------------------------------------------- validation
+    def validate(self, model: ModelInfo, target: str | Target = "cpu") -> Plan:
+        """Check every name and precision against an analysed model and a target.
+
+        Args:
+            model: the model's analysis (``pruna_search.analyze(model, data)``).
+            target: a target name or Target.
+
+        Returns:
+            self, so calls can be chained.
+
+        Raises:
+            PlanError: on an unknown group or layer (with the closest name), or a precision
+                the target cannot run for that layer's kind.
+        """
+        if not isinstance(model, ModelInfo):
+            raise PlanError(
+                f"Plan.validate: expected the model's analysis, got {type(model).__name__}; "
+                "pass pruna_search.analyze(model, data)"
+            )
+        target = get_target(target)
+        groups = set(model.group_names)
+        for name in self.prune:
+            if name not in groups:
+                raise PlanError(
+                    f"prune: {name!r} is not a prunable group of this model; "
+                    f"{did_you_mean(name, groups)}"
+                )
+        layers = {layer.name: layer for layer in model.layers}
+        for name, precision in self.precision.items():
+            if name not in layers:
+                raise PlanError(
+                    f"precision: {name!r} is not a quantizable layer of this model; "
+                    f"{did_you_mean(name, layers)}"
+                )
+            kind = layers[name].kind
+            if not target.supports(kind, precision):
+                allowed = ", ".join(p.value for p in target.choices(kind))
+                raise PlanError(
+                    f"precision[{name!r}]: target {target.name!r} cannot run {precision.value} "
+                    f"on a {kind} layer; use one of {allowed}"
+                )
+        return self
+
+    # ----------------------------------------------------------------- serialization
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "prune": {k: float(v) for k, v in sorted(self.prune.items())},
+            "precision": {k: v.value for k, v in sorted(self.precision.items())},
+            "finetune": asdict(self.finetune),
+            "round_to": self.round_to,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Plan:
+        if not isinstance(data, Mapping):
+            raise PlanError(f"plan: expected a mapping, got {type(data).__name__}")
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            key = sorted(unknown)[0]
+            raise PlanError(f"plan: unknown key {key!r}; {did_you_mean(key, known)}")
+        return cls(
+            prune=dict(data.get("prune") or {}),
+            precision=dict(data.get("precision") or {}),
+            finetune=_finetune_from(data.get("finetune") or {}),
+            round_to=int(data.get("round_to", 8)),
+        )
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    @classmethod
+    def from_yaml(cls, text: str) -> Plan:
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise PlanError(f"plan: not valid YAML ({exc.__class__.__name__}); fix the file") from None
+        return cls.from_dict(data or {})
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> Plan:
+        try:
+            return cls.from_dict(json.loads(text))
+        except json.JSONDecodeError as exc:
+            raise PlanError(f"plan: not valid JSON ({exc}); fix the file") from None
+
+    def save(self, path: str | Path) -> Path:
+        """Write the plan as YAML (``.yaml``/``.yml``) or JSON (``.json``), atomically."""
+        path = Path(path)
+        text = self.to_json() if path.suffix == ".json" else self.to_yaml()
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(text)
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> Plan:
+        path = Path(path)
+        if not path.is_file():
+            raise PlanError(f"plan: file {str(path)!r} does not exist; check the path")
+        text = path.read_text()
+        return cls.from_json(text) if path.suffix == ".json" else cls.from_yaml(text)
+
+
+def _finetune_from(data: Mapping[str, Any] | Finetune) -> Finetune:
+    if isinstance(data, Finetune):
+        return data
+    known = {f.name for f in fields(Finetune)}
+    unknown = set(data) - known
+    if unknown:
+        key = sorted(unknown)[0]
+        raise PlanError(f"finetune: unknown key {key!r}; {did_you_mean(key, known)}")
+    return Finetune(**dict(data))
