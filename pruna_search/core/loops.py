@@ -69,11 +69,12 @@ def train(
         loss.backward()
         opt.step()
         sched.step()
+        value = loss.item()
         if step >= tail_from:
-            tail.append(float(loss))
+            tail.append(value)
         progress.update(1)
         if step % 20 == 0:
-            progress.set_postfix(loss=f"{float(loss):.3f}")
+            progress.set_postfix(loss=f"{value:.3f}")
     progress.close()
     model.eval()
     return sum(tail) / max(len(tail), 1)

@@ -30,6 +30,8 @@ class Target:
         batch_size: batch size of the latency measurement.
         warmup: untimed runs before timing.
         repeats: timed runs per model (alternating with the baseline).
+        reduce_range: quantize int8 weights to 7 bits. ``None`` decides from the measuring
+            CPU: on x86 without VNNI, full-range int8 weights saturate and lose accuracy.
     """
 
     name: str
@@ -38,6 +40,7 @@ class Target:
     batch_size: int = 1
     warmup: int = 20
     repeats: int = 300
+    reduce_range: bool | None = None
 
     def supports(self, kind: str, precision: Precision) -> bool:
         return precision in self.precisions.get(kind, (Precision.FP32,))

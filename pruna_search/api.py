@@ -1,0 +1,251 @@
+"""The one-shot Python API: ``Config`` and ``optimize()``.
+
+    import pruna_search as ps
+    data = ps.data.load("digits")
+    model = ps.models.build("resnet20", data=data, pretrained=True)
+    result = ps.optimize(model, ps.Config(pruning_ratio=0.5, quantization_bits=8), data=data)
+    print(result.metrics["speedup"], result.metrics["accuracy_drop"])
+    result.export("resnet20-int8.onnx")
+
+A uniform Config is just a Plan with the same value everywhere; pass a Plan for per-layer control.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from . import data as data_lib
+from . import models as model_lib
+from .analysis import analyze, count_macs, count_params, example_input
+from .compress import Candidate, PruneReport, apply_plan
+from .core import names
+from .core.errors import ConfigError, DataError, ModelError
+from .core.model_info import ModelInfo
+from .core.plan import Finetune, Plan
+from .core.target import Target, get_target
+from .export import export_onnx
+from .measure import LatencyComparison, compare_latency, hardware, onnx_accuracy
+
+
+@dataclass(frozen=True)
+class Config:
+    """A uniform compression request, expanded into a Plan over every group and layer.
+
+    Attributes:
+        target_device: target name (``cpu``).
+        pruning_ratio: fraction of channels removed from every dependency group.
+        quantization_bits: 32 (fp32), 8 (int8) or 4 (int4 where the target runs it, int8
+            elsewhere).
+        finetune_steps: recovery fine-tune steps after pruning (0: BatchNorm recalibration only).
+        finetune_lr: fine-tune learning rate.
+        optimizer: ``sgd``, ``adam`` or ``adamw``.
+        keep_fp32: layer names left at fp32 whatever ``quantization_bits`` says (e.g. the
+            first conv and the classifier); ``"first"`` and ``"last"`` name those two.
+        round_to: kept channels are a multiple of this.
+    """
+
+    target_device: str = "cpu"
+    pruning_ratio: float = 0.0
+    quantization_bits: int = 8
+    finetune_steps: int = 0
+    finetune_lr: float = 0.01
+    optimizer: str = "sgd"
+    keep_fp32: tuple[str, ...] = ()
+    round_to: int = 8
+
+    def to_plan(self, info: ModelInfo) -> Plan:
+        plan = Plan.uniform(
+            info, target=self.target_device, pruning_ratio=self.pruning_ratio,
+            quantization_bits=self.quantization_bits,
+            finetune=Finetune(steps=self.finetune_steps, lr=self.finetune_lr,
+                              optimizer=self.optimizer),
+            round_to=self.round_to,
+        )
+        keep = {_resolve_layer(info, name) for name in self.keep_fp32}
+        precision = {k: v for k, v in plan.precision.items() if k not in keep}
+        return Plan(prune=plan.prune, precision=precision, finetune=plan.finetune,
+                    round_to=plan.round_to)
+
+
+def _resolve_layer(info: ModelInfo, name: str) -> str:
+    if name == "first":
+        return info.layers[0].name
+    if name == "last":
+        return info.layers[-1].name
+    if name not in info.layer_names:
+        raise ConfigError(
+            f"keep_fp32: {name!r} is not a layer of this model; "
+            f"{names.did_you_mean(name, info.layer_names)}"
+        )
+    return name
+
+
+@dataclass
+class Result:
+    """What ``optimize`` produced. The ONNX file lives in a temporary folder until exported."""
+
+    metrics: dict[str, float]
+    baseline: dict[str, float]
+    plan: Plan
+    prune_report: PruneReport
+    seconds: dict[str, float]
+    latency: LatencyComparison | None
+    onnx_path: Path
+    _workdir: Any = field(default=None, repr=False)
+
+    def export(self, path: str | os.PathLike) -> Path:
+        """Copy the shippable ONNX model to ``path`` (atomically; one self-contained file)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        shutil.copyfile(self.onnx_path, tmp)
+        os.replace(tmp, path)
+        return path
+
+    def table(self) -> str:
+        """A before/after table of accuracy, latency, speedup and size."""
+        rows = [
+            ("accuracy", f"{self.baseline[names.ACCURACY]:.4f}", f"{self.metrics[names.ACCURACY]:.4f}"),
+            ("latency p10 (ms)", _fmt(self.baseline.get(names.LATENCY_P10)),
+             _fmt(self.metrics.get(names.LATENCY_P10))),
+            ("speedup", "1.00x", f"{self.metrics.get(names.SPEEDUP, float('nan')):.2f}x"),
+            ("size (MB)", f"{self.baseline[names.SIZE_MB]:.3f}", f"{self.metrics[names.SIZE_MB]:.3f}"),
+            ("MMACs", f"{self.baseline[names.MACS] / 1e6:.2f}", f"{self.metrics[names.MACS] / 1e6:.2f}"),
+            ("params", f"{int(self.baseline[names.PARAMS]):,}", f"{int(self.metrics[names.PARAMS]):,}"),
+        ]
+        width = max(len(r[0]) for r in rows)
+        lines = [f"{'':<{width}}  {'dense fp32':>12}  {'optimized':>12}"]
+        lines += [f"{a:<{width}}  {b:>12}  {c:>12}" for a, b, c in rows]
+        return "\n".join(lines)
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def _size_mb(path: Path) -> float:
+    return path.stat().st_size / 1e6
+
+
+def _check_model_matches_data(model: nn.Module, data: data_lib.DataSplits) -> None:
+    example = example_input(data)
+    try:
+        with torch.no_grad():
+            out = model.eval()(example)
+    except Exception as exc:
+        raise ModelError(
+            f"model: a forward pass on {data.name!r} inputs of shape {tuple(example.shape)} "
+            f"failed ({type(exc).__name__}: {exc}); build the model for this data"
+        ) from exc
+    if out.ndim != 2 or out.shape[1] != data.num_classes:
+        raise ModelError(
+            f"model: outputs {tuple(out.shape[1:])} but data {data.name!r} has "
+            f"{data.num_classes} classes; build the model with num_classes={data.num_classes}"
+        )
+
+
+def optimize(model: nn.Module | str, config: Config | Plan | None = None, *,
+             data: data_lib.DataSplits | str, target: str | Target | None = None,
+             measure_latency: bool = True, exporter: str = "torchscript",
+             workdir: str | os.PathLike | None = None) -> Result:
+    """Compress ``model`` as ``config`` (uniform) or a Plan (per group / per layer) says.
+
+    Accuracy is measured on the exported ONNX model in ONNX Runtime on ``data.val``; latency
+    in a separate process, alternately with the dense fp32 export (DESIGN.md decision 5).
+
+    Args:
+        model: a trained model, or a built-in model name (trained on ``data`` if not cached).
+        config: a Config or a Plan (default: ``Config()``, int8 everywhere).
+        data: a DataSplits or a data set name.
+        target: the target (default: the Config's ``target_device``, else ``cpu``).
+        measure_latency: time the models (skip for accuracy-only runs).
+        exporter: ``torchscript`` (fast) or ``dynamo``.
+        workdir: where intermediate ONNX files go (default: a temporary folder).
+
+    Raises:
+        PrunaSearchError: a subclass naming the field, the value and the fix.
+    """
+    config = Config() if config is None else config
+    if not isinstance(config, Config | Plan):
+        raise ConfigError(
+            f"config: expected pruna_search.Config or Plan, got {type(config).__name__}"
+        )
+    data = data_lib.load(data) if isinstance(data, str) else data
+    if not isinstance(data, data_lib.DataSplits):
+        raise DataError(f"data: expected a DataSplits or a data set name, got {type(data).__name__}")
+    if isinstance(model, str):
+        model = model_lib.build(model, data=data, pretrained=True)
+    if not isinstance(model, nn.Module):
+        raise ModelError(f"model: expected a torch nn.Module or a model name, got {type(model).__name__}")
+    model.eval()
+    _check_model_matches_data(model, data)
+    target = get_target(target or (config.target_device if isinstance(config, Config) else "cpu"))
+
+    seconds: dict[str, float] = {}
+    start = time.perf_counter()
+    info = analyze(model, data)
+    plan = config.to_plan(info) if isinstance(config, Config) else config
+    plan.validate(info, target)
+    seconds["analyze"] = time.perf_counter() - start
+
+    holder = tempfile.TemporaryDirectory(prefix="pruna_search_") if workdir is None else None
+    folder = Path(holder.name if holder else workdir)  # type: ignore[arg-type]
+    example = example_input(data)
+    x_val, y_val = data.val_arrays()
+    x_calib, _ = data.calib_arrays()
+
+    start = time.perf_counter()
+    dense_path = export_onnx(model, example, folder / "dense.fp32.onnx", exporter=exporter)
+    seconds["export_dense"] = time.perf_counter() - start
+
+    reduce_range = (not hardware.has_vnni()) if target.reduce_range is None else target.reduce_range
+    candidate: Candidate = apply_plan(model, plan, train_set=data.train, calib=x_calib,
+                                      example=example, workdir=folder, exporter=exporter,
+                                      reduce_range=reduce_range)
+    seconds.update(candidate.seconds)
+
+    start = time.perf_counter()
+    dense_acc = onnx_accuracy(dense_path, x_val, y_val)
+    acc = onnx_accuracy(candidate.onnx_path, x_val, y_val)
+    seconds["evaluate"] = time.perf_counter() - start
+
+    latency = None
+    if measure_latency:
+        start = time.perf_counter()
+        latency = compare_latency(candidate.onnx_path, dense_path, x_val, target)
+        seconds["measure"] = time.perf_counter() - start
+
+    baseline = {
+        names.ACCURACY: dense_acc,
+        names.SIZE_MB: _size_mb(dense_path),
+        names.MACS: float(info.macs),
+        names.PARAMS: float(info.params),
+    }
+    metrics = {
+        names.ACCURACY: acc,
+        names.ACCURACY_DROP: dense_acc - acc,
+        names.SIZE_MB: _size_mb(candidate.onnx_path),
+        names.COMPRESSION: _size_mb(dense_path) / _size_mb(candidate.onnx_path),
+        names.MACS: float(count_macs(candidate.model, example)),
+        names.PARAMS: float(count_params(candidate.model)),
+    }
+    if latency is not None:
+        baseline.update({names.LATENCY_P10: latency.baseline.p10,
+                         names.LATENCY_P50: latency.baseline.p50,
+                         names.LATENCY_P90: latency.baseline.p90})
+        metrics.update({names.LATENCY_P10: latency.candidate.p10,
+                        names.LATENCY_P50: latency.candidate.p50,
+                        names.LATENCY_P90: latency.candidate.p90,
+                        names.SPEEDUP: latency.speedup})
+    return Result(metrics=metrics, baseline=baseline, plan=plan,
+                  prune_report=candidate.prune_report, seconds=seconds, latency=latency,
+                  onnx_path=candidate.onnx_path, _workdir=holder)

@@ -1,0 +1,11 @@
+"""Apply a Plan: structured pruning, recovery fine-tune, ONNX export, ORT quantization."""
+
+from __future__ import annotations
+
+from .finetune import finetune
+from .pipeline import Candidate, apply_plan
+from .prune import PruneReport, dependency_groups, kept_channels, prune
+from .quantize import quantize
+
+__all__ = ["Candidate", "PruneReport", "apply_plan", "dependency_groups", "finetune",
+           "kept_channels", "prune", "quantize"]

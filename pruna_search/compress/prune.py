@@ -1,0 +1,190 @@
+"""Structured pruning by dependency group (the only importer of torch-pruning).
+
+A dependency group is a set of Conv/Linear layers whose channels must be removed together
+(e.g. convs joined by a residual add). It is named by its root module (DESIGN.md decision 2).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import torch
+import torch_pruning as tp
+from torch import nn
+
+from ..core.errors import CompressionError
+from ..core.model_info import GroupInfo
+
+ROOT_TYPES = (nn.Conv2d, nn.Linear)
+IMPORTANCES = ("magnitude", "l1", "random")
+
+
+@dataclass
+class PruneReport:
+    """What pruning did: channels before/after per group, and groups left unpruned with why."""
+
+    channels: dict[str, tuple[int, int]] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+
+def execution_order(model: nn.Module, example: torch.Tensor) -> list[str]:
+    """Names of Conv2d/Linear modules in the order a forward pass calls them."""
+    order: list[str] = []
+    hooks = [
+        module.register_forward_hook(lambda _m, _i, _o, name=name: order.append(name))
+        for name, module in model.named_modules()
+        if isinstance(module, ROOT_TYPES)
+    ]
+    try:
+        with torch.no_grad():
+            model.eval()(example)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return list(dict.fromkeys(order))
+
+
+def classifier_name(model: nn.Module, example: torch.Tensor) -> str | None:
+    """The last Conv/Linear layer run in a forward pass: the classifier, never pruned."""
+    order = execution_order(model, example)
+    return order[-1] if order else None
+
+
+def _graph(model: nn.Module, example: torch.Tensor) -> tp.DependencyGraph:
+    model.eval()
+    try:
+        return tp.DependencyGraph().build_dependency(model, example_inputs=example)
+    except Exception as exc:  # torch-pruning raises plain exceptions on untraceable models
+        raise CompressionError(
+            f"prune: could not trace the model's dependency graph ({type(exc).__name__}: {exc}); "
+            "the model must run with a single tensor input"
+        ) from exc
+
+
+def _roots(model: nn.Module, graph: tp.DependencyGraph, ignored: Sequence[nn.Module]):
+    names = {module: name for name, module in model.named_modules()}
+    for group in graph.get_all_groups(ignored_layers=list(ignored), root_module_types=ROOT_TYPES):
+        root = group[0].dep.target.module
+        members = []
+        for item in group:
+            dep = item.dep
+            module = dep.target.module
+            if (module is not root and isinstance(module, ROOT_TYPES)
+                    and graph.is_out_channel_pruning_fn(dep.handler)):
+                members.append(names[module])
+        yield names[root], root, tuple(sorted(set(members)))
+
+
+def _out_channels(module: nn.Module) -> int:
+    return module.out_channels if isinstance(module, nn.Conv2d) else module.out_features
+
+
+def _ignored(model: nn.Module, example: torch.Tensor) -> list[nn.Module]:
+    name = classifier_name(model, example)
+    return [model.get_submodule(name)] if name else []
+
+
+def dependency_groups(model: nn.Module, example: torch.Tensor) -> tuple[GroupInfo, ...]:
+    """The prunable dependency groups of ``model`` (the classifier's outputs excluded)."""
+    graph = _graph(model, example)
+    return tuple(
+        GroupInfo(name=name, channels=_out_channels(root), members=members)
+        for name, root, members in _roots(model, graph, _ignored(model, example))
+    )
+
+
+def kept_channels(channels: int, ratio: float, round_to: int) -> int:
+    """Channels kept when ``ratio`` of ``channels`` are removed, as a multiple of ``round_to``.
+
+    Never fewer than ``round_to`` (or all of them, when the layer is smaller than that).
+    """
+    if ratio <= 0 or channels <= round_to:
+        return channels
+    kept = int(round(channels * (1.0 - ratio) / round_to)) * round_to
+    return min(max(kept, round_to), channels)
+
+
+def _importance(name: str):
+    if name in ("magnitude", "l2"):
+        return tp.importance.GroupMagnitudeImportance(p=2)
+    if name == "l1":
+        return tp.importance.GroupMagnitudeImportance(p=1)
+    if name == "random":
+        return tp.importance.RandomImportance()
+    raise CompressionError(f"prune.importance: {name!r} is unknown; use one of {IMPORTANCES}")
+
+
+def _prune_once(model: nn.Module, example: torch.Tensor, ratios: Mapping[str, float],
+                round_to: int, importance: str, report: PruneReport) -> None:
+    graph = _graph(model, example)
+    scorer = _importance(importance)
+    for name, root, _members in list(_roots(model, graph, _ignored(model, example))):
+        ratio = ratios.get(name, 0.0)
+        before = _out_channels(root)
+        after = kept_channels(before, ratio, round_to)
+        if after >= before:
+            continue
+        pruner = graph.get_pruner_of_module(root)
+        group = graph.get_pruning_group(root, pruner.prune_out_channels, list(range(before)))
+        scores = scorer(group)
+        if scores is None:
+            report.skipped[name] = "torch-pruning gave no importance for this group"
+            continue
+        drop = torch.argsort(scores)[: before - after].tolist()
+        graph.get_pruning_group(root, pruner.prune_out_channels, drop).prune()
+        report.channels[name] = (before, _out_channels(root))
+
+
+def _forward_ok(model: nn.Module, example: torch.Tensor) -> str | None:
+    try:
+        with torch.no_grad():
+            model.eval()(example)
+    except Exception as exc:  # any failure means the pruned model is broken
+        return f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+    return None
+
+
+def prune(model: nn.Module, example: torch.Tensor, ratios: Mapping[str, float], *,
+          round_to: int = 8, importance: str = "magnitude") -> tuple[nn.Module, PruneReport]:
+    """Remove channels group by group; returns the pruned model (a new object) and a report.
+
+    After pruning, a forward pass checks the model. If it fails (an op the dependency graph
+    cannot see couples channels), every group is retried alone; a group that breaks the model
+    is left unpruned and named in ``report.skipped``. This never raises for such a group.
+    """
+    unknown = set(ratios) - {g.name for g in dependency_groups(model, example)}
+    if unknown:
+        raise CompressionError(f"prune: {sorted(unknown)[0]!r} is not a prunable group")
+    if not any(r > 0 for r in ratios.values()):
+        return copy.deepcopy(model), PruneReport()
+    candidate = copy.deepcopy(model)
+    report = PruneReport()
+    failure = None
+    try:
+        _prune_once(candidate, example, ratios, round_to, importance, report)
+        failure = _forward_ok(candidate, example)
+    except Exception as exc:
+        failure = f"{type(exc).__name__}: {exc}"
+    if failure is None:
+        return candidate, report
+    # Slow path: find the groups that break the model, one at a time.
+    current = copy.deepcopy(model)
+    report = PruneReport()
+    for name, ratio in ratios.items():
+        if ratio <= 0:
+            continue
+        trial = copy.deepcopy(current)
+        single = PruneReport()
+        try:
+            _prune_once(trial, example, {name: ratio}, round_to, importance, single)
+            reason = _forward_ok(trial, example)
+        except Exception as exc:
+            reason = f"{type(exc).__name__}: {exc}"
+        if reason is None:
+            current = trial
+            report.channels.update(single.channels)
+        else:
+            report.skipped[name] = reason
+    return current, report

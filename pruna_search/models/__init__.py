@@ -1,0 +1,283 @@
+"""Built-in model zoo and user models: ``build(name, data=...)`` returns an nn.Module in eval mode.
+
+Built-in names: ``resnet20``, ``resnet56`` (CIFAR ResNets), ``mobilenetv2`` (small, for 32x32),
+``cnn`` and ``mlp``. Any other model is named by its class path, ``package.module:ClassName``,
+created with ``model_kwargs`` and loaded from ``checkpoint``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..core.errors import ModelError
+from ..core.names import did_you_mean
+from . import pretrained as _baselines
+from .checkpoint import load_checkpoint, load_state_dict
+from .mobilenet import mobilenetv2
+from .pretrained import cache_dir, default_epochs
+from .resnet import resnet20, resnet56
+from .simple import cnn, mlp
+
+# factory(num_classes, in_channels, input_shape, width) -> nn.Module
+Factory = Callable[[int, int, "tuple[int, ...] | None", float], nn.Module]
+
+_FACTORIES: dict[str, Factory] = {
+    "resnet20": resnet20,
+    "resnet56": resnet56,
+    "mobilenetv2": mobilenetv2,
+    "cnn": cnn,
+    "mlp": mlp,
+}
+
+
+def register(name: str, factory: Factory) -> None:
+    """Make ``build(name, ...)`` call ``factory(num_classes, in_channels, input_shape, width)``."""
+    if not isinstance(name, str) or not name or ":" in name:
+        raise ModelError(f"models.register: {name!r} is not a valid name; use a plain word")
+    if not callable(factory):
+        raise ModelError(f"models.register({name!r}): the factory must be callable")
+    _FACTORIES[name] = factory
+
+
+def names() -> tuple[str, ...]:
+    """Names of the built-in (and registered) models."""
+    return tuple(sorted(_FACTORIES))
+
+
+def is_class_path(name: str) -> bool:
+    """Whether ``name`` names a user class (``pkg.module:Class`` or ``pkg.module.Class``)."""
+    return name not in _FACTORIES and (":" in name or "." in name)
+
+
+def _agree(field: str, given: Any, from_data: Any, data: Any, what: str) -> Any:
+    """``given`` if it agrees with the data (or there is no data), else a ModelError."""
+    if given is None:
+        return from_data
+    if from_data is not None and given != from_data:
+        raise ModelError(
+            f"model.{field}: {given} but data {data.name!r} has {what}; "
+            f"drop {field} or set it to {from_data}"
+        )
+    return given
+
+
+def _check_positive_int(field: str, value: Any) -> None:
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+        raise ModelError(f"model.{field}: {value!r} must be an integer >= 1")
+
+
+def _import_class(path: str) -> Any:
+    """The object named by ``pkg.module:Class`` (or ``pkg.module.Class``)."""
+    if ":" in path:
+        module_name, _, attr = path.partition(":")
+    else:
+        module_name, _, attr = path.rpartition(".")
+    fix = "write it as 'package.module:ClassName' with the package importable (installed or on "
+    fix += "PYTHONPATH)"
+    if not module_name or not attr:
+        raise ModelError(f"model: {path!r} is not a class path; {fix}")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and (module_name == exc.name or module_name.startswith(exc.name + ".")):
+            raise ModelError(
+                f"model: cannot import module {module_name!r} of {path!r}; {fix}"
+            ) from None
+        raise ModelError(
+            f"model: importing {module_name!r} for {path!r} failed: {exc}; install the missing "
+            "package"
+        ) from None
+    except Exception as exc:
+        raise ModelError(
+            f"model: importing {module_name!r} for {path!r} failed: {type(exc).__name__}: {exc}; "
+            "fix the module"
+        ) from None
+    obj: Any = module
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            choices = [n for n in dir(obj) if not n.startswith("_")]
+            raise ModelError(
+                f"model: {module_name!r} has no {attr!r} (from {path!r}); "
+                f"{did_you_mean(part, choices)}"
+            )
+        obj = getattr(obj, part)
+    return obj
+
+
+def _user_model(path: str, model_kwargs: dict[str, Any]) -> nn.Module:
+    cls = _import_class(path)
+    if not callable(cls):
+        raise ModelError(f"model: {path!r} is a {type(cls).__name__}, not a class; name the class")
+    try:
+        model = cls(**model_kwargs)
+    except TypeError as exc:
+        raise ModelError(
+            f"model: {path!r} could not be created with model_kwargs {model_kwargs}: {exc}; "
+            "fix model_kwargs"
+        ) from None
+    if not isinstance(model, nn.Module):
+        raise ModelError(
+            f"model: {path!r} returned a {type(model).__name__}, not a torch.nn.Module; "
+            "name an nn.Module class"
+        )
+    return model
+
+
+@torch.no_grad()
+def _check_forward(
+    model: nn.Module, name: str, input_shape: tuple[int, ...], num_classes: int | None
+) -> None:
+    """Run a batch of 2 zeros through ``model`` and check it gives (2, num_classes) logits."""
+    try:
+        out = model(torch.zeros(2, *input_shape))
+    except Exception as exc:
+        raise ModelError(
+            f"model {name!r} fails on inputs of shape {tuple(input_shape)}: "
+            f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}; "
+            "check the model matches the data"
+        ) from None
+    if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != 2:
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ModelError(
+            f"model {name!r} returns {shape} for a batch of 2; it must return logits of shape "
+            "(batch, num_classes)"
+        )
+    if num_classes is not None and out.shape[1] != num_classes:
+        raise ModelError(
+            f"model {name!r} gives {out.shape[1]} outputs but the data has {num_classes} classes; "
+            "change the model's classifier (model_kwargs) or the data"
+        )
+
+
+def build(
+    name: str,
+    *,
+    data: Any = None,
+    num_classes: int | None = None,
+    in_channels: int | None = None,
+    width: float = 1.0,
+    pretrained: bool = False,
+    input_shape: tuple[int, ...] | None = None,
+    checkpoint: str | None = None,
+    model_kwargs: dict[str, Any] | None = None,
+    strip_prefix: str | None = None,
+    train_epochs: int | None = None,
+) -> nn.Module:
+    """Build a model in eval mode.
+
+    Args:
+        name: a built-in name (see ``names()``) or a class path ``package.module:ClassName``.
+        data: a DataSplits; supplies num_classes, in_channels and input_shape when not given.
+        num_classes: classifier outputs (must agree with ``data``).
+        in_channels: input channels (must agree with ``data``).
+        width: channel multiplier of built-in models (> 0).
+        pretrained: train the built-in model on ``data`` once and cache it (needs ``data``).
+        input_shape: one example's shape, e.g. ``(1, 32, 32)`` (must agree with ``data``).
+        checkpoint: a state dict file loaded into the model (strict).
+        model_kwargs: keyword arguments of a user class.
+        strip_prefix: removed from checkpoint keys before loading.
+        train_epochs: epochs of the pretrained baseline (None: a default per model and data).
+
+    Raises:
+        ModelError: unknown name, bad class path, a disagreement with ``data``, bad options.
+        CheckpointError: the checkpoint is missing, unreadable or does not match.
+    """
+    if not isinstance(name, str) or not name:
+        raise ModelError(f"model.name: {name!r} must be a model name or 'package.module:Class'")
+    if (
+        isinstance(width, bool)
+        or not isinstance(width, int | float)
+        or not math.isfinite(width)
+        or width <= 0
+    ):
+        raise ModelError(f"model.width: {width!r} must be a number > 0 (1.0 is the full model)")
+    width = float(width)
+    _check_positive_int("num_classes", num_classes)
+    _check_positive_int("in_channels", in_channels)
+    if input_shape is not None:
+        input_shape = tuple(int(d) for d in input_shape)
+    data_shape = tuple(int(d) for d in data.input_shape) if data is not None else None
+    num_classes = _agree(
+        "num_classes",
+        num_classes,
+        int(data.num_classes) if data is not None else None,
+        data,
+        f"{getattr(data, 'num_classes', None)} classes",
+    )
+    input_shape = _agree("input_shape", input_shape, data_shape, data, f"inputs of {data_shape}")
+    shape_channels = input_shape[0] if input_shape else None
+    if in_channels is not None and shape_channels is not None and in_channels != shape_channels:
+        if data is not None:
+            _agree(
+                "in_channels",
+                in_channels,
+                shape_channels,
+                data,
+                f"{shape_channels}-channel inputs {input_shape}",
+            )
+        raise ModelError(
+            f"model.in_channels: {in_channels} but input_shape {input_shape} has "
+            f"{shape_channels} channels; drop in_channels or set it to {shape_channels}"
+        )
+    in_channels = in_channels or shape_channels
+    if pretrained and data is None:
+        raise ModelError(
+            f"model {name!r}: pretrained=True trains the baseline on the data; pass data=..."
+        )
+    if pretrained and checkpoint:
+        raise ModelError(
+            f"model {name!r}: both pretrained and checkpoint are set; the checkpoint already "
+            "holds trained weights, so set pretrained to false"
+        )
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        if is_class_path(name):
+            if pretrained:
+                raise ModelError(
+                    f"model {name!r}: pretrained=True trains built-in models only; pass "
+                    "checkpoint= with your trained weights"
+                )
+            model = _user_model(name, dict(model_kwargs or {}))
+        else:
+            if name not in _FACTORIES:
+                raise ModelError(
+                    f"model: unknown model {name!r}; {did_you_mean(name, _FACTORIES)} "
+                    "(or give a class path 'package.module:ClassName')"
+                )
+            if model_kwargs:
+                raise ModelError(
+                    f"model.model_kwargs: built-in model {name!r} takes no model_kwargs "
+                    f"(got {sorted(model_kwargs)}); use width, or a class path for your own model"
+                )
+            if num_classes is None:
+                raise ModelError(
+                    f"model {name!r}: num_classes is unknown; pass data or num_classes"
+                )
+            model = _FACTORIES[name](num_classes, in_channels or 3, input_shape, width)
+    if checkpoint:
+        load_checkpoint(model, checkpoint, strip_prefix=strip_prefix)
+    elif pretrained:
+        model = _baselines.pretrained(model, name, data, width, train_epochs)
+    model.eval()
+    if input_shape:
+        _check_forward(model, name, input_shape, num_classes)
+    return model
+
+
+__all__ = [
+    "build",
+    "cache_dir",
+    "default_epochs",
+    "is_class_path",
+    "load_checkpoint",
+    "load_state_dict",
+    "names",
+    "register",
+]
