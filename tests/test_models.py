@@ -21,17 +21,20 @@ CONV_COUNTS = {"resnet20": 21, "resnet56": 57, "mobilenetv2": 25, "cnn": 4, "mlp
 TINY = "fixtures_models:TinyNet"
 
 
-@pytest.fixture(scope="module")
-def digits():
-    from pruna_search import data
-
-    return data.load("digits")
-
-
 @pytest.fixture
 def user_models(monkeypatch: pytest.MonkeyPatch) -> None:
     """Make tests/fixtures_models.py importable whatever pytest's import mode."""
     monkeypatch.syspath_prepend(str(Path(__file__).parent))
+
+
+@pytest.fixture
+def one_thread():
+    """Train with one intra-op thread for this test only: on a busy 2-core machine two threads
+    make training about 4x slower (OpenMP threads wait on each other)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def _params(model: nn.Module) -> int:
@@ -295,6 +298,7 @@ def test_cache_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     assert models.cache_dir() == Path.home() / ".cache" / "pruna_search"
 
 
+@pytest.mark.usefixtures("one_thread")
 def test_pretrained_trains_once_then_loads(
     digits, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
@@ -368,6 +372,7 @@ def test_torch_pruning_traces_and_prunes(name: str) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::FutureWarning")
 @pytest.mark.parametrize("name", BUILTINS)
 def test_onnx_export_matches_torch(name: str, tmp_path: Path) -> None:
     import onnxruntime as ort

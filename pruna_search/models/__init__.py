@@ -223,7 +223,7 @@ def build(
             )
         raise ModelError(
             f"model.in_channels: {in_channels} but input_shape {input_shape} has "
-            f"{shape_channels} channels; drop in_channels or set it to {shape_channels}"
+            f"{shape_channels} channel(s); drop in_channels or set it to {shape_channels}"
         )
     in_channels = in_channels or shape_channels
     if pretrained and data is None:
