@@ -48,6 +48,7 @@ class Config:
         finetune_steps: recovery fine-tune steps after pruning (0: BatchNorm recalibration only).
         finetune_lr: fine-tune learning rate.
         optimizer: ``sgd``, ``adam`` or ``adamw``.
+        distill: weight of distillation from the dense model during the fine-tune (0: off).
         keep_fp32: layer names left at fp32 whatever ``quantization_bits`` says (e.g. the
             first conv and the classifier); ``"first"`` and ``"last"`` name those two.
         round_to: kept channels are a multiple of this.
@@ -59,21 +60,29 @@ class Config:
     finetune_steps: int = 0
     finetune_lr: float = 0.01
     optimizer: str = "sgd"
+    distill: float = 0.7
     keep_fp32: tuple[str, ...] = ()
     round_to: int = 8
 
     def to_plan(self, info: ModelInfo) -> Plan:
         plan = Plan.uniform(
-            info, target=self.target_device, pruning_ratio=self.pruning_ratio,
+            info,
+            target=self.target_device,
+            pruning_ratio=self.pruning_ratio,
             quantization_bits=self.quantization_bits,
-            finetune=Finetune(steps=self.finetune_steps, lr=self.finetune_lr,
-                              optimizer=self.optimizer),
+            finetune=Finetune(
+                steps=self.finetune_steps,
+                lr=self.finetune_lr,
+                optimizer=self.optimizer,
+                distill=self.distill,
+            ),
             round_to=self.round_to,
         )
         keep = {_resolve_layer(info, name) for name in self.keep_fp32}
         precision = {k: v for k, v in plan.precision.items() if k not in keep}
-        return Plan(prune=plan.prune, precision=precision, finetune=plan.finetune,
-                    round_to=plan.round_to)
+        return Plan(
+            prune=plan.prune, precision=precision, finetune=plan.finetune, round_to=plan.round_to
+        )
 
 
 def _resolve_layer(info: ModelInfo, name: str) -> str:
@@ -114,13 +123,32 @@ class Result:
     def table(self) -> str:
         """A before/after table of accuracy, latency, speedup and size."""
         rows = [
-            ("accuracy", f"{self.baseline[names.ACCURACY]:.4f}", f"{self.metrics[names.ACCURACY]:.4f}"),
-            ("latency p10 (ms)", _fmt(self.baseline.get(names.LATENCY_P10)),
-             _fmt(self.metrics.get(names.LATENCY_P10))),
+            (
+                "accuracy",
+                f"{self.baseline[names.ACCURACY]:.4f}",
+                f"{self.metrics[names.ACCURACY]:.4f}",
+            ),
+            (
+                "latency p10 (ms)",
+                _fmt(self.baseline.get(names.LATENCY_P10)),
+                _fmt(self.metrics.get(names.LATENCY_P10)),
+            ),
             ("speedup", "1.00x", f"{self.metrics.get(names.SPEEDUP, float('nan')):.2f}x"),
-            ("size (MB)", f"{self.baseline[names.SIZE_MB]:.3f}", f"{self.metrics[names.SIZE_MB]:.3f}"),
-            ("MMACs", f"{self.baseline[names.MACS] / 1e6:.2f}", f"{self.metrics[names.MACS] / 1e6:.2f}"),
-            ("params", f"{int(self.baseline[names.PARAMS]):,}", f"{int(self.metrics[names.PARAMS]):,}"),
+            (
+                "size (MB)",
+                f"{self.baseline[names.SIZE_MB]:.3f}",
+                f"{self.metrics[names.SIZE_MB]:.3f}",
+            ),
+            (
+                "MMACs",
+                f"{self.baseline[names.MACS] / 1e6:.2f}",
+                f"{self.metrics[names.MACS] / 1e6:.2f}",
+            ),
+            (
+                "params",
+                f"{int(self.baseline[names.PARAMS]):,}",
+                f"{int(self.metrics[names.PARAMS]):,}",
+            ),
         ]
         width = max(len(r[0]) for r in rows)
         lines = [f"{'':<{width}}  {'dense fp32':>12}  {'optimized':>12}"]
@@ -153,10 +181,16 @@ def _check_model_matches_data(model: nn.Module, data: data_lib.DataSplits) -> No
         )
 
 
-def optimize(model: nn.Module | str, config: Config | Plan | None = None, *,
-             data: data_lib.DataSplits | str, target: str | Target | None = None,
-             measure_latency: bool = True, exporter: str = "torchscript",
-             workdir: str | os.PathLike | None = None) -> Result:
+def optimize(
+    model: nn.Module | str,
+    config: Config | Plan | None = None,
+    *,
+    data: data_lib.DataSplits | str,
+    target: str | Target | None = None,
+    measure_latency: bool = True,
+    exporter: str = "torchscript",
+    workdir: str | os.PathLike | None = None,
+) -> Result:
     """Compress ``model`` as ``config`` (uniform) or a Plan (per group / per layer) says.
 
     Accuracy is measured on the exported ONNX model in ONNX Runtime on ``data.val``; latency
@@ -181,11 +215,15 @@ def optimize(model: nn.Module | str, config: Config | Plan | None = None, *,
         )
     data = data_lib.load(data) if isinstance(data, str) else data
     if not isinstance(data, data_lib.DataSplits):
-        raise DataError(f"data: expected a DataSplits or a data set name, got {type(data).__name__}")
+        raise DataError(
+            f"data: expected a DataSplits or a data set name, got {type(data).__name__}"
+        )
     if isinstance(model, str):
         model = model_lib.build(model, data=data, pretrained=True)
     if not isinstance(model, nn.Module):
-        raise ModelError(f"model: expected a torch nn.Module or a model name, got {type(model).__name__}")
+        raise ModelError(
+            f"model: expected a torch nn.Module or a model name, got {type(model).__name__}"
+        )
     model.eval()
     _check_model_matches_data(model, data)
     target = get_target(target or (config.target_device if isinstance(config, Config) else "cpu"))
@@ -207,10 +245,19 @@ def optimize(model: nn.Module | str, config: Config | Plan | None = None, *,
     dense_path = export_onnx(model, example, folder / "dense.fp32.onnx", exporter=exporter)
     seconds["export_dense"] = time.perf_counter() - start
 
-    reduce_range = (not hardware.has_vnni()) if target.reduce_range is None else target.reduce_range
-    candidate: Candidate = apply_plan(model, plan, train_set=data.train, calib=x_calib,
-                                      example=example, workdir=folder, exporter=exporter,
-                                      reduce_range=reduce_range)
+    reduce_range = (
+        (not hardware.has_vnni()) if target.reduce_range is None else target.reduce_range
+    )
+    candidate: Candidate = apply_plan(
+        model,
+        plan,
+        train_set=data.train,
+        calib=x_calib,
+        example=example,
+        workdir=folder,
+        exporter=exporter,
+        reduce_range=reduce_range,
+    )
     seconds.update(candidate.seconds)
 
     start = time.perf_counter()
@@ -239,13 +286,28 @@ def optimize(model: nn.Module | str, config: Config | Plan | None = None, *,
         names.PARAMS: float(count_params(candidate.model)),
     }
     if latency is not None:
-        baseline.update({names.LATENCY_P10: latency.baseline.p10,
-                         names.LATENCY_P50: latency.baseline.p50,
-                         names.LATENCY_P90: latency.baseline.p90})
-        metrics.update({names.LATENCY_P10: latency.candidate.p10,
-                        names.LATENCY_P50: latency.candidate.p50,
-                        names.LATENCY_P90: latency.candidate.p90,
-                        names.SPEEDUP: latency.speedup})
-    return Result(metrics=metrics, baseline=baseline, plan=plan,
-                  prune_report=candidate.prune_report, seconds=seconds, latency=latency,
-                  onnx_path=candidate.onnx_path, _workdir=holder)
+        baseline.update(
+            {
+                names.LATENCY_P10: latency.baseline.p10,
+                names.LATENCY_P50: latency.baseline.p50,
+                names.LATENCY_P90: latency.baseline.p90,
+            }
+        )
+        metrics.update(
+            {
+                names.LATENCY_P10: latency.candidate.p10,
+                names.LATENCY_P50: latency.candidate.p50,
+                names.LATENCY_P90: latency.candidate.p90,
+                names.SPEEDUP: latency.speedup,
+            }
+        )
+    return Result(
+        metrics=metrics,
+        baseline=baseline,
+        plan=plan,
+        prune_report=candidate.prune_report,
+        seconds=seconds,
+        latency=latency,
+        onnx_path=candidate.onnx_path,
+        _workdir=holder,
+    )

@@ -1,6 +1,6 @@
 """``make run`` (until the search lands): the one-shot API on digits, before/after table.
 
-    python -m pruna_search.demo [--model resnet20] [--ratio 0.5] [--bits 8] [--steps 300]
+python -m pruna_search.demo [--model resnet20] [--ratio 0.5] [--bits 8] [--steps 300]
 """
 
 from __future__ import annotations
@@ -26,13 +26,18 @@ def main(argv: list[str] | None = None) -> int:
     try:
         start = time.perf_counter()
         splits = data.load(args.data)
-        print(f"data    {args.data}: {len(splits.train)} train / {len(splits.val)} val, "
-              f"input {splits.input_shape}, {splits.num_classes} classes")
+        print(
+            f"data    {args.data}: {len(splits.train)} train / {len(splits.val)} val, "
+            f"input {splits.input_shape}, {splits.num_classes} classes"
+        )
         model = models.build(args.model, data=splits, pretrained=True)
-        config = Config(pruning_ratio=args.ratio, quantization_bits=args.bits,
-                        finetune_steps=args.steps)
-        print(f"config  prune {args.ratio:.0%} of every group, {args.bits}-bit, "
-              f"{args.steps} fine-tune steps")
+        config = Config(
+            pruning_ratio=args.ratio, quantization_bits=args.bits, finetune_steps=args.steps
+        )
+        print(
+            f"config  prune {args.ratio:.0%} of every group, {args.bits}-bit, "
+            f"{args.steps} fine-tune steps"
+        )
         result = optimize(model, config, data=splits)
         print()
         print(result.table())

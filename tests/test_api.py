@@ -13,8 +13,9 @@ from pruna_search.measure import onnx_accuracy
 
 @pytest.mark.slow
 def test_int8_resnet20_on_digits_stays_within_1_5_points(resnet20_trained, digits, tmp_path):
-    result = ps.optimize(resnet20_trained, ps.Config(quantization_bits=8), data=digits,
-                         measure_latency=False)
+    result = ps.optimize(
+        resnet20_trained, ps.Config(quantization_bits=8), data=digits, measure_latency=False
+    )
     assert result.baseline[names.ACCURACY] >= 0.95
     assert result.metrics[names.ACCURACY_DROP] <= 0.015
     assert result.metrics[names.SIZE_MB] < 0.5 * result.baseline[names.SIZE_MB]
@@ -31,8 +32,17 @@ def test_exported_model_reproduces_the_reported_accuracy(resnet20_trained, digit
     assert onnx_accuracy(path, x, y, threads=1, batch_size=17) == result.metrics[names.ACCURACY]
     sess = runtime.session(path)
     assert runtime.run(sess, x[:3]).shape == (3, 10)
-    for key in (names.ACCURACY, names.ACCURACY_DROP, names.LATENCY_P10, names.LATENCY_P50,
-                names.LATENCY_P90, names.SPEEDUP, names.SIZE_MB, names.MACS, names.PARAMS):
+    for key in (
+        names.ACCURACY,
+        names.ACCURACY_DROP,
+        names.LATENCY_P10,
+        names.LATENCY_P50,
+        names.LATENCY_P90,
+        names.SPEEDUP,
+        names.SIZE_MB,
+        names.MACS,
+        names.PARAMS,
+    ):
         assert np.isfinite(result.metrics[key]), key
     assert result.metrics[names.LATENCY_P10] <= result.metrics[names.LATENCY_P90]
     assert result.metrics[names.MACS] <= 0.35 * result.baseline[names.MACS]
@@ -78,11 +88,13 @@ def test_bad_inputs(digits):
     with pytest.raises(ps.ConfigError, match="expected pruna_search.Config or Plan"):
         ps.optimize(ps.models.build("cnn", data=digits), {"pruning_ratio": 0.5}, data=digits)
     with pytest.raises(ps.PlanError, match="quantization_bits"):
-        ps.optimize(ps.models.build("cnn", data=digits), ps.Config(quantization_bits=2),
-                    data=digits)
+        ps.optimize(
+            ps.models.build("cnn", data=digits), ps.Config(quantization_bits=2), data=digits
+        )
     with pytest.raises(ps.TargetError, match="unknown target"):
-        ps.optimize(ps.models.build("cnn", data=digits), ps.Config(target_device="tpu"),
-                    data=digits)
+        ps.optimize(
+            ps.models.build("cnn", data=digits), ps.Config(target_device="tpu"), data=digits
+        )
     with pytest.raises(ps.PlanError, match="cannot run int4 on a conv"):
         model = ps.models.build("cnn", data=digits)
         conv = ps.analyze(model, digits).layers[0].name
@@ -90,6 +102,15 @@ def test_bad_inputs(digits):
 
 
 def test_errors_share_one_root():
-    for cls in (ps.ConfigError, ps.DataError, ps.ModelError, ps.CheckpointError, ps.PlanError,
-                ps.TargetError, ps.CompressionError, ps.ExportError, ps.MeasurementError):
+    for cls in (
+        ps.ConfigError,
+        ps.DataError,
+        ps.ModelError,
+        ps.CheckpointError,
+        ps.PlanError,
+        ps.TargetError,
+        ps.CompressionError,
+        ps.ExportError,
+        ps.MeasurementError,
+    ):
         assert issubclass(cls, ps.PrunaSearchError)

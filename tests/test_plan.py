@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from pruna_search import Finetune, Plan, PlanError, Precision, analyze, models
-from pruna_search.core.target import CPU, get_target
 from pruna_search.core.errors import TargetError
+from pruna_search.core.target import CPU, get_target
 
 
 @pytest.fixture(scope="module")

@@ -47,7 +47,9 @@ def test_classifier_outputs_are_never_pruned():
 
 def test_residual_convs_share_one_group():
     info = analyze(build("resnet20"), X)
-    stage1 = [g for g in info.groups if "layer1.0.conv2" in g.members or g.name == "layer1.0.conv2"]
+    stage1 = [
+        g for g in info.groups if "layer1.0.conv2" in g.members or g.name == "layer1.0.conv2"
+    ]
     assert len(stage1) == 1
     members = set(stage1[0].members) | {stage1[0].name}
     assert {"layer1.0.conv2", "layer1.1.conv2", "layer1.2.conv2"} <= members
@@ -65,7 +67,15 @@ def test_every_builtin_model_prunes_and_runs(name):
 
 @pytest.mark.parametrize(
     ("channels", "ratio", "kept"),
-    [(16, 0.5, 8), (16, 0.75, 8), (64, 0.3, 48), (64, 0.0, 64), (10, 0.5, 8), (8, 0.5, 8), (24, 0.5, 16)],
+    [
+        (16, 0.5, 8),
+        (16, 0.75, 8),
+        (64, 0.3, 48),
+        (64, 0.0, 64),
+        (10, 0.5, 8),
+        (8, 0.5, 8),
+        (24, 0.5, 16),
+    ],
 )
 def test_kept_channels(channels, ratio, kept):
     assert kept_channels(channels, ratio, 8) == kept

@@ -26,7 +26,9 @@ def weight_kinds(path) -> dict[str, str]:
     graph = load(path)
     producers = {o: n for n in graph.graph.node for o in n.output}
     kinds = {}
-    for node_name, module in node_to_module(graph, ("Conv", "Gemm", "MatMul", "MatMulNBits")).items():
+    for node_name, module in node_to_module(
+        graph, ("Conv", "Gemm", "MatMul", "MatMulNBits")
+    ).items():
         node = next(n for n in graph.graph.node if n.name == node_name)
         if node.op_type == "MatMulNBits":
             kinds[module] = "int4"
@@ -75,7 +77,9 @@ def test_nothing_chosen_is_a_plain_copy(tmp_path):
 def test_errors(tmp_path):
     _, x, fp32 = exported(tmp_path, "mlp")
     with pytest.raises(CompressionError, match="calibration split is empty"):
-        quantize(fp32, tmp_path / "a.onnx", int8=["fc1"], calib=np.zeros((0, 1, 32, 32), np.float32))
+        quantize(
+            fp32, tmp_path / "a.onnx", int8=["fc1"], calib=np.zeros((0, 1, 32, 32), np.float32)
+        )
     with pytest.raises(CompressionError, match="both int8 and int4"):
         quantize(fp32, tmp_path / "b.onnx", int8=["fc1"], int4=["fc1"], calib=x.numpy())
     with pytest.raises(CompressionError, match="'nope' has no Conv/Gemm/MatMul node"):

@@ -44,11 +44,22 @@ def analyze(model: nn.Module, data: object) -> ModelInfo:
     for name in order:
         module = modules[name]
         if isinstance(module, nn.Conv2d):
-            layers.append(LayerInfo(name, CONV, module.in_channels, module.out_channels,
-                                    module.groups, name == classifier))
+            layers.append(
+                LayerInfo(
+                    name,
+                    CONV,
+                    module.in_channels,
+                    module.out_channels,
+                    module.groups,
+                    name == classifier,
+                )
+            )
         else:
-            layers.append(LayerInfo(name, LINEAR, module.in_features, module.out_features, 1,
-                                    name == classifier))
+            layers.append(
+                LayerInfo(
+                    name, LINEAR, module.in_features, module.out_features, 1, name == classifier
+                )
+            )
     return ModelInfo(
         input_shape=tuple(example.shape[1:]),
         layers=tuple(layers),

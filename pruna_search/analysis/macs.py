@@ -12,7 +12,9 @@ def count_macs(model: nn.Module, example: torch.Tensor) -> int:
 
     def conv_hook(module: nn.Conv2d, _inputs, output: torch.Tensor) -> None:
         nonlocal total
-        per_out = (module.in_channels // module.groups) * module.kernel_size[0] * module.kernel_size[1]
+        per_out = (
+            (module.in_channels // module.groups) * module.kernel_size[0] * module.kernel_size[1]
+        )
         total += int(output[:1].numel()) * per_out
 
     def linear_hook(module: nn.Linear, _inputs, output: torch.Tensor) -> None:

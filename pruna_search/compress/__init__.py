@@ -7,5 +7,13 @@ from .pipeline import Candidate, apply_plan
 from .prune import PruneReport, dependency_groups, kept_channels, prune
 from .quantize import quantize
 
-__all__ = ["Candidate", "PruneReport", "apply_plan", "dependency_groups", "finetune",
-           "kept_channels", "prune", "quantize"]
+__all__ = [
+    "Candidate",
+    "PruneReport",
+    "apply_plan",
+    "dependency_groups",
+    "finetune",
+    "kept_channels",
+    "prune",
+    "quantize",
+]

@@ -42,10 +42,20 @@ def _stage(seconds: dict[str, float], name: str) -> Iterator[None]:
         seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - start
 
 
-def apply_plan(model: nn.Module, plan: Plan, *, train_set, calib: np.ndarray,
-               example: torch.Tensor, workdir: str | Path, exporter: str = "torchscript",
-               importance: str = "magnitude", parity_atol: float = 1e-4,
-               reduce_range: bool = False, name: str = "candidate") -> Candidate:
+def apply_plan(
+    model: nn.Module,
+    plan: Plan,
+    *,
+    train_set,
+    calib: np.ndarray,
+    example: torch.Tensor,
+    workdir: str | Path,
+    exporter: str = "torchscript",
+    importance: str = "magnitude",
+    parity_atol: float = 1e-4,
+    reduce_range: bool = False,
+    name: str = "candidate",
+) -> Candidate:
     """Build the candidate for ``plan``; ``model`` itself is never modified.
 
     Args:
@@ -62,25 +72,38 @@ def apply_plan(model: nn.Module, plan: Plan, *, train_set, calib: np.ndarray,
     seconds: dict[str, float] = {}
     try:
         with _stage(seconds, "prune"):
-            pruned, report = prune(model, example, plan.prune, round_to=plan.round_to,
-                                   importance=importance)
+            pruned, report = prune(
+                model, example, plan.prune, round_to=plan.round_to, importance=importance
+            )
         with _stage(seconds, "finetune"):
             if not plan.is_dense or plan.finetune.steps > 0:
-                finetune(pruned, train_set, plan.finetune)
+                finetune(pruned, train_set, plan.finetune, teacher=model)
         with _stage(seconds, "export"):
-            fp32_path = export_onnx(pruned, example, workdir / f"{name}.fp32.onnx",
-                                    exporter=exporter)
+            fp32_path = export_onnx(
+                pruned, example, workdir / f"{name}.fp32.onnx", exporter=exporter
+            )
             parity = check_parity(pruned, fp32_path, example, atol=parity_atol)
         with _stage(seconds, "quantize"):
             out = workdir / f"{name}.onnx"
-            quantize(fp32_path, out, int8=plan.layers_at(Precision.INT8),
-                     int4=plan.layers_at(Precision.INT4), calib=calib,
-                     reduce_range=reduce_range)
+            quantize(
+                fp32_path,
+                out,
+                int8=plan.layers_at(Precision.INT8),
+                int4=plan.layers_at(Precision.INT4),
+                calib=calib,
+                reduce_range=reduce_range,
+            )
     except PrunaSearchError:
         raise
     except Exception as exc:
         raise CompressionError(
             f"compress: applying the plan failed ({type(exc).__name__}: {exc})"
         ) from exc
-    return Candidate(onnx_path=out, fp32_path=fp32_path, model=pruned, prune_report=report,
-                     seconds=seconds, parity=parity)
+    return Candidate(
+        onnx_path=out,
+        fp32_path=fp32_path,
+        model=pruned,
+        prune_report=report,
+        seconds=seconds,
+        parity=parity,
+    )

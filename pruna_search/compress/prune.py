@@ -71,8 +71,11 @@ def _roots(model: nn.Module, graph: tp.DependencyGraph, ignored: Sequence[nn.Mod
         for item in group:
             dep = item.dep
             module = dep.target.module
-            if (module is not root and isinstance(module, ROOT_TYPES)
-                    and graph.is_out_channel_pruning_fn(dep.handler)):
+            if (
+                module is not root
+                and isinstance(module, ROOT_TYPES)
+                and graph.is_out_channel_pruning_fn(dep.handler)
+            ):
                 members.append(names[module])
         yield names[root], root, tuple(sorted(set(members)))
 
@@ -116,8 +119,14 @@ def _importance(name: str):
     raise CompressionError(f"prune.importance: {name!r} is unknown; use one of {IMPORTANCES}")
 
 
-def _prune_once(model: nn.Module, example: torch.Tensor, ratios: Mapping[str, float],
-                round_to: int, importance: str, report: PruneReport) -> None:
+def _prune_once(
+    model: nn.Module,
+    example: torch.Tensor,
+    ratios: Mapping[str, float],
+    round_to: int,
+    importance: str,
+    report: PruneReport,
+) -> None:
     graph = _graph(model, example)
     scorer = _importance(importance)
     for name, root, _members in list(_roots(model, graph, _ignored(model, example))):
@@ -146,8 +155,14 @@ def _forward_ok(model: nn.Module, example: torch.Tensor) -> str | None:
     return None
 
 
-def prune(model: nn.Module, example: torch.Tensor, ratios: Mapping[str, float], *,
-          round_to: int = 8, importance: str = "magnitude") -> tuple[nn.Module, PruneReport]:
+def prune(
+    model: nn.Module,
+    example: torch.Tensor,
+    ratios: Mapping[str, float],
+    *,
+    round_to: int = 8,
+    importance: str = "magnitude",
+) -> tuple[nn.Module, PruneReport]:
     """Remove channels group by group; returns the pruned model (a new object) and a report.
 
     After pruning, a forward pass checks the model. If it fails (an op the dependency graph

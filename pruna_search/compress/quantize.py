@@ -40,7 +40,7 @@ class _Batches(CalibrationDataReader):
 
     def __init__(self, input_name: str, x: np.ndarray, batch_size: int = 64) -> None:
         self._items = iter(
-            {input_name: np.ascontiguousarray(x[i: i + batch_size], dtype=np.float32)}
+            {input_name: np.ascontiguousarray(x[i : i + batch_size], dtype=np.float32)}
             for i in range(0, len(x), batch_size)
         )
 
@@ -72,20 +72,34 @@ def gemm_to_matmul(model: onnx.ModelProto, nodes: Iterable[str]) -> onnx.ModelPr
             new_nodes.append(node)
             continue
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-        if attrs.get("alpha", 1.0) != 1.0 or attrs.get("beta", 1.0) != 1.0 or attrs.get("transA", 0):
-            raise CompressionError(f"quantize: Gemm {node.name!r} has alpha/beta/transA set; cannot run it as int4")
+        if (
+            attrs.get("alpha", 1.0) != 1.0
+            or attrs.get("beta", 1.0) != 1.0
+            or attrs.get("transA", 0)
+        ):
+            raise CompressionError(
+                f"quantize: Gemm {node.name!r} has alpha/beta/transA set; cannot run it as int4"
+            )
         weight = numpy_helper.to_array(inits[node.input[1]])
         if attrs.get("transB", 0):
             weight = weight.T
         w_name = node.input[1] + "_T"
-        model.graph.initializer.append(numpy_helper.from_array(np.ascontiguousarray(weight), w_name))
+        model.graph.initializer.append(
+            numpy_helper.from_array(np.ascontiguousarray(weight), w_name)
+        )
         has_bias = len(node.input) > 2 and node.input[2]
         mm_out = node.output[0] + "_mm" if has_bias else node.output[0]
-        new_nodes.append(helper.make_node("MatMul", [node.input[0], w_name], [mm_out],
-                                          name=node.name + "_MatMul"))
+        new_nodes.append(
+            helper.make_node(
+                "MatMul", [node.input[0], w_name], [mm_out], name=node.name + "_MatMul"
+            )
+        )
         if has_bias:
-            new_nodes.append(helper.make_node("Add", [mm_out, node.input[2]], [node.output[0]],
-                                              name=node.name + "_Add"))
+            new_nodes.append(
+                helper.make_node(
+                    "Add", [mm_out, node.input[2]], [node.output[0]], name=node.name + "_Add"
+                )
+            )
     del model.graph.node[:]
     model.graph.node.extend(new_nodes)
     used = {i for n in model.graph.node for i in n.input}
@@ -105,9 +119,16 @@ def _nodes_for(mapping: dict[str, str], layers: Sequence[str]) -> list[str]:
     return [mapping[layer] for layer in layers]
 
 
-def quantize_int8(src: Path, dst: Path, layers: Sequence[str], calib: np.ndarray, *,
-                  per_channel: bool = True, method: str = "minmax",
-                  reduce_range: bool = False) -> Path:
+def quantize_int8(
+    src: Path,
+    dst: Path,
+    layers: Sequence[str],
+    calib: np.ndarray,
+    *,
+    per_channel: bool = True,
+    method: str = "minmax",
+    reduce_range: bool = False,
+) -> Path:
     """Static QDQ int8 for ``layers``; every other Conv/Gemm/MatMul stays fp32."""
     if len(calib) == 0:
         raise CompressionError("quantize: the calibration split is empty; give data a calib split")
@@ -116,14 +137,21 @@ def quantize_int8(src: Path, dst: Path, layers: Sequence[str], calib: np.ndarray
     chosen = set(_nodes_for(mapping, layers))
     excluded = [n for n in mapping.values() if n not in chosen]
     input_name = model.graph.input[0].name
-    methods = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
-               "entropy": CalibrationMethod.Entropy}
+    methods = {
+        "minmax": CalibrationMethod.MinMax,
+        "percentile": CalibrationMethod.Percentile,
+        "entropy": CalibrationMethod.Entropy,
+    }
     if method not in methods:
-        raise CompressionError(f"quantize.calibration: {method!r} is unknown; use one of {sorted(methods)}")
+        raise CompressionError(
+            f"quantize.calibration: {method!r} is unknown; use one of {sorted(methods)}"
+        )
     with tempfile.TemporaryDirectory(prefix="pruna_q8_") as tmp, _quiet():
         out = Path(tmp) / "q8.onnx"
         quantize_static(
-            str(src), str(out), _Batches(input_name, calib),
+            str(src),
+            str(out),
+            _Batches(input_name, calib),
             quant_format=QuantFormat.QDQ,
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
@@ -146,31 +174,52 @@ def quantize_int4(src: Path, dst: Path, layers: Sequence[str], *, block_size: in
     mapping = module_to_node(model)
     chosen = set(_nodes_for(mapping, layers))
     exclude = [n.name for n in model.graph.node if n.op_type == "MatMul" and n.name not in chosen]
-    quantizer = MatMulNBitsQuantizer(model, bits=4, block_size=block_size, is_symmetric=True,
-                                     accuracy_level=4, nodes_to_exclude=exclude)
+    quantizer = MatMulNBitsQuantizer(
+        model,
+        bits=4,
+        block_size=block_size,
+        is_symmetric=True,
+        accuracy_level=4,
+        nodes_to_exclude=exclude,
+    )
     with _quiet():
         quantizer.process()
     save(quantizer.model.model, dst)
     return dst
 
 
-def quantize(src: str | Path, dst: str | Path, *, int8: Sequence[str] = (),
-             int4: Sequence[str] = (), calib: np.ndarray | None = None,
-             per_channel: bool = True, calibration: str = "minmax",
-             reduce_range: bool = False) -> Path:
-    """Quantize the fp32 ONNX model ``src`` into ``dst`` per layer; a copy when nothing is chosen."""
+def quantize(
+    src: str | Path,
+    dst: str | Path,
+    *,
+    int8: Sequence[str] = (),
+    int4: Sequence[str] = (),
+    calib: np.ndarray | None = None,
+    per_channel: bool = True,
+    calibration: str = "minmax",
+    reduce_range: bool = False,
+) -> Path:
+    """Quantize the fp32 ONNX model ``src`` into ``dst`` per layer (a copy when none is chosen)."""
     src, dst = Path(src), Path(dst)
     overlap = set(int8) & set(int4)
     if overlap:
-        raise CompressionError(f"quantize: layer {sorted(overlap)[0]!r} is marked both int8 and int4")
+        raise CompressionError(
+            f"quantize: layer {sorted(overlap)[0]!r} is marked both int8 and int4"
+        )
     with tempfile.TemporaryDirectory(prefix="pruna_q_") as tmp:
         current = src
         if int8:
             if calib is None:
                 raise CompressionError("quantize: int8 needs calibration inputs (data.calib)")
-            current = quantize_int8(current, Path(tmp) / "int8.onnx", int8, calib,
-                                    per_channel=per_channel, method=calibration,
-                                    reduce_range=reduce_range)
+            current = quantize_int8(
+                current,
+                Path(tmp) / "int8.onnx",
+                int8,
+                calib,
+                per_channel=per_channel,
+                method=calibration,
+                reduce_range=reduce_range,
+            )
         if int4:
             current = quantize_int4(current, Path(tmp) / "int4.onnx", int4)
         if current == src:

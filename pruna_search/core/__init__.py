@@ -1,4 +1,4 @@
-"""Plain types shared by every package: Plan, Precision, Target, analysis results, errors, names."""
+"""Plain types shared by every package: Plan, Precision, Target, analysis results, errors."""
 
 from __future__ import annotations
 

@@ -24,7 +24,7 @@ class DataError(PrunaSearchError):
 
 
 class PlanError(PrunaSearchError, ValueError):
-    """A plan names unknown layers, has a ratio out of range, or a precision the target cannot run."""
+    """A plan names unknown layers, has a ratio out of range, or a precision the target lacks."""
 
 
 class TargetError(PrunaSearchError):

@@ -17,15 +17,20 @@ def _batches(dataset: Dataset, batch_size: int, seed: int) -> Iterator[tuple[tor
     """Endless shuffled batches with a seeded order (reshuffled every pass)."""
     generator = torch.Generator().manual_seed(seed)
     while True:
-        loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=False,
-                            generator=generator)
+        loader = DataLoader(
+            dataset, batch_size=batch_size, shuffle=True, drop_last=False, generator=generator
+        )
         yield from loader
 
 
-def make_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+def make_optimizer(
+    model: nn.Module, name: str, lr: float, weight_decay: float
+) -> torch.optim.Optimizer:
     params = [p for p in model.parameters() if p.requires_grad]
     if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay, nesterov=True)
+        return torch.optim.SGD(
+            params, lr=lr, momentum=0.9, weight_decay=weight_decay, nesterov=True
+        )
     if name == "adam":
         return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
     if name == "adamw":
@@ -44,8 +49,15 @@ def train(
     weight_decay: float = 5e-4,
     seed: int = 0,
     desc: str = "train",
+    teacher: nn.Module | None = None,
+    distill: float = 0.0,
+    temperature: float = 4.0,
 ) -> float:
     """Train ``model`` in place for ``steps`` optimizer steps with cosine-decayed ``lr``.
+
+    With a ``teacher`` and ``distill`` > 0 the loss is ``(1 - distill) * CE + distill * T^2 *
+    KL(teacher || student)`` at temperature ``T`` (Hinton et al., 2015): the dense model's soft
+    targets carry more signal per step than labels alone, which matters for short fine-tunes.
 
     Returns the mean loss of the last 10 % of steps (a cheap sanity figure).
     """
@@ -54,6 +66,8 @@ def train(
     torch.manual_seed(seed)
     model.train()
     opt = make_optimizer(model, optimizer, lr, weight_decay)
+    if teacher is not None:
+        teacher.eval()
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, steps) / steps))
     )
@@ -65,7 +79,18 @@ def train(
     for step in range(steps):
         x, y = next(batches)
         opt.zero_grad(set_to_none=True)
-        loss = loss_fn(model(x), y)
+        logits = model(x)
+        loss = loss_fn(logits, y)
+        if teacher is not None and distill > 0:
+            with torch.no_grad():
+                soft = torch.softmax(teacher(x) / temperature, dim=1)
+            kd = (
+                nn.functional.kl_div(
+                    torch.log_softmax(logits / temperature, dim=1), soft, reduction="batchmean"
+                )
+                * temperature**2
+            )
+            loss = (1.0 - distill) * loss + distill * kd
         loss.backward()
         opt.step()
         sched.step()
@@ -81,9 +106,10 @@ def train(
 
 
 @torch.no_grad()
-def recalibrate_batchnorm(model: nn.Module, dataset: Dataset, *, batches: int,
-                          batch_size: int = 64, seed: int = 0) -> None:
-    """Re-estimate BatchNorm running statistics with ``batches`` forward passes (no weights change)."""
+def recalibrate_batchnorm(
+    model: nn.Module, dataset: Dataset, *, batches: int, batch_size: int = 64, seed: int = 0
+) -> None:
+    """Re-estimate BatchNorm running statistics with ``batches`` forward passes."""
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     if not norms or batches <= 0:
         return

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 from .errors import PlanError
 
 
-class Precision(str, Enum):
+class Precision(StrEnum):
     """Precision of one layer in the exported model."""
 
     FP32 = "fp32"

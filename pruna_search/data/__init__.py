@@ -41,12 +41,16 @@ def load(name: str, **options: Any) -> DataSplits:
     try:
         loader = _LOADERS[name]
     except KeyError:
-        raise DataError(f"data: unknown data set {name!r}; {did_you_mean(name, _LOADERS)}") from None
+        raise DataError(
+            f"data: unknown data set {name!r}; {did_you_mean(name, _LOADERS)}"
+        ) from None
     try:
         return loader(**options)
     except TypeError as exc:
         if "unexpected keyword" in str(exc):
-            raise DataError(f"data {name!r}: {exc}; see the loader's options in the README") from None
+            raise DataError(
+                f"data {name!r}: {exc}; see the loader's options in the README"
+            ) from None
         raise
 
 

@@ -100,7 +100,9 @@ def make_splits(
     rng = np.random.default_rng(seed)
     calib_idx = np.sort(rng.permutation(len(x_train))[: min(calib_size, len(x_train))])
     train = TensorDataset(torch.from_numpy(x_train), torch.from_numpy(y_train))
-    calib = TensorDataset(torch.from_numpy(x_train[calib_idx]), torch.from_numpy(y_train[calib_idx]))
+    calib = TensorDataset(
+        torch.from_numpy(x_train[calib_idx]), torch.from_numpy(y_train[calib_idx])
+    )
     val = TensorDataset(torch.from_numpy(x_val), torch.from_numpy(y_val))
     return DataSplits(
         name=name,

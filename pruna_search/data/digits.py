@@ -1,4 +1,4 @@
-"""scikit-learn's bundled handwritten digits (1797 images, 8x8), upsampled so models have real work."""
+"""scikit-learn's bundled digits (1797 images, 8x8), upsampled so models have real work."""
 
 from __future__ import annotations
 
@@ -14,12 +14,15 @@ def resize(images: np.ndarray, size: int) -> np.ndarray:
     """Bilinear resize of (N, C, H, W) float images to (N, C, size, size)."""
     if images.shape[-1] == size and images.shape[-2] == size:
         return images
-    out = F.interpolate(torch.from_numpy(images), size=(size, size), mode="bilinear",
-                        align_corners=False)
+    out = F.interpolate(
+        torch.from_numpy(images), size=(size, size), mode="bilinear", align_corners=False
+    )
     return out.numpy()
 
 
-def stratified_split(labels: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def stratified_split(
+    labels: np.ndarray, val_fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Indices of train and val, with every class split in the same proportion."""
     rng = np.random.default_rng(seed)
     train_idx, val_idx = [], []
@@ -31,8 +34,9 @@ def stratified_split(labels: np.ndarray, val_fraction: float, seed: int) -> tupl
     return np.sort(np.concatenate(train_idx)), np.sort(np.concatenate(val_idx))
 
 
-def load_digits(*, size: int = 32, val_fraction: float = 0.2, calib_size: int = 256,
-                seed: int = 0) -> DataSplits:
+def load_digits(
+    *, size: int = 32, val_fraction: float = 0.2, calib_size: int = 256, seed: int = 0
+) -> DataSplits:
     """Digits as (1, size, size) float32 images, standardized with the train split's statistics.
 
     Args:
@@ -65,6 +69,10 @@ def load_digits(*, size: int = 32, val_fraction: float = 0.2, calib_size: int = 
         num_classes=10,
         calib_size=calib_size,
         seed=seed,
-        options={"size": size, "val_fraction": val_fraction, "calib_size": calib_size,
-                 "seed": seed},
+        options={
+            "size": size,
+            "val_fraction": val_fraction,
+            "calib_size": calib_size,
+            "seed": seed,
+        },
     )

@@ -36,8 +36,14 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
         return model
 
 
-def export_onnx(model: nn.Module, example: torch.Tensor, path: str | Path, *,
-                exporter: str = "torchscript", fold_bn: bool = True) -> Path:
+def export_onnx(
+    model: nn.Module,
+    example: torch.Tensor,
+    path: str | Path,
+    *,
+    exporter: str = "torchscript",
+    fold_bn: bool = True,
+) -> Path:
     """Write ``model`` to ``path`` (atomically) and check it with ``onnx.checker``.
 
     Args:
@@ -62,8 +68,13 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: str | Path, *,
             warnings.simplefilter("ignore")
             if exporter == "torchscript":
                 torch.onnx.export(
-                    module, (example,), str(tmp), dynamo=False, opset_version=OPSET,
-                    input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                    module,
+                    (example,),
+                    str(tmp),
+                    dynamo=False,
+                    opset_version=OPSET,
+                    input_names=[INPUT_NAME],
+                    output_names=[OUTPUT_NAME],
                     dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
                     do_constant_folding=True,
                 )
@@ -71,9 +82,15 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: str | Path, *,
                 batch = torch.export.Dim("batch", min=1)
                 arg = next(iter(_forward_arg_names(module)), "x")
                 torch.onnx.export(
-                    module, (example,), str(tmp), dynamo=True, opset_version=18,
-                    input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                    dynamic_shapes={arg: {0: batch}}, external_data=False,
+                    module,
+                    (example,),
+                    str(tmp),
+                    dynamo=True,
+                    opset_version=18,
+                    input_names=[INPUT_NAME],
+                    output_names=[OUTPUT_NAME],
+                    dynamic_shapes={arg: {0: batch}},
+                    external_data=False,
                 )
         _inline_constant_identities(str(tmp))
         onnx.checker.check_model(str(tmp), full_check=True)
@@ -101,8 +118,11 @@ def _inline_constant_identities(path: str) -> None:
     keep = []
     changed = False
     for node in model.graph.node:
-        if (node.op_type == "Identity" and node.input[0] in inits
-                and node.output[0] not in graph_outputs):
+        if (
+            node.op_type == "Identity"
+            and node.input[0] in inits
+            and node.output[0] not in graph_outputs
+        ):
             copy_ = onnx.TensorProto()
             copy_.CopyFrom(inits[node.input[0]])
             copy_.name = node.output[0]

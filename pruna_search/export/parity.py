@@ -22,8 +22,9 @@ def max_abs_diff(model: nn.Module, onnx_path: str | Path, inputs: torch.Tensor) 
     return float(np.max(np.abs(expected - got))) / scale
 
 
-def check_parity(model: nn.Module, onnx_path: str | Path, inputs: torch.Tensor, *,
-                 atol: float = 1e-4) -> float:
+def check_parity(
+    model: nn.Module, onnx_path: str | Path, inputs: torch.Tensor, *, atol: float = 1e-4
+) -> float:
     """Raise ExportError when ORT disagrees with torch by more than ``atol`` (absolute for
     logits within [-1, 1], relative to the largest logit beyond)."""
     diff = max_abs_diff(model, onnx_path, inputs)

@@ -7,5 +7,12 @@ from .accuracy import onnx_accuracy
 from .cache import LatencyCache
 from .latency import Latency, LatencyComparison, compare_latency, file_hash
 
-__all__ = ["hardware", "Latency", "LatencyCache", "LatencyComparison", "compare_latency", "file_hash",
-           "onnx_accuracy"]
+__all__ = [
+    "hardware",
+    "Latency",
+    "LatencyCache",
+    "LatencyComparison",
+    "compare_latency",
+    "file_hash",
+    "onnx_accuracy",
+]

@@ -36,8 +36,10 @@ def main() -> None:
             start = clock()
             sess.run(None, feeds)
             times[i].append((clock() - start) * 1e3)
-    json.dump({"times_ms": times, "load_before": load_before,
-               "load_after": os.getloadavg()[0]}, sys.stdout)
+    json.dump(
+        {"times_ms": times, "load_before": load_before, "load_after": os.getloadavg()[0]},
+        sys.stdout,
+    )
 
 
 if __name__ == "__main__":

@@ -66,12 +66,19 @@ def _run_worker(models: list[Path], x: np.ndarray, target: Target) -> dict:
     with tempfile.TemporaryDirectory(prefix="pruna_lat_") as tmp:
         input_path = Path(tmp) / "input.npy"
         np.save(input_path, np.ascontiguousarray(x, dtype=np.float32))
-        request = {"models": [str(m) for m in models], "input": str(input_path),
-                   "threads": target.intra_op_threads, "warmup": target.warmup,
-                   "repeats": target.repeats}
+        request = {
+            "models": [str(m) for m in models],
+            "input": str(input_path),
+            "threads": target.intra_op_threads,
+            "warmup": target.warmup,
+            "repeats": target.repeats,
+        }
         proc = subprocess.run(
             [sys.executable, "-m", "pruna_search.measure._latency_worker"],
-            input=json.dumps(request), capture_output=True, text=True, check=False,
+            input=json.dumps(request),
+            capture_output=True,
+            text=True,
+            check=False,
         )
     if proc.returncode != 0:
         tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
@@ -79,8 +86,14 @@ def _run_worker(models: list[Path], x: np.ndarray, target: Target) -> dict:
     return json.loads(proc.stdout)
 
 
-def compare_latency(candidate: str | Path, baseline: str | Path, example: np.ndarray,
-                    target: Target, *, cache: LatencyCache | None = None) -> LatencyComparison:
+def compare_latency(
+    candidate: str | Path,
+    baseline: str | Path,
+    example: np.ndarray,
+    target: Target,
+    *,
+    cache: LatencyCache | None = None,
+) -> LatencyComparison:
     """Time ``candidate`` and ``baseline`` alternately on ``example`` (batch of the target).
 
     Results are cached by both files' content hashes and the target's settings.
@@ -93,12 +106,14 @@ def compare_latency(candidate: str | Path, baseline: str | Path, example: np.nda
         key = cache.key(file_hash(candidate), file_hash(baseline), target, x.shape)
         hit = cache.get(key)
         if hit is not None:
-            return LatencyComparison(Latency(**hit["candidate"]), Latency(**hit["baseline"]),
-                                     hit["load"], cached=True)
+            return LatencyComparison(
+                Latency(**hit["candidate"]), Latency(**hit["baseline"]), hit["load"], cached=True
+            )
     result = _run_worker([Path(baseline), Path(candidate)], x, target)
     base_ms, cand_ms = result["times_ms"]
     comparison = LatencyComparison(
-        candidate=Latency.of(cand_ms), baseline=Latency.of(base_ms),
+        candidate=Latency.of(cand_ms),
+        baseline=Latency.of(base_ms),
         load=max(result["load_before"], result["load_after"]),
     )
     if cache is not None and key is not None:
