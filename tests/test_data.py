@@ -393,3 +393,14 @@ def test_npz_length_mismatch_and_bad_shape(tmp_path):
     np.savez(tmp_path / "s.npz", x=np.zeros(10), y=np.zeros(10, np.int64))
     with pytest.raises(DataError, match="shape"):
         load_npz(path=str(tmp_path / "s.npz"))
+
+
+def test_fingerprint_follows_the_file_contents(tmp_path):
+    path = tmp_path / "d.npz"
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((40, 4)).astype(np.float32), np.arange(40) % 2
+    np.savez(path, x=x, y=y)
+    first = load("npz", path=str(path)).fingerprint
+    assert load("npz", path=str(path)).fingerprint == first
+    np.savez(path, x=x + 1, y=y)  # same path and options, new contents
+    assert load("npz", path=str(path)).fingerprint != first

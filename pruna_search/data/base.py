@@ -26,6 +26,8 @@ class DataSplits:
         input_shape: one example's shape as fed to the model, e.g. ``(1, 32, 32)``.
         num_classes: number of classes.
         options: the options the loader was called with (part of the fingerprint).
+        content: a digest of the arrays themselves (part of the fingerprint), so a file
+            changed in place never reuses a baseline trained on its old contents.
     """
 
     name: str
@@ -35,6 +37,7 @@ class DataSplits:
     input_shape: tuple[int, ...]
     num_classes: int
     options: dict[str, Any] = field(default_factory=dict)
+    content: str = ""
 
     def __post_init__(self) -> None:
         for split in ("train", "calib", "val"):
@@ -59,8 +62,18 @@ class DataSplits:
     @property
     def fingerprint(self) -> str:
         """Stable id of this data set and its options (used in cache keys)."""
-        text = json.dumps({"name": self.name, **self.options}, sort_keys=True, default=str)
+        text = json.dumps({"name": self.name, "content": self.content, **self.options},
+                          sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def content_digest(*arrays: np.ndarray) -> str:
+    """A digest of the arrays' shapes, dtypes and bytes (about 1 GB/s)."""
+    digest = hashlib.blake2b(digest_size=16)
+    for array in arrays:
+        digest.update(f"{array.shape}{array.dtype}".encode())
+        digest.update(np.ascontiguousarray(array).view(np.uint8).reshape(-1))
+    return digest.hexdigest()
 
 
 def _arrays(dataset: TensorDataset) -> tuple[np.ndarray, np.ndarray]:
@@ -112,4 +125,5 @@ def make_splits(
         input_shape=tuple(int(d) for d in x_train.shape[1:]),
         num_classes=int(num_classes),
         options=dict(options or {}),
+        content=content_digest(x_train, y_train, x_val, y_val),
     )
