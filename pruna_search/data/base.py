@@ -62,8 +62,11 @@ class DataSplits:
     @property
     def fingerprint(self) -> str:
         """Stable id of this data set and its options (used in cache keys)."""
-        text = json.dumps({"name": self.name, "content": self.content, **self.options},
-                          sort_keys=True, default=str)
+        text = json.dumps(
+            {"name": self.name, "content": self.content, **self.options},
+            sort_keys=True,
+            default=str,
+        )
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
