@@ -404,3 +404,13 @@ def test_fingerprint_follows_the_file_contents(tmp_path):
     assert load("npz", path=str(path)).fingerprint == first
     np.savez(path, x=x + 1, y=y)  # same path and options, new contents
     assert load("npz", path=str(path)).fingerprint != first
+
+
+def test_empty_calibration_split_is_refused():
+    from pruna_search.data import make_splits
+
+    x, y = np.zeros((10, 1, 8, 8), np.float32), np.arange(10) % 2
+    with pytest.raises(DataError, match="data.calib_size: 0 must be >= 1"):
+        make_splits("tiny", x, y, x, y, calib_size=0)
+    with pytest.raises(DataError, match="the train split of 'tiny' is empty"):
+        make_splits("tiny", x[:0], y[:0], x, y)
