@@ -1,0 +1,124 @@
+"""The search space: trial -> Plan, replayed identically with FixedTrial (DESIGN decision 4)."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+import torch
+
+from pruna_search import ConfigError, Finetune, Plan, analyze, models
+from pruna_search.space import SearchSpace, SpaceOptions, uniform_params
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+@pytest.fixture(scope="module")
+def r20():
+    model = models.build("resnet20", num_classes=10, in_channels=1, input_shape=(1, 32, 32))
+    return analyze(model, torch.zeros(2, 1, 32, 32))
+
+
+@pytest.fixture(scope="module")
+def mlp():
+    model = models.build("mlp", num_classes=10, in_channels=1, input_shape=(1, 32, 32))
+    return analyze(model, torch.zeros(2, 1, 32, 32))
+
+
+def test_one_param_per_group_and_per_layer(r20):
+    space = SearchSpace(r20, "cpu")
+    assert sorted(space.prune_params) == sorted(f"prune/{g}" for g in r20.group_names)
+    assert sorted(space.bits_params) == sorted(f"bits/{n}" for n in r20.layer_names)
+    assert len(space.prune_params) == 12 and len(space.bits_params) == 22
+    assert space.bits_params["bits/fc"][1] == ("fp32", "int8", "int4")
+    assert space.bits_params["bits/layer1.0.conv1"][1] == ("fp32", "int8")  # no int4 on conv
+    assert space.size == 5**12 * 2**21 * 3
+
+
+def test_tie_per_stage_shrinks_the_space(r20):
+    space = SearchSpace(r20, "cpu", SpaceOptions(tie="stage"))
+    assert sorted(space.prune_params) == [
+        "prune/conv1",
+        "prune/layer1",
+        "prune/layer2",
+        "prune/layer3",
+    ]
+    assert sorted(space.bits_params) == [
+        "bits/conv1",
+        "bits/fc",
+        "bits/layer1",
+        "bits/layer2",
+        "bits/layer3",
+    ]
+    plan = space(
+        optuna.trial.FixedTrial(
+            {
+                "prune/conv1": 0.0,
+                "prune/layer1": 0.5,
+                "prune/layer2": 0.25,
+                "prune/layer3": 0.75,
+                "bits/conv1": "fp32",
+                "bits/fc": "int4",
+                "bits/layer1": "int8",
+                "bits/layer2": "fp32",
+                "bits/layer3": "int8",
+            }
+        )
+    )
+    assert plan.ratio("layer1.0.conv1") == 0.5 and plan.ratio("layer2.1.conv1") == 0.25
+    assert plan.precision_of("layer3.2.conv2").value == "int8"
+    assert plan.precision_of("layer2.0.conv1").value == "fp32"
+    assert plan.precision_of("fc").value == "int4"
+    plan.validate(r20, "cpu")
+
+
+def test_replay_with_fixed_trial_gives_the_identical_plan(r20):
+    finetune = Finetune(steps=40, lr=0.02)
+    space = SearchSpace(r20, "cpu", SpaceOptions(finetune=finetune))
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    plans = {}
+
+    def objective(trial: optuna.Trial) -> float:
+        plan = space(trial)
+        plan.validate(r20, "cpu")
+        plans[trial.number] = plan
+        return sum(plan.prune.values())
+
+    study.optimize(objective, n_trials=8)
+    assert len({p.to_json() for p in plans.values()}) == 8  # really different plans
+    for trial in study.trials:
+        replayed = space(optuna.trial.FixedTrial(trial.params))
+        assert replayed == plans[trial.number]
+        assert replayed.finetune == finetune
+
+
+@pytest.mark.parametrize(("ratio", "bits"), [(0.0, 32), (0.0, 8), (0.5, 8), (0.25, 32), (0.5, 4)])
+def test_uniform_reference_plans_are_in_the_space(r20, ratio, bits):
+    space = SearchSpace(r20, "cpu")
+    params = uniform_params(space, ratio, bits)
+    plan = space(optuna.trial.FixedTrial(dict(params)))
+    expected = Plan.uniform(r20, pruning_ratio=ratio, quantization_bits=bits)
+    assert plan == expected
+
+
+def test_mlp_int4_is_offered_on_every_linear(mlp):
+    space = SearchSpace(mlp, "cpu", SpaceOptions(ratios=(0.0, 0.5)))
+    assert {c for _, c in space.bits_params.values()} == {("fp32", "int8", "int4")}
+    assert space.size == 2**2 * 3**3
+
+
+def test_fixed_precision_space(r20):
+    space = SearchSpace(r20, "cpu", SpaceOptions(precisions=False, ratios=(0.0, 0.5)))
+    assert not space.bits_params
+    with pytest.raises(ConfigError, match="not searched"):
+        space.params_of(Plan.uniform(r20, quantization_bits=8))
+
+
+def test_bad_options(r20):
+    with pytest.raises(ConfigError, match="space.ratios: 0.99 is out of range"):
+        SpaceOptions(ratios=(0.0, 0.99))
+    with pytest.raises(ConfigError, match="space.tie: 'block'"):
+        SpaceOptions(tie="block")
+    with pytest.raises(ConfigError, match="space.ratios: empty"):
+        SpaceOptions(ratios=())
+    with pytest.raises(ConfigError, match="add them to space.ratios"):
+        SearchSpace(r20).params_of(Plan.uniform(r20, pruning_ratio=0.3))
