@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,15 +24,15 @@ from torch import nn
 
 from . import data as data_lib
 from . import models as model_lib
-from .analysis import analyze, count_macs, count_params, example_input
-from .compress import Candidate, PruneReport, apply_plan
+from .analysis import example_input
+from .compress import PruneReport
 from .core import names
 from .core.errors import ConfigError, DataError, ModelError
 from .core.model_info import ModelInfo
 from .core.plan import Finetune, Plan
 from .core.target import Target, get_target
-from .export import export_onnx
-from .measure import LatencyComparison, compare_latency, hardware, onnx_accuracy
+from .measure import LatencyComparison
+from .search import Evaluator
 
 
 @dataclass(frozen=True)
@@ -160,10 +159,6 @@ def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
 
-def _size_mb(path: Path) -> float:
-    return path.stat().st_size / 1e6
-
-
 def _check_model_matches_data(model: nn.Module, data: data_lib.DataSplits) -> None:
     example = example_input(data)
     try:
@@ -228,63 +223,15 @@ def optimize(
     _check_model_matches_data(model, data)
     target = get_target(target or (config.target_device if isinstance(config, Config) else "cpu"))
 
-    seconds: dict[str, float] = {}
-    start = time.perf_counter()
-    info = analyze(model, data)
-    plan = config.to_plan(info) if isinstance(config, Config) else config
-    plan.validate(info, target)
-    seconds["analyze"] = time.perf_counter() - start
-
     holder = tempfile.TemporaryDirectory(prefix="pruna_search_") if workdir is None else None
     folder = Path(holder.name if holder else workdir)  # type: ignore[arg-type]
-    example = example_input(data)
-    x_val, y_val = data.val_arrays()
-    x_calib, _ = data.calib_arrays()
-
-    start = time.perf_counter()
-    dense_path = export_onnx(model, example, folder / "dense.fp32.onnx", exporter=exporter)
-    seconds["export_dense"] = time.perf_counter() - start
-
-    reduce_range = (
-        (not hardware.has_vnni()) if target.reduce_range is None else target.reduce_range
+    evaluator = Evaluator(
+        model, data, target, workdir=folder, exporter=exporter, measure_latency=measure_latency
     )
-    candidate: Candidate = apply_plan(
-        model,
-        plan,
-        train_set=data.train,
-        calib=x_calib,
-        example=example,
-        workdir=folder,
-        exporter=exporter,
-        reduce_range=reduce_range,
-    )
-    seconds.update(candidate.seconds)
-
-    start = time.perf_counter()
-    dense_acc = onnx_accuracy(dense_path, x_val, y_val)
-    acc = onnx_accuracy(candidate.onnx_path, x_val, y_val)
-    seconds["evaluate"] = time.perf_counter() - start
-
-    latency = None
-    if measure_latency:
-        start = time.perf_counter()
-        latency = compare_latency(candidate.onnx_path, dense_path, x_val, target)
-        seconds["measure"] = time.perf_counter() - start
-
-    baseline = {
-        names.ACCURACY: dense_acc,
-        names.SIZE_MB: _size_mb(dense_path),
-        names.MACS: float(info.macs),
-        names.PARAMS: float(info.params),
-    }
-    metrics = {
-        names.ACCURACY: acc,
-        names.ACCURACY_DROP: dense_acc - acc,
-        names.SIZE_MB: _size_mb(candidate.onnx_path),
-        names.COMPRESSION: _size_mb(dense_path) / _size_mb(candidate.onnx_path),
-        names.MACS: float(count_macs(candidate.model, example)),
-        names.PARAMS: float(count_params(candidate.model)),
-    }
+    plan = config.to_plan(evaluator.info) if isinstance(config, Config) else config
+    evaluation = evaluator.evaluate(plan)
+    latency = evaluation.latency
+    baseline = dict(evaluator.baseline)
     if latency is not None:
         baseline.update(
             {
@@ -293,14 +240,9 @@ def optimize(
                 names.LATENCY_P90: latency.baseline.p90,
             }
         )
-        metrics.update(
-            {
-                names.LATENCY_P10: latency.candidate.p10,
-                names.LATENCY_P50: latency.candidate.p50,
-                names.LATENCY_P90: latency.candidate.p90,
-                names.SPEEDUP: latency.speedup,
-            }
-        )
+    seconds = {**evaluator.seconds, **evaluation.seconds}
+    metrics = evaluation.metrics
+    candidate = evaluation.candidate
     return Result(
         metrics=metrics,
         baseline=baseline,

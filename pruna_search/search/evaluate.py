@@ -1,0 +1,145 @@
+"""Score plans for one model, data set and target: the engine plus the measurements.
+
+The dense fp32 baseline is exported and its accuracy measured once; every plan is then applied,
+exported, quantized and measured against it (accuracy in ORT on val, latency alternating with
+the dense model in the same window). ``optimize()`` scores one plan; the study scores many.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from torch import nn
+
+from ..analysis import analyze as analyze_model
+from ..analysis import count_macs, count_params, example_input
+from ..compress import Candidate, apply_plan
+from ..core import names
+from ..core.plan import Plan
+from ..core.target import Target, get_target
+from ..export import export_onnx
+from ..measure import LatencyCache, LatencyComparison, compare_latency, hardware, onnx_accuracy
+
+
+@dataclass
+class Evaluation:
+    """One plan's candidate and its metrics (names as DESIGN.md decision 8)."""
+
+    plan: Plan
+    candidate: Candidate
+    metrics: dict[str, float]
+    latency: LatencyComparison | None
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def _size_mb(path: Path) -> float:
+    return path.stat().st_size / 1e6
+
+
+class Evaluator:
+    """Applies and measures plans for one trained model.
+
+    Args:
+        model: the trained dense model (never modified).
+        data: a DataSplits (train for fine-tuning, calib for int8, val for accuracy).
+        target: the target whose settings latency is measured with.
+        workdir: where ONNX files are written.
+        exporter: ``torchscript`` or ``dynamo``.
+        measure_latency: time candidates against the dense model.
+        latency_cache: reuse latency figures of identical files on identical settings.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        data,
+        target: str | Target,
+        *,
+        workdir: str | Path,
+        exporter: str = "torchscript",
+        measure_latency: bool = True,
+        latency_cache: LatencyCache | None = None,
+    ) -> None:
+        self.model = model.eval()
+        self.data = data
+        self.target = get_target(target)
+        self.workdir = Path(workdir)
+        self.exporter = exporter
+        self.measure_latency = measure_latency
+        self.latency_cache = latency_cache
+        self.example = example_input(data)
+        self.x_val, self.y_val = data.val_arrays()
+        self.x_calib, _ = data.calib_arrays()
+        if self.target.reduce_range is None:
+            self.reduce_range = not hardware.has_vnni()
+        else:
+            self.reduce_range = self.target.reduce_range
+        self.seconds: dict[str, float] = {}
+        start = time.perf_counter()
+        self.info = analyze_model(model, data)
+        self.seconds["analyze"] = time.perf_counter() - start
+        start = time.perf_counter()
+        self.dense_path = export_onnx(
+            model, self.example, self.workdir / "dense.fp32.onnx", exporter=exporter
+        )
+        self.seconds["export_dense"] = time.perf_counter() - start
+        start = time.perf_counter()
+        self.baseline: dict[str, float] = {
+            names.ACCURACY: onnx_accuracy(self.dense_path, self.x_val, self.y_val),
+            names.SIZE_MB: _size_mb(self.dense_path),
+            names.MACS: float(self.info.macs),
+            names.PARAMS: float(self.info.params),
+        }
+        self.seconds["evaluate_dense"] = time.perf_counter() - start
+
+    def evaluate(self, plan: Plan, *, name: str = "candidate") -> Evaluation:
+        """Apply ``plan`` (validated first) and measure the result."""
+        plan.validate(self.info, self.target)
+        candidate = apply_plan(
+            self.model,
+            plan,
+            train_set=self.data.train,
+            calib=self.x_calib,
+            example=self.example,
+            workdir=self.workdir,
+            exporter=self.exporter,
+            reduce_range=self.reduce_range,
+            name=name,
+        )
+        seconds = dict(candidate.seconds)
+        start = time.perf_counter()
+        accuracy = onnx_accuracy(candidate.onnx_path, self.x_val, self.y_val)
+        seconds["evaluate"] = time.perf_counter() - start
+        size = _size_mb(candidate.onnx_path)
+        metrics = {
+            names.ACCURACY: accuracy,
+            names.ACCURACY_DROP: self.baseline[names.ACCURACY] - accuracy,
+            names.SIZE_MB: size,
+            names.COMPRESSION: self.baseline[names.SIZE_MB] / size,
+            names.MACS: float(count_macs(candidate.model, self.example)),
+            names.PARAMS: float(count_params(candidate.model)),
+        }
+        latency = None
+        if self.measure_latency:
+            start = time.perf_counter()
+            latency = compare_latency(
+                candidate.onnx_path,
+                self.dense_path,
+                self.x_val,
+                self.target,
+                cache=self.latency_cache,
+            )
+            seconds["measure"] = time.perf_counter() - start
+            metrics.update(
+                {
+                    names.LATENCY_P10: latency.candidate.p10,
+                    names.LATENCY_P50: latency.candidate.p50,
+                    names.LATENCY_P90: latency.candidate.p90,
+                    names.SPEEDUP: latency.speedup,
+                }
+            )
+        return Evaluation(
+            plan=plan, candidate=candidate, metrics=metrics, latency=latency, seconds=seconds
+        )

@@ -1,0 +1,55 @@
+"""The Evaluator: one dense baseline, many plans scored against it."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from pruna_search import Plan, PlanError, models
+from pruna_search.core import names
+from pruna_search.core.target import CPU
+from pruna_search.search import Evaluator
+
+QUICK = dataclasses.replace(CPU, warmup=5, repeats=30)
+
+
+def test_many_plans_against_one_dense_export(digits, tmp_path):
+    torch.manual_seed(0)
+    model = models.build("cnn", data=digits)
+    evaluator = Evaluator(model, digits, QUICK, workdir=tmp_path)
+    dense_bytes = evaluator.dense_path.read_bytes()
+    assert set(evaluator.seconds) == {"analyze", "export_dense", "evaluate_dense"}
+    groups = evaluator.info.group_names
+    plans = [
+        Plan(),
+        Plan(prune={g: 0.5 for g in groups}),
+        Plan.uniform(evaluator.info, quantization_bits=8),
+    ]
+    results = [evaluator.evaluate(p, name=f"p{i}") for i, p in enumerate(plans)]
+    assert evaluator.dense_path.read_bytes() == dense_bytes  # never re-exported
+    assert sorted(p.name for p in tmp_path.glob("p*.onnx")) == [
+        "p0.fp32.onnx",
+        "p0.onnx",
+        "p1.fp32.onnx",
+        "p1.onnx",
+        "p2.fp32.onnx",
+        "p2.onnx",
+    ]
+    dense, pruned, int8 = (r.metrics for r in results)
+    assert dense[names.ACCURACY_DROP] == 0.0  # the unchanged plan scores as the baseline
+    assert pruned[names.MACS] < 0.4 * evaluator.baseline[names.MACS]
+    assert int8[names.SIZE_MB] < 0.5 * evaluator.baseline[names.SIZE_MB]
+    for metrics in (dense, pruned, int8):
+        assert {names.SPEEDUP, names.LATENCY_P10, names.COMPRESSION} <= set(metrics)
+    assert results[1].seconds.keys() >= {"prune", "export", "quantize", "evaluate", "measure"}
+
+
+def test_a_plan_is_validated_before_any_work(digits, tmp_path):
+    evaluator = Evaluator(
+        models.build("cnn", data=digits), digits, "cpu", workdir=tmp_path, measure_latency=False
+    )
+    with pytest.raises(PlanError, match="not a prunable group"):
+        evaluator.evaluate(Plan(prune={"nope": 0.5}), name="bad")
+    assert not list(tmp_path.glob("bad*"))
