@@ -87,6 +87,10 @@ def test_bad_inputs(digits):
         ps.optimize("resnet21", ps.Config(), data=digits)
     with pytest.raises(ps.ConfigError, match="expected pruna_search.Config or Plan"):
         ps.optimize(ps.models.build("cnn", data=digits), {"pruning_ratio": 0.5}, data=digits)
+    with pytest.raises(ps.PlanError, match=r"pruning_ratio: ratio 0.99 is out of range"):
+        ps.optimize(
+            ps.models.build("cnn", data=digits), ps.Config(pruning_ratio=0.99), data=digits
+        )
     with pytest.raises(ps.PlanError, match="quantization_bits"):
         ps.optimize(
             ps.models.build("cnn", data=digits), ps.Config(quantization_bits=2), data=digits

@@ -71,17 +71,16 @@ class Finetune:
             )
 
 
-def _check_ratio(name: str, ratio: object) -> float:
+def _check_ratio(name: str, ratio: object, *, field: str | None = None) -> float:
+    where = field or f"prune[{name!r}]"
     try:
         value = float(ratio)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         raise PlanError(
-            f"prune[{name!r}]: {ratio!r} is not a number; use a ratio in [0, {MAX_RATIO}]"
+            f"{where}: {ratio!r} is not a number; use a ratio in [0, {MAX_RATIO}]"
         ) from None
     if not 0.0 <= value <= MAX_RATIO:
-        raise PlanError(
-            f"prune[{name!r}]: ratio {value} is out of range; use a value in [0, {MAX_RATIO}]"
-        )
+        raise PlanError(f"{where}: ratio {value} is out of range; use a value in [0, {MAX_RATIO}]")
     return value
 
 
@@ -141,7 +140,7 @@ class Plan:
             raise PlanError(
                 f"quantization_bits: {quantization_bits!r} is not supported; use 32, 8 or 4"
             )
-        ratio = _check_ratio("*", pruning_ratio)
+        ratio = _check_ratio("*", pruning_ratio, field="pruning_ratio")
         prune = {g.name: ratio for g in model.groups} if ratio > 0 else {}
         precision = {}
         if quantization_bits < 32:
