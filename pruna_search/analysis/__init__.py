@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ..compress.prune import classifier_name, dependency_groups, execution_order
+from ..compress.prune import dependency_groups, execution_order
 from ..core.errors import ModelError
 from ..core.model_info import LayerInfo, ModelInfo
 from ..core.target import CONV, LINEAR
@@ -39,7 +39,7 @@ def analyze(model: nn.Module, data: object) -> ModelInfo:
             f"({type(exc).__name__}: {exc}); check that the model matches the data"
         ) from exc
     modules = dict(model.named_modules())
-    classifier = classifier_name(model, example)
+    classifier = order[-1] if order else None  # the last Conv/Linear run is the classifier
     layers = []
     for name in order:
         module = modules[name]
@@ -63,7 +63,7 @@ def analyze(model: nn.Module, data: object) -> ModelInfo:
     return ModelInfo(
         input_shape=tuple(example.shape[1:]),
         layers=tuple(layers),
-        groups=dependency_groups(model, example),
+        groups=dependency_groups(model, example, classifier=classifier),
         macs=count_macs(model, example),
         params=count_params(model),
     )

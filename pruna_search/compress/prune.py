@@ -84,17 +84,24 @@ def _out_channels(module: nn.Module) -> int:
     return module.out_channels if isinstance(module, nn.Conv2d) else module.out_features
 
 
-def _ignored(model: nn.Module, example: torch.Tensor) -> list[nn.Module]:
-    name = classifier_name(model, example)
+def _ignored(
+    model: nn.Module, example: torch.Tensor, classifier: str | None = None
+) -> list[nn.Module]:
+    name = classifier or classifier_name(model, example)
     return [model.get_submodule(name)] if name else []
 
 
-def dependency_groups(model: nn.Module, example: torch.Tensor) -> tuple[GroupInfo, ...]:
-    """The prunable dependency groups of ``model`` (the classifier's outputs excluded)."""
+def dependency_groups(
+    model: nn.Module, example: torch.Tensor, *, classifier: str | None = None
+) -> tuple[GroupInfo, ...]:
+    """The prunable dependency groups of ``model`` (the classifier's outputs excluded).
+
+    ``classifier`` saves a forward pass when the caller already knows it.
+    """
     graph = _graph(model, example)
     return tuple(
         GroupInfo(name=name, channels=_out_channels(root), members=members)
-        for name, root, members in _roots(model, graph, _ignored(model, example))
+        for name, root, members in _roots(model, graph, _ignored(model, example, classifier))
     )
 
 
@@ -129,7 +136,9 @@ def _prune_once(
 ) -> None:
     graph = _graph(model, example)
     scorer = _importance(importance)
-    for name, root, _members in list(_roots(model, graph, _ignored(model, example))):
+    roots = list(_roots(model, graph, _ignored(model, example)))
+    _check_names(ratios, [name for name, _, _ in roots])
+    for name, root, _members in roots:
         ratio = ratios.get(name, 0.0)
         before = _out_channels(root)
         after = kept_channels(before, ratio, round_to)
@@ -144,6 +153,12 @@ def _prune_once(
         drop = torch.argsort(scores)[: before - after].tolist()
         graph.get_pruning_group(root, pruner.prune_out_channels, drop).prune()
         report.channels[name] = (before, _out_channels(root))
+
+
+def _check_names(ratios: Mapping[str, float], groups: Sequence[str]) -> None:
+    unknown = set(ratios) - set(groups)
+    if unknown:
+        raise CompressionError(f"prune: {sorted(unknown)[0]!r} is not a prunable group")
 
 
 def _forward_ok(model: nn.Module, example: torch.Tensor) -> str | None:
@@ -169,17 +184,20 @@ def prune(
     cannot see couples channels), every group is retried alone; a group that breaks the model
     is left unpruned and named in ``report.skipped``. This never raises for such a group.
     """
-    unknown = set(ratios) - {g.name for g in dependency_groups(model, example)}
-    if unknown:
-        raise CompressionError(f"prune: {sorted(unknown)[0]!r} is not a prunable group")
+    _importance(importance)  # a bad name is the caller's error, not a broken group
     if not any(r > 0 for r in ratios.values()):
+        if ratios:  # nothing to prune, but the names must still exist
+            _check_names(ratios, [g.name for g in dependency_groups(model, example)])
         return copy.deepcopy(model), PruneReport()
     candidate = copy.deepcopy(model)
     report = PruneReport()
     failure = None
     try:
+        # One graph serves both the name check and the pruning.
         _prune_once(candidate, example, ratios, round_to, importance, report)
         failure = _forward_ok(candidate, example)
+    except CompressionError:
+        raise  # unknown group names or an untraceable model: not a broken group
     except Exception as exc:
         failure = f"{type(exc).__name__}: {exc}"
     if failure is None:
