@@ -1,0 +1,1 @@
+"""Command-line entry points (Hydra lives only here): ``pruna-search``, ``pruna-search-export``."""

@@ -76,7 +76,8 @@ def apply_plan(
                 model, example, plan.prune, round_to=plan.round_to, importance=importance
             )
         with _stage(seconds, "finetune"):
-            if not plan.is_dense or plan.finetune.steps > 0:
+            # Recovery is for pruning loss: a plan that prunes nothing keeps the trained weights.
+            if not plan.is_dense:
                 finetune(pruned, train_set, plan.finetune, teacher=model)
         with _stage(seconds, "export"):
             fp32_path = export_onnx(

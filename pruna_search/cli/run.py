@@ -1,0 +1,69 @@
+"""Run a Hydra app and turn any error into one line on stderr and a non-zero exit code."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+
+from ..core.errors import PrunaSearchError
+from .errors import one_line
+
+EXIT_ERROR = 2
+EXIT_NO_FEASIBLE = 3
+EXIT_INTERRUPTED = 130
+
+
+def _verbose(argv: list[str]) -> bool:
+    return any(a.lower() in ("verbose=true", "verbose=1", "verbose=yes") for a in argv)
+
+
+class _DropHydraReport:
+    """stderr without Hydra's "Error executing job with overrides" line (one line is ours)."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        if text.startswith("Error executing job with overrides"):
+            return len(text)
+        return self._stream.write(text)
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+
+def guarded(app: Callable[[], None]) -> int:
+    """Call ``app`` (it parses ``sys.argv``); 0 on success, else print one line and return the
+    exit code. ``verbose=true`` on the command line re-raises with the traceback."""
+    verbose = _verbose(sys.argv[1:])
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra re-raises instead of printing its own report
+    stderr = sys.stderr
+    sys.stderr = _DropHydraReport(stderr)
+    try:
+        app()
+    except KeyboardInterrupt:
+        print(
+            "interrupted: the study is kept; run the same command again to resume", file=sys.stderr
+        )
+        return EXIT_INTERRUPTED
+    except PrunaSearchError as exc:
+        if verbose:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except Exception as exc:
+        if verbose:
+            raise
+        name = type(exc).__module__.split(".")[0]
+        if name in ("hydra", "omegaconf"):
+            print(f"error: {one_line(exc)}", file=sys.stderr)
+        else:
+            print(
+                f"error: {type(exc).__name__}: {one_line(exc)} (verbose=true shows the traceback)",
+                file=sys.stderr,
+            )
+        return EXIT_ERROR
+    finally:
+        sys.stderr = stderr
+    return 0

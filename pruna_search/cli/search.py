@@ -1,0 +1,77 @@
+"""``pruna-search``: the Hydra app over ``conf/search.yaml`` (``pruna-search --help``).
+
+Exit codes: 0 done, 2 bad input or a failed study (one line on stderr), 3 no trial met the
+budget (the front is still written), 130 interrupted (the study stays resumable).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from ..core.errors import CheckpointError, ConfigError, DataError, ModelError, TargetError
+from ..search import job as job_lib
+from ..search.report import write_json
+from .errors import CONF_DIR
+from .run import EXIT_INTERRUPTED, EXIT_NO_FEASIBLE, guarded
+
+log = logging.getLogger("pruna_search")
+INPUT_ERRORS = (ConfigError, DataError, ModelError, CheckpointError, TargetError)
+_status: list[str] = []
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="search")
+def _app(cfg: DictConfig) -> None:
+    config = OmegaConf.to_container(cfg, resolve=True)
+    hydra_cfg = HydraConfig.get()
+    output_dir = hydra_cfg.runtime.output_dir
+    overrides = list(hydra_cfg.overrides.task)
+    try:
+        result = job_lib.run_job(config, output_dir)
+    except BaseException as exc:
+        if isinstance(exc, INPUT_ERRORS) and hydra_cfg.mode == RunMode.RUN:
+            # bad input: nothing ran, so leave no half-written run directory behind
+            logging.shutdown()
+            shutil.rmtree(output_dir, ignore_errors=True)
+        else:
+            reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"failed: {exc}"
+            write_json(
+                Path(output_dir) / "summary.json", {"status": reason, "overrides": overrides}
+            )
+        raise
+    summary = dict(result.summary, overrides=overrides)
+    write_json(result.output_dir / "summary.json", summary)
+    _status.append(result.status)
+    files = [p.name for p in sorted(result.output_dir.iterdir()) if p.is_file()]
+    if result.status == job_lib.STATUS_NO_FEASIBLE:
+        log.warning(
+            f"no trial meets the budget ({summary['budget']}); nothing exported. The front is "
+            f"in {result.output_dir}/pareto.csv: loosen the budget or run more trials"
+        )
+    elif result.status == job_lib.STATUS_INTERRUPTED:
+        log.warning(
+            f"interrupted: study {result.study_name} keeps its {summary['trials']} completed "
+            "trials; run the same command again to resume"
+        )
+    log.info(f"outputs  {result.output_dir}: {', '.join(files)}")
+
+
+def main() -> None:
+    code = guarded(_app)
+    if code == 0 and _status:
+        if job_lib.STATUS_INTERRUPTED in _status:
+            code = EXIT_INTERRUPTED
+        elif len(_status) == 1 and _status[0] == job_lib.STATUS_NO_FEASIBLE:
+            code = EXIT_NO_FEASIBLE
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,109 @@
+"""Pareto fronts, hypervolume and the CSV of a front; plain rows, no Optuna.
+
+A row is a dict of metric names plus ``number``, ``feasible``, ``reference`` (the label of a
+uniform reference trial, empty for searched ones) and ``plan`` (a short summary).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from ..core import names
+
+Row = Mapping[str, object]
+
+CSV_COLUMNS = (
+    "number",
+    "reference",
+    "feasible",
+    "chosen",
+    names.ACCURACY,
+    names.ACCURACY_DROP,
+    names.LATENCY_P10,
+    names.LATENCY_P50,
+    names.SPEEDUP,
+    names.SIZE_MB,
+    names.COMPRESSION,
+    names.MACS,
+    names.PARAMS,
+    names.TRIAL_SECONDS,
+    "plan",
+)
+
+
+def dominates(a: Sequence[float], b: Sequence[float]) -> bool:
+    """``a`` dominates ``b`` (all values to be minimized)."""
+    return all(x <= y for x, y in zip(a, b, strict=True)) and any(
+        x < y for x, y in zip(a, b, strict=True)
+    )
+
+
+def _minimized(row: Row, value_names: Sequence[str]) -> tuple[float, ...]:
+    # accuracy is maximized; everything else named in value_names is minimized
+    return tuple(
+        -float(row[n]) if n == names.ACCURACY else float(row[n])  # type: ignore[arg-type]
+        for n in value_names
+    )
+
+
+def pareto_front(rows: Sequence[Row], value_names: Sequence[str]) -> list[Row]:
+    """Non-dominated rows (identical points kept once), sorted by latency."""
+    points = [(_minimized(r, value_names), r) for r in rows]
+    front: list[Row] = []
+    seen: set[tuple[float, ...]] = set()
+    for p, row in points:
+        if p in seen or any(dominates(q, p) for q, _ in points):
+            continue
+        seen.add(p)
+        front.append(row)
+    return sorted(front, key=lambda r: float(r[names.LATENCY_P10]))  # type: ignore[arg-type]
+
+
+def hypervolume(rows: Sequence[Row], *, max_drop: float = 0.05) -> float:
+    """Area dominated in (accuracy drop, latency / dense latency), both minimized, up to the
+    reference point (``max_drop``, 1.0): 0 means nothing beats dense; larger is better.
+
+    Relative latency is ``1 / speedup`` (candidate and dense timed in the same window), so
+    fronts measured at different times compare fairly.
+    """
+    points = sorted(
+        {
+            (float(r[names.ACCURACY_DROP]), 1.0 / float(r[names.SPEEDUP]))  # type: ignore[arg-type]
+            for r in rows
+            if float(r[names.ACCURACY_DROP]) < max_drop  # type: ignore[arg-type]
+            and float(r[names.SPEEDUP]) > 1.0  # type: ignore[arg-type]
+        }
+    )
+    area, best_y = 0.0, 1.0
+    for x, y in points:  # sweep by increasing drop; each point adds the strip below best_y
+        if y < best_y:
+            area += (max_drop - x) * (best_y - y)
+            best_y = y
+    return area
+
+
+def write_csv(rows: Sequence[Row], path: str | os.PathLike) -> Path:
+    """Write rows with ``CSV_COLUMNS`` (missing values left empty), atomically."""
+    path = Path(path)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, extrasaction="ignore")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: _cell(row.get(k)) for k in CSV_COLUMNS})
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(buffer.getvalue())
+    os.replace(tmp, path)
+    return path
+
+
+def _cell(value: object) -> object:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return "" if value is None else value
+
+
+__all__ = ["CSV_COLUMNS", "dominates", "hypervolume", "pareto_front", "write_csv"]

@@ -1,0 +1,394 @@
+"""One search job from a validated config: build, search, choose, re-apply, write the outputs.
+
+Outputs (in ``output_dir``): ``best.onnx``, ``plan.yaml``, ``pareto.csv``, ``report.md`` and
+``summary.json`` (one row of a sweep summary). ``export_trial`` is the same final step for any
+trial or plan of an existing study (``pruna-search-export``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .. import data as data_lib
+from .. import models as model_lib
+from ..core import names
+from ..core.errors import ConfigError, PrunaSearchError
+from ..core.plan import Plan
+from ..core.precision import Precision
+from ..measure import LatencyCache
+from ..models.pretrained import cache_dir
+from ..space import SearchSpace
+from . import report
+from .evaluate import Evaluation, Evaluator
+from .front import hypervolume, pareto_front, write_csv
+from .objectives import Objective
+from .runner import LoopOutcome, row_of, run_trials
+from .settings import JobSettings
+from .study import (
+    CONFIG_ATTR,
+    REFERENCE_ATTR,
+    FixedTrial,
+    StudySettings,
+    completed,
+    enqueue_references,
+    load_study,
+    make_sampler,
+    open_storage,
+    open_study,
+    study_name,
+)
+
+log = logging.getLogger("pruna_search")
+
+STATUS_OK = "ok"
+STATUS_NO_FEASIBLE = "no feasible trial"
+STATUS_INTERRUPTED = "interrupted"
+
+
+@dataclass
+class Session:
+    """The trained model, its data, the evaluator and the search space of one job."""
+
+    settings: JobSettings
+    evaluator: Evaluator
+    space: SearchSpace
+    weights_digest: str
+    workdir: tempfile.TemporaryDirectory
+
+    @property
+    def info(self):
+        return self.evaluator.info
+
+    def close(self) -> None:
+        self.workdir.cleanup()
+
+
+@dataclass
+class JobResult:
+    """What a job produced (also written as ``summary.json``)."""
+
+    status: str
+    study_name: str
+    storage: str
+    output_dir: Path
+    summary: dict[str, Any]
+
+
+def weights_digest(model: torch.nn.Module) -> str:
+    digest = hashlib.sha256()
+    for key, tensor in sorted(model.state_dict().items()):
+        digest.update(key.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def open_session(settings: JobSettings) -> Session:
+    """Load data, build (or load the cached) baseline, export and score the dense model."""
+    data_options = {k: v for k, v in settings.data.items() if k != "name"}
+    splits = data_lib.load(settings.data["name"], **data_options)
+    log.info(
+        f"data     {splits.name}: {len(splits.train)} train / {len(splits.calib)} calib / "
+        f"{len(splits.val)} val, input {splits.input_shape}, {splits.num_classes} classes"
+    )
+    model_options = {k: v for k, v in settings.model.items() if k != "name" and v is not None}
+    model_options.setdefault("pretrained", False)
+    if model_options.get("checkpoint"):
+        model_options["pretrained"] = False
+    start = time.perf_counter()
+    model = model_lib.build(settings.model["name"], data=splits, **model_options)
+    log.info(f"model    {settings.model['name']} ready in {time.perf_counter() - start:.1f} s")
+    workdir = tempfile.TemporaryDirectory(prefix="pruna_search_")
+    evaluator = Evaluator(
+        model,
+        splits,
+        settings.target,
+        workdir=workdir.name,
+        latency_cache=LatencyCache(cache_dir() / "latency"),
+    )
+    space = SearchSpace(evaluator.info, settings.target, settings.space)
+    base = evaluator.baseline
+    log.info(
+        f"dense    accuracy {base[names.ACCURACY]:.4f}, {base[names.SIZE_MB]:.3f} MB, "
+        f"{base[names.MACS] / 1e6:.2f} MMACs; space: {len(space.prune_params)} prune + "
+        f"{len(space.bits_params)} precision choices, {space.size:.3g} plans"
+    )
+    return Session(settings, evaluator, space, weights_digest(model), workdir)
+
+
+def most_compressed_plans(space: SearchSpace) -> list[Plan]:
+    """The plans that can be fastest: the largest ratio everywhere, at fp32 and at the lowest
+    precision offered (int8 can be slower than fp32 on thin layers)."""
+    top = max(space.options.ratios)
+    plans = []
+    for lowest in (False, True):
+        params: dict[str, Any] = {key: top for key in space.prune_params}
+        for key, (_, choices) in space.bits_params.items():
+            params[key] = choices[-1] if lowest else Precision.FP32.value
+        plans.append(
+            space(FixedTrial(params)).with_finetune(
+                dataclasses.replace(space.options.finetune, steps=0, bn_recalibration=0)
+            )
+        )
+    return plans
+
+
+def check_budget_reachable(session: Session, objective: Objective) -> None:
+    """A latency / speedup budget that even the most compressed plan misses is a config error.
+
+    Measured, not estimated: the most compressed plans are applied (no fine-tune; latency does
+    not depend on weights) and timed against dense. 3 % slack covers measurement noise.
+    """
+    if objective.name != "best_within_latency":
+        return
+    best_ms, best_speedup = float("inf"), 0.0
+    for plan in most_compressed_plans(session.space):
+        evaluation = session.evaluator.evaluate(plan, name="budget-check")
+        best_ms = min(best_ms, evaluation.metrics[names.LATENCY_P10])
+        best_speedup = max(best_speedup, evaluation.metrics[names.SPEEDUP])
+    if objective.max_latency_ms is not None and objective.max_latency_ms < 0.97 * best_ms:
+        raise ConfigError(
+            f"objective.max_latency_ms: {objective.max_latency_ms:g} ms cannot be met; the "
+            f"fastest plan in the space measures {best_ms:.3f} ms on "
+            f"{session.settings.target.name}; raise the budget or widen space.ratios"
+        )
+    if objective.min_speedup is not None and objective.min_speedup > 1.03 * best_speedup:
+        raise ConfigError(
+            f"objective.min_speedup: {objective.min_speedup:g}x cannot be met; the fastest plan "
+            f"in the space measures {best_speedup:.2f}x; lower the budget or widen space.ratios"
+        )
+    log.info(
+        f"budget   reachable: the fastest plan measures {best_ms:.3f} ms ({best_speedup:.2f}x)"
+    )
+
+
+def run_job(config: dict[str, Any], output_dir: str | os.PathLike, *, on_trial=None) -> JobResult:
+    """Run (or resume) the study the config describes and write its outputs."""
+    output_dir = Path(output_dir)
+    settings = JobSettings.parse(config)
+    sampler = make_sampler(settings.sampler, settings.seed, settings.sampler_options)
+    storage = open_storage(settings.study)
+    session = open_session(settings)
+    try:
+        check_budget_reachable(session, settings.objective)
+        identity = settings.identity(session.weights_digest)
+        name = settings.study.name or study_name(
+            [
+                settings.model_name,
+                str(settings.data["name"]),
+                settings.target.name,
+                settings.objective.tag,
+            ],
+            identity,
+        )
+        study, resumed = open_study(
+            storage,
+            name,
+            directions=settings.objective.directions,
+            sampler=sampler,
+            identity=identity,
+            config=settings.raw,
+        )
+        # a resumed study must not replay the random start-up samples of the first run
+        study.sampler = make_sampler(
+            settings.sampler,
+            None if settings.seed is None else settings.seed + len(study.trials),
+            settings.sampler_options,
+        )
+        references = enqueue_references(study, session.space, settings.study.reference_ratios)
+        already = len(completed(study))
+        log.info(
+            f"study    {name} in {settings.study.storage}: "
+            + (f"resumed with {already} completed trials, " if resumed else "created, ")
+            + f"{max(0, settings.study.n_trials - already)} to go "
+            f"({references} uniform reference plans first), sampler {settings.sampler}"
+        )
+        outcome = run_trials(
+            study,
+            session.space,
+            session.evaluator,
+            settings.objective,
+            n_trials=settings.study.n_trials,
+            timeout=settings.study.timeout,
+            max_consecutive_failures=settings.study.max_consecutive_failures,
+            on_trial=on_trial,
+        )
+        if outcome.stopped_for_failures:
+            raise PrunaSearchError(
+                f"study: {settings.study.max_consecutive_failures} trials failed in a row; the "
+                f"last: {outcome.stopped_for_failures}"
+            )
+        return finish(study, session, output_dir, outcome)
+    finally:
+        session.close()
+
+
+def finish(study, session: Session, output_dir: Path, outcome: LoopOutcome) -> JobResult:
+    """Front, selection, final re-apply and the output files."""
+    settings = session.settings
+    objective = settings.objective
+    output_dir.mkdir(parents=True, exist_ok=True)
+    rows = [row_of(t) for t in completed(study)]
+    unique = [r for r in rows if r["duplicate_of"] is None]
+    front = pareto_front(unique, objective.value_names)
+    feasible_front = pareto_front([r for r in unique if r["feasible"]], objective.value_names)
+    chosen = objective.choose(feasible_front)
+    for row in front:
+        row["chosen"] = chosen is not None and row["number"] == chosen["number"]
+    if chosen is not None and not any(r["chosen"] for r in front):
+        front.append({**chosen, "chosen": True})
+    write_csv(front, output_dir / "pareto.csv")
+
+    final: Evaluation | None = None
+    status = STATUS_OK
+    if outcome.interrupted:
+        status = STATUS_INTERRUPTED
+    elif chosen is None:
+        status = STATUS_NO_FEASIBLE
+    else:
+        trial = study.trials[int(chosen["number"])]
+        final = export_trial(session, trial.params, output_dir, source=f"trial {trial.number}")
+
+    references = [r for r in unique if r["reference"]]
+    searched = [r for r in unique if not r["reference"]]
+    summary = report.summary(
+        study_name=study.study_name,
+        status=status,
+        settings=settings,
+        baseline=session.evaluator.baseline,
+        chosen=chosen,
+        final=final,
+        rows=rows,
+        hv_searched=hypervolume(searched),
+        hv_uniform=hypervolume(references),
+        outcome=outcome,
+    )
+    report.write_markdown(
+        output_dir / "report.md",
+        summary=summary,
+        front=front,
+        references=references,
+        searched=searched,
+        final=final,
+        outcome=outcome,
+        space=session.space,
+    )
+    report.write_json(output_dir / "summary.json", summary)
+    return JobResult(status, study.study_name, settings.study.storage, output_dir, summary)
+
+
+def export_trial(
+    session: Session,
+    params: dict[str, Any],
+    output_dir: Path,
+    *,
+    source: str,
+    plan: Plan | None = None,
+) -> Evaluation:
+    """Replay the space on ``FixedTrial(params)`` (or take ``plan``), fine-tune with the final
+    budget, export, re-measure; write ``best.onnx`` and ``plan.yaml`` atomically."""
+    settings = session.settings
+    if plan is None:
+        plan = session.space(FixedTrial(params))
+    plan = plan.with_finetune(settings.final_finetune)
+    log.info(
+        f"final    {source}: re-applying with {settings.final_finetune.steps} fine-tune steps"
+    )
+    evaluation = session.evaluator.evaluate(plan, name="best")
+    output_dir.mkdir(parents=True, exist_ok=True)
+    tmp = output_dir / "best.onnx.tmp"
+    shutil.copyfile(evaluation.candidate.onnx_path, tmp)
+    os.replace(tmp, output_dir / "best.onnx")
+    plan.save(output_dir / "plan.yaml")
+    log.info(report.comparison_table(session.evaluator.baseline, evaluation))
+    return evaluation
+
+
+def _existing_storage(url: str):
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).is_file():
+        raise ConfigError(
+            f"study.storage: {url!r} does not exist; give the storage the study was run with"
+        )
+    return open_storage(StudySettings(storage=url))
+
+
+def list_studies(url: str) -> list[str]:
+    """Names of the studies in a storage."""
+    return sorted(s.study_name for s in _existing_storage(url).get_all_studies())
+
+
+def export_from_study(
+    storage_url: str,
+    name: str,
+    output_dir: str | os.PathLike,
+    *,
+    trial: int | None = None,
+    plan_path: str | None = None,
+    final_steps: int | None = None,
+) -> Evaluation:
+    """``pruna-search-export``: re-apply a trial (default: the one the objective chooses) or a
+    plan file with the study's own settings."""
+    storage = _existing_storage(storage_url)
+    study = load_study(storage, name)
+    stored = study.user_attrs.get(CONFIG_ATTR)
+    if stored is None:
+        raise ConfigError(f"study.name: {name!r} was not created by pruna-search (no config)")
+    config = json.loads(stored)
+    if final_steps is not None:
+        config.setdefault("finetune", {})["final_steps"] = final_steps
+    settings = JobSettings.parse(config)
+    session = open_session(settings)
+    try:
+        if session.weights_digest != json.loads(study.user_attrs["pruna.identity"])["model"].get(
+            "weights"
+        ):
+            raise ConfigError(
+                f"model: the baseline weights differ from those study {name!r} searched; "
+                "restore the checkpoint (or the baseline cache) it used"
+            )
+        output_dir = Path(output_dir)
+        if plan_path is not None:
+            plan = Plan.load(plan_path)
+            return export_trial(session, {}, output_dir, source=f"plan {plan_path}", plan=plan)
+        trials = {t.number: t for t in completed(study)}
+        if trial is None:
+            rows = [row_of(t) for t in trials.values() if t.user_attrs.get(names.ACCURACY)]
+            front = pareto_front(
+                [r for r in rows if r["feasible"]], settings.objective.value_names
+            )
+            chosen = settings.objective.choose(front)
+            if chosen is None:
+                raise ConfigError(
+                    f"trial: no trial of {name!r} meets the budget ({settings.objective.budget}); "
+                    "pick one with trial=N (see pareto.csv)"
+                )
+            trial = int(chosen["number"])
+        if trial not in trials:
+            done = sorted(trials)
+            raise ConfigError(
+                f"trial: {trial} is not a completed trial of {name!r}; completed: "
+                f"{done[:5]}{' ...' if len(done) > 5 else ''} ({len(done)} in all)"
+            )
+        label = trials[trial].user_attrs.get(REFERENCE_ATTR)
+        return export_trial(
+            session,
+            trials[trial].params,
+            output_dir,
+            source=f"trial {trial}" + (f" ({label})" if label else ""),
+        )
+    finally:
+        session.close()
+
+
+__all__ = ["JobResult", "export_from_study", "export_trial", "list_studies", "run_job"]

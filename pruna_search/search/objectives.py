@@ -1,0 +1,149 @@
+"""Objectives, budgets and the rule that picks the model to ship from the Pareto set.
+
+Every objective optimizes the same values: accuracy (maximize) and latency p10 (minimize), plus
+size when ``include_size`` is set. Budgets are constraints (``trial.set_constraint``, feasible when
+<= 0), never penalties (DESIGN.md decision 6). What differs is the budget and the selection rule:
+
+- ``pareto``: no budget; ships the fastest trial within ``select_max_drop`` of dense accuracy.
+- ``fastest_within_drop``: accuracy drop <= ``max_accuracy_drop``; ships the fastest feasible.
+- ``best_within_latency``: latency <= ``max_latency_ms`` (or speedup >= ``min_speedup``);
+  ships the most accurate feasible trial.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from ..core import names
+from ..core.errors import ConfigError
+
+OBJECTIVES = ("pareto", "fastest_within_drop", "best_within_latency")
+MAXIMIZE = "maximize"
+MINIMIZE = "minimize"
+
+# Constraint names (Optuna constraint keys and report columns).
+DROP_BUDGET = "accuracy_drop_budget"
+LATENCY_BUDGET = "latency_budget"
+SPEEDUP_BUDGET = "speedup_budget"
+
+
+@dataclass(frozen=True)
+class Objective:
+    """What the study optimizes and which trial it ships.
+
+    Attributes:
+        name: one of ``OBJECTIVES``.
+        max_accuracy_drop: absolute budget (0.01 = one point) for ``fastest_within_drop``.
+        max_latency_ms: latency budget (p10, ms) for ``best_within_latency``.
+        min_speedup: speedup budget against dense fp32 for ``best_within_latency``.
+        include_size: also minimize the ONNX file size.
+        select_max_drop: for ``pareto``, the accuracy drop the shipped model may have.
+    """
+
+    name: str = "fastest_within_drop"
+    max_accuracy_drop: float | None = 0.01
+    max_latency_ms: float | None = None
+    min_speedup: float | None = None
+    include_size: bool = False
+    select_max_drop: float = 0.01
+
+    def __post_init__(self) -> None:
+        if self.name not in OBJECTIVES:
+            raise ConfigError(
+                f"objective: {self.name!r} is unknown; {names.did_you_mean(self.name, OBJECTIVES)}"
+            )
+        for field in ("max_accuracy_drop", "max_latency_ms", "min_speedup", "select_max_drop"):
+            value = getattr(self, field)
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ConfigError(f"objective.{field}: {value!r} must be a number")
+            if not math.isfinite(value) or value < 0:
+                raise ConfigError(f"objective.{field}: {value!r} must be a finite number >= 0")
+        if self.name == "fastest_within_drop" and self.max_accuracy_drop is None:
+            raise ConfigError(
+                "objective.max_accuracy_drop: fastest_within_drop needs a budget, e.g. 0.01 "
+                "(one accuracy point)"
+            )
+        if self.name == "fastest_within_drop" and self.max_accuracy_drop > 1:
+            raise ConfigError(
+                f"objective.max_accuracy_drop: {self.max_accuracy_drop} is absolute (0.01 is one "
+                "point); use a value in [0, 1]"
+            )
+        if self.name == "best_within_latency":
+            if (self.max_latency_ms is None) == (self.min_speedup is None):
+                raise ConfigError(
+                    "objective: best_within_latency needs exactly one of max_latency_ms "
+                    "(e.g. 0.5) or min_speedup (e.g. 2.0)"
+                )
+            if self.max_latency_ms is not None and self.max_latency_ms <= 0:
+                raise ConfigError(
+                    f"objective.max_latency_ms: {self.max_latency_ms} must be > 0 (milliseconds)"
+                )
+            if self.min_speedup is not None and self.min_speedup <= 0:
+                raise ConfigError(f"objective.min_speedup: {self.min_speedup} must be > 0")
+
+    @property
+    def value_names(self) -> tuple[str, ...]:
+        """The metrics Optuna optimizes, in order."""
+        if self.include_size:
+            return (names.ACCURACY, names.LATENCY_P10, names.SIZE_MB)
+        return (names.ACCURACY, names.LATENCY_P10)
+
+    @property
+    def directions(self) -> list[str]:
+        return [MAXIMIZE] + [MINIMIZE] * (len(self.value_names) - 1)
+
+    @property
+    def tag(self) -> str:
+        """Short text for study names: the objective and its budget."""
+        if self.name == "fastest_within_drop":
+            return f"drop{self.max_accuracy_drop:g}"
+        if self.name == "best_within_latency":
+            if self.max_latency_ms is not None:
+                return f"lat{self.max_latency_ms:g}ms"
+            return f"speedup{self.min_speedup:g}x"
+        return "pareto" + ("-size" if self.include_size else "")
+
+    @property
+    def budget(self) -> str:
+        """The budget in words, for reports."""
+        if self.name == "fastest_within_drop":
+            return f"accuracy drop <= {self.max_accuracy_drop * 100:g} points"
+        if self.name == "best_within_latency":
+            if self.max_latency_ms is not None:
+                return f"latency p10 <= {self.max_latency_ms:g} ms"
+            return f"speedup >= {self.min_speedup:g}x"
+        return f"none (ships the fastest within {self.select_max_drop * 100:g} points)"
+
+    def values(self, metrics: Mapping[str, float]) -> list[float]:
+        return [float(metrics[name]) for name in self.value_names]
+
+    def constraints(self, metrics: Mapping[str, float]) -> dict[str, float]:
+        """Constraint values (feasible when all are <= 0)."""
+        if self.name == "fastest_within_drop":
+            return {DROP_BUDGET: metrics[names.ACCURACY_DROP] - self.max_accuracy_drop}
+        if self.name == "best_within_latency":
+            if self.max_latency_ms is not None:
+                return {LATENCY_BUDGET: metrics[names.LATENCY_P10] - self.max_latency_ms}
+            return {SPEEDUP_BUDGET: self.min_speedup - metrics[names.SPEEDUP]}
+        return {}
+
+    def choose(self, rows: Sequence[Mapping[str, float]]) -> Mapping[str, float] | None:
+        """The row to ship among feasible ones, or None when no row meets the budget.
+
+        Rows carry the metric names plus ``feasible``.
+        """
+        feasible = [r for r in rows if r["feasible"]]
+        if self.name == "pareto":
+            feasible = [r for r in feasible if r[names.ACCURACY_DROP] <= self.select_max_drop]
+        if not feasible:
+            return None
+        if self.name == "best_within_latency":
+            return max(feasible, key=lambda r: (r[names.ACCURACY], -r[names.LATENCY_P10]))
+        return min(feasible, key=lambda r: (r[names.LATENCY_P10], -r[names.ACCURACY]))
+
+
+__all__ = ["OBJECTIVES", "Objective"]

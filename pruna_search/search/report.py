@@ -1,0 +1,275 @@
+"""``report.md``, ``summary.json`` and the before/after table of a finished search."""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from ..core import names
+from ..measure import hardware
+
+
+def _atomic_write(path: Path, text: str) -> Path:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+    return path
+
+
+def comparison_table(baseline: Mapping[str, float], evaluation) -> str:
+    """Dense fp32 against the final model: accuracy, latency, speedup, size, MACs."""
+    m = evaluation.metrics
+    latency = evaluation.latency
+    dense_ms = latency.baseline.p10 if latency is not None else float("nan")
+    rows = [
+        (
+            "accuracy",
+            f"{baseline[names.ACCURACY]:.4f}",
+            f"{m[names.ACCURACY]:.4f}",
+            f"{-m[names.ACCURACY_DROP] * 100:+.2f} pt",
+        ),
+        (
+            "latency p10 (ms)",
+            f"{dense_ms:.3f}",
+            f"{m.get(names.LATENCY_P10, float('nan')):.3f}",
+            f"{m.get(names.SPEEDUP, float('nan')):.2f}x faster",
+        ),
+        (
+            "size (MB)",
+            f"{baseline[names.SIZE_MB]:.3f}",
+            f"{m[names.SIZE_MB]:.3f}",
+            f"{m[names.COMPRESSION]:.2f}x smaller",
+        ),
+        (
+            "MMACs",
+            f"{baseline[names.MACS] / 1e6:.2f}",
+            f"{m[names.MACS] / 1e6:.2f}",
+            f"{baseline[names.MACS] / max(m[names.MACS], 1):.2f}x fewer",
+        ),
+    ]
+    return _table(("", "dense fp32", "chosen", "change"), rows)
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    lines = [
+        "  ".join(
+            f"{str(c):>{w}}" if i else f"{str(c):<{w}}"
+            for i, (c, w) in enumerate(zip(row, widths, strict=True))
+        )
+        for row in [header, *rows]
+    ]
+    return "\n".join(lines)
+
+
+def summary(
+    *,
+    study_name: str,
+    status: str,
+    settings,
+    baseline: Mapping[str, float],
+    chosen: Mapping[str, Any] | None,
+    final,
+    rows: Sequence[Mapping[str, Any]],
+    hv_searched: float,
+    hv_uniform: float,
+    outcome,
+) -> dict[str, Any]:
+    """One flat record of the job (a row of the sweep summary)."""
+    out: dict[str, Any] = {
+        "study": study_name,
+        "status": status,
+        "model": settings.model_name,
+        "data": settings.data["name"],
+        "target": settings.target.name,
+        "objective": settings.objective.name,
+        "budget": settings.objective.budget,
+        "sampler": settings.sampler,
+        "trials": len(rows),
+        "evaluated_now": outcome.evaluated,
+        "failed_now": outcome.failed,
+        "dense_accuracy": baseline[names.ACCURACY],
+        "dense_size_mb": baseline[names.SIZE_MB],
+        "hypervolume_searched": hv_searched,
+        "hypervolume_uniform": hv_uniform,
+        "chosen_trial": None if chosen is None else chosen["number"],
+    }
+    if final is not None:
+        m = final.metrics
+        out.update(
+            {
+                names.ACCURACY: m[names.ACCURACY],
+                names.ACCURACY_DROP: m[names.ACCURACY_DROP],
+                names.LATENCY_P10: m.get(names.LATENCY_P10),
+                "dense_latency_ms_p10": final.latency.baseline.p10 if final.latency else None,
+                names.SPEEDUP: m.get(names.SPEEDUP),
+                names.SIZE_MB: m[names.SIZE_MB],
+                names.COMPRESSION: m[names.COMPRESSION],
+            }
+        )
+    return out
+
+
+def write_json(path: Path, record: Mapping[str, Any]) -> Path:
+    return _atomic_write(path, json.dumps(record, indent=2, default=str) + "\n")
+
+
+def _row_cells(r: Mapping[str, Any]) -> list[str]:
+    return [
+        str(r["number"]),
+        str(r.get("reference") or ""),
+        "yes" if r["feasible"] else "no",
+        f"{r[names.ACCURACY]:.4f}",
+        f"{r[names.ACCURACY_DROP] * 100:+.2f}".replace("+-", "-"),
+        f"{r[names.LATENCY_P10]:.3f}",
+        f"{r[names.SPEEDUP]:.2f}x",
+        f"{r[names.SIZE_MB]:.3f}",
+        str(r.get("plan", "")),
+    ]
+
+
+def _md(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return lines
+
+
+ROW_HEADER = (
+    "trial",
+    "reference",
+    "feasible",
+    "accuracy",
+    "drop (pt)",
+    "p10 ms",
+    "speedup",
+    "MB",
+    "plan",
+)
+
+
+def beats_uniform(
+    references: Sequence[Mapping[str, Any]], searched: Sequence[Mapping[str, Any]]
+) -> list[list[str]]:
+    """For each uniform reference: the fastest searched trial at least as accurate."""
+    out = []
+    for ref in sorted(references, key=lambda r: -r[names.SPEEDUP]):
+        better = [s for s in searched if s[names.ACCURACY] >= ref[names.ACCURACY]]
+        if not better:
+            out.append(
+                [
+                    ref["reference"],
+                    f"{ref[names.SPEEDUP]:.2f}x",
+                    f"{ref[names.ACCURACY]:.4f}",
+                    "none as accurate",
+                    "",
+                    "",
+                ]
+            )
+            continue
+        best = max(better, key=lambda s: s[names.SPEEDUP])
+        out.append(
+            [
+                ref["reference"],
+                f"{ref[names.SPEEDUP]:.2f}x",
+                f"{ref[names.ACCURACY]:.4f}",
+                f"trial {best['number']}",
+                f"{best[names.SPEEDUP]:.2f}x",
+                f"{best[names.SPEEDUP] / ref[names.SPEEDUP]:.2f}x",
+            ]
+        )
+    return out
+
+
+def write_markdown(
+    path: Path,
+    *,
+    summary: Mapping[str, Any],
+    front: Sequence[Mapping[str, Any]],
+    references: Sequence[Mapping[str, Any]],
+    searched: Sequence[Mapping[str, Any]],
+    final,
+    outcome,
+    space,
+) -> Path:
+    s = summary
+    lines = [
+        f"# pruna_search report: {s['study']}",
+        "",
+        f"- model `{s['model']}`, data `{s['data']}`, target `{s['target']}` "
+        f"({hardware.cpu_model()})",
+        f"- objective `{s['objective']}`, budget: {s['budget']}; sampler `{s['sampler']}`",
+        f"- {s['trials']} completed trials ({s['evaluated_now']} evaluated in this run, "
+        f"{s['failed_now']} failed); space: {len(space.prune_params)} pruning and "
+        f"{len(space.bits_params)} precision choices ({space.size:.3g} plans)",
+        f"- status: **{s['status']}**",
+        "",
+    ]
+    if final is not None:
+        lines += [
+            f"## Chosen: trial {s['chosen_trial']}, re-applied with the final fine-tune",
+            "",
+            "```",
+            comparison_table(
+                {
+                    names.ACCURACY: s["dense_accuracy"],
+                    names.SIZE_MB: s["dense_size_mb"],
+                    names.MACS: space.info.macs,
+                },
+                final,
+            ),
+            "```",
+            "",
+            "Plan: `plan.yaml`; model: `best.onnx`.",
+            "",
+        ]
+    elif s["status"] == "no feasible trial":
+        lines += [
+            f"## No trial meets the budget ({s['budget']})",
+            "",
+            "Nothing was exported. The whole front is below and in `pareto.csv`; loosen the "
+            "budget, widen the space or run more trials (`study.n_trials`).",
+            "",
+        ]
+    else:
+        lines += ["## Interrupted", "", "Run the same command again to resume the study.", ""]
+    lines += [
+        "## Searched against uniform",
+        "",
+        f"Hypervolume in (accuracy drop <= 5 pt, latency / dense) — larger is better: searched "
+        f"{s['hypervolume_searched']:.4f}, uniform references {s['hypervolume_uniform']:.4f}.",
+        "",
+        *_md(
+            (
+                "uniform reference",
+                "speedup",
+                "accuracy",
+                "best searched as accurate",
+                "its speedup",
+                "gain",
+            ),
+            beats_uniform(references, searched),
+        ),
+        "",
+        "## Pareto front",
+        "",
+        *_md(ROW_HEADER, [_row_cells(r) for r in front]),
+        "",
+    ]
+    if outcome.stage_seconds:
+        stages = [
+            [k, f"{statistics.mean(v):.2f}", str(len(v))] for k, v in outcome.stage_seconds.items()
+        ]
+        lines += [
+            "## Seconds per trial by stage (this run)",
+            "",
+            *_md(("stage", "mean s", "trials"), stages),
+            "",
+        ]
+    return _atomic_write(path, "\n".join(lines))
+
+
+__all__ = ["comparison_table", "summary", "write_json", "write_markdown"]

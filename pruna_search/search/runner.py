@@ -1,0 +1,274 @@
+"""The trial loop: ``space(trial)`` -> Plan -> Evaluator -> objectives + constraints.
+
+What the loop guarantees (issue 3):
+- a parameter set already evaluated in the study is not evaluated again (its values are reused
+  and the trial is marked ``pruna.duplicate_of``);
+- a plan that fails to prune, export or quantize becomes a FAIL trial with the reason in its user
+  attributes, and the study goes on (until ``max_consecutive_failures`` in a row);
+- the first Ctrl-C finishes the running trial and stops; a second one aborts it, marks it FAIL and
+  enqueues its parameters again, so the study stays resumable and nothing is lost;
+- ``n_trials`` counts completed trials in the whole study, so a resumed run only adds the missing.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import signal
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..core import names
+from ..core.errors import PrunaSearchError
+from ..core.plan import Plan
+from ..core.precision import Precision
+from ..core.progress import bar, quiet
+from ..space import SearchSpace
+from .evaluate import Evaluator
+from .objectives import Objective
+from .study import (
+    DUPLICATE_ATTR,
+    FAIL_ATTR,
+    REFERENCE_ATTR,
+    FrozenTrial,
+    Trial,
+    TrialState,
+    completed,
+)
+
+log = logging.getLogger("pruna_search")
+
+SECONDS_ATTR = "seconds"  # per-stage seconds of a trial (dict)
+PLAN_ATTR = "pruna.plan"  # short plan summary
+
+
+class TrialFailed(Exception):
+    """A plan could not be applied or measured; the trial is FAIL, the study goes on."""
+
+
+@dataclass
+class LoopOutcome:
+    """What happened in this run of the loop."""
+
+    evaluated: int = 0
+    duplicates: int = 0
+    failed: int = 0
+    interrupted: bool = False
+    timed_out: bool = False
+    stopped_for_failures: str | None = None
+    seconds: float = 0.0
+    stage_seconds: dict[str, list[float]] = field(default_factory=dict)
+
+
+def plan_summary(plan: Plan, space: SearchSpace) -> str:
+    """``prune 0.41 avg (0-0.75) | int8 14/20`` — a one-glance description of a plan."""
+    ratios = [plan.ratio(g.name) for g in space.info.groups]
+    parts = []
+    if any(ratios):
+        parts.append(
+            f"prune {sum(ratios) / len(ratios):.2f} avg ({min(ratios):g}-{max(ratios):g})"
+        )
+    else:
+        parts.append("dense")
+    layers = len(space.info.layers)
+    for precision in (Precision.INT8, Precision.INT4):
+        count = len(plan.layers_at(precision))
+        if count:
+            parts.append(f"{precision.value} {count}/{layers}")
+    if len(parts) == 1:
+        parts.append("fp32")
+    return " | ".join(parts)
+
+
+def params_key(params: Mapping[str, Any]) -> tuple:
+    return tuple(sorted((k, str(v)) for k, v in params.items()))
+
+
+def trial_line(trial: FrozenTrial, objective: Objective) -> str:
+    """One line per finished trial: plan, accuracy, latency, speedup, seconds."""
+    attrs = trial.user_attrs
+    head = f"trial {trial.number:>4}"
+    label = attrs.get(REFERENCE_ATTR)
+    tail = f" [{label}]" if label else ""
+    if trial.state is TrialState.FAIL:
+        return f"{head} FAIL  {attrs.get(PLAN_ATTR, '')}: {attrs.get(FAIL_ATTR, 'no reason')}"
+    if trial.state is not TrialState.COMPLETE:
+        return f"{head} {trial.state.name}"
+    if DUPLICATE_ATTR in attrs:
+        tail += f" [same params as trial {attrs[DUPLICATE_ATTR]}, not re-evaluated]"
+    feasible = all(v <= 0 for v in trial.constraints.values())
+    return (
+        f"{head} {attrs.get(PLAN_ATTR, ''):<38} acc {attrs[names.ACCURACY]:.4f} "
+        f"({-attrs[names.ACCURACY_DROP] * 100:+.2f} pt) "
+        f"{attrs[names.LATENCY_P10]:.3f} ms {attrs[names.SPEEDUP]:.2f}x "
+        f"{attrs.get(names.TRIAL_SECONDS, 0.0):.1f} s"
+        + ("" if feasible else " (over budget)")
+        + tail
+    )
+
+
+def row_of(trial: FrozenTrial) -> dict[str, Any]:
+    """A front row (see ``front.py``) from a completed trial."""
+    attrs = trial.user_attrs
+    row: dict[str, Any] = {m: attrs[m] for m in names.METRICS if m in attrs}
+    row.update(
+        number=trial.number,
+        reference=attrs.get(REFERENCE_ATTR, ""),
+        feasible=all(v <= 0 for v in trial.constraints.values()),
+        plan=attrs.get(PLAN_ATTR, ""),
+        duplicate_of=attrs.get(DUPLICATE_ATTR),
+    )
+    return row
+
+
+class _Interrupts:
+    """First Ctrl-C: stop after the running trial. Second: abort it (KeyboardInterrupt)."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: Any = None
+
+    def __enter__(self) -> _Interrupts:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        log.warning("Ctrl-C: stopping after the running trial (press again to abort it now)")
+
+
+def run_trials(
+    study,
+    space: SearchSpace,
+    evaluator: Evaluator,
+    objective: Objective,
+    *,
+    n_trials: int,
+    timeout: float | None = None,
+    max_consecutive_failures: int = 5,
+    on_trial: Callable[[FrozenTrial], None] | None = None,
+) -> LoopOutcome:
+    """Run trials until the study has ``n_trials`` completed ones (or timeout / Ctrl-C)."""
+    outcome = LoopOutcome()
+    done = {params_key(t.params): t for t in completed(study)}
+    if len(completed(study)) >= n_trials:
+        return outcome
+
+    def evaluate(trial: Trial) -> list[float]:
+        start = time.perf_counter()
+        plan = space(trial)
+        trial.set_user_attr(PLAN_ATTR, plan_summary(plan, space))
+        key = params_key(trial.params)
+        if key not in done:  # another worker may have finished it meanwhile
+            done.update({params_key(t.params): t for t in completed(study)})
+        if key in done:
+            return _reuse(trial, done[key], objective)
+        try:
+            evaluation = evaluator.evaluate(plan, name="trial")
+        except KeyboardInterrupt:
+            trial.set_user_attr(FAIL_ATTR, "interrupted (Ctrl-C); enqueued again")
+            label = trial.user_attrs.get(REFERENCE_ATTR)
+            study.enqueue_trial(
+                dict(trial.params), user_attrs={REFERENCE_ATTR: label} if label else None
+            )
+            raise
+        except PrunaSearchError as exc:
+            trial.set_user_attr(FAIL_ATTR, str(exc))
+            raise TrialFailed(str(exc)) from exc
+        except Exception as exc:  # a bug or a library failure: record it, keep the study going
+            reason = f"{type(exc).__name__}: {exc}"
+            trial.set_user_attr(FAIL_ATTR, reason)
+            raise TrialFailed(reason) from exc
+        metrics = dict(evaluation.metrics)
+        metrics[names.TRIAL_SECONDS] = time.perf_counter() - start
+        for name, value in metrics.items():
+            trial.set_user_attr(name, float(value))
+        trial.set_user_attr(SECONDS_ATTR, {k: round(v, 4) for k, v in evaluation.seconds.items()})
+        for stage, value in evaluation.seconds.items():
+            outcome.stage_seconds.setdefault(stage, []).append(value)
+        for name, value in objective.constraints(metrics).items():
+            trial.set_constraint(name, value)
+        return objective.values(metrics)
+
+    consecutive_failures = 0
+    progress = bar(total=n_trials, desc="trials", leave=True)
+    progress.update(min(len(completed(study)), n_trials))
+    best: dict[str, Any] | None = None
+    loop_start = time.perf_counter()
+
+    def after_trial(study_, trial: FrozenTrial) -> None:
+        nonlocal consecutive_failures, best
+        if trial.state is TrialState.COMPLETE:
+            consecutive_failures = 0
+            progress.update(1)
+            if DUPLICATE_ATTR in trial.user_attrs:
+                outcome.duplicates += 1
+            else:
+                outcome.evaluated += 1
+                done[params_key(trial.params)] = trial
+            row = row_of(trial)
+            best = objective.choose([r for r in (best, row) if r is not None]) or best
+            if best is not None:
+                progress.set_postfix_str(
+                    f"best #{best['number']}: {best[names.SPEEDUP]:.2f}x, "
+                    f"acc {best[names.ACCURACY]:.4f}"
+                )
+        elif trial.state is TrialState.FAIL:
+            consecutive_failures += 1
+            outcome.failed += 1
+            if consecutive_failures >= max_consecutive_failures:
+                outcome.stopped_for_failures = trial.user_attrs.get(FAIL_ATTR, "unknown")
+                study_.stop()
+        log.info(trial_line(trial, objective))
+        if on_trial is not None:
+            on_trial(trial)
+        if len(completed(study_)) >= n_trials or interrupts.requested:
+            outcome.interrupted = interrupts.requested
+            study_.stop()
+
+    try:
+        with _Interrupts() as interrupts, quiet():
+            study.optimize(
+                evaluate,
+                n_trials=None,
+                timeout=timeout,
+                catch=(TrialFailed,),
+                callbacks=[after_trial],
+                gc_after_trial=False,
+            )
+    except KeyboardInterrupt:
+        outcome.interrupted = True
+    finally:
+        progress.close()
+        outcome.seconds = time.perf_counter() - loop_start
+    if timeout is not None and not outcome.interrupted and len(completed(study)) < n_trials:
+        outcome.timed_out = outcome.seconds >= timeout
+    return outcome
+
+
+def _reuse(trial: Trial, previous: FrozenTrial, objective: Objective) -> list[float]:
+    """Copy an earlier trial's measurements instead of evaluating the same plan again."""
+    trial.set_user_attr(DUPLICATE_ATTR, previous.number)
+    for name in names.METRICS:
+        if name in previous.user_attrs and name != names.TRIAL_SECONDS:
+            trial.set_user_attr(name, previous.user_attrs[name])
+    trial.set_user_attr(names.TRIAL_SECONDS, 0.0)
+    for name, value in previous.constraints.items():
+        trial.set_constraint(name, value)
+    values = list(previous.values)
+    if any(math.isnan(v) for v in values):  # pragma: no cover - completed trials have values
+        raise TrialFailed("the earlier trial has no values")
+    return values
+
+
+__all__ = ["LoopOutcome", "TrialFailed", "plan_summary", "row_of", "run_trials", "trial_line"]

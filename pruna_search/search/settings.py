@@ -1,0 +1,178 @@
+"""The job configuration as plain, validated types (what Hydra composes, minus Hydra).
+
+``JobSettings.parse(mapping)`` checks every section before anything heavy runs, so bad input is
+one ``ConfigError`` naming the field, the value and the fix, and nothing is created half-way.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..core.errors import ConfigError, PrunaSearchError
+from ..core.names import did_you_mean
+from ..core.plan import Finetune
+from ..core.target import Target, get_target
+from ..space import SpaceOptions
+from .objectives import Objective
+from .study import StudySettings
+
+SECTIONS = ("model", "data", "target", "space", "objective", "sampler", "study", "finetune")
+MODEL_KEYS = (
+    "name",
+    "width",
+    "pretrained",
+    "checkpoint",
+    "model_kwargs",
+    "strip_prefix",
+    "train_epochs",
+    "num_classes",
+    "in_channels",
+)
+TARGET_KEYS = ("name", "intra_op_threads", "batch_size", "warmup", "repeats", "reduce_range")
+SPACE_KEYS = ("ratios", "precisions", "tie", "round_to")
+FINETUNE_KEYS = tuple(f.name for f in dataclasses.fields(Finetune) if f.name != "steps")
+
+
+def _section(config: Mapping[str, Any], name: str) -> dict[str, Any]:
+    value = config.get(name) or {}
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{name}: expected a mapping of options, got {value!r}")
+    return dict(value)
+
+
+def _check_keys(section: str, values: Mapping[str, Any], allowed: tuple[str, ...]) -> None:
+    for key in values:
+        if key not in allowed:
+            raise ConfigError(f"{section}.{key}: unknown option; {did_you_mean(key, allowed)}")
+
+
+@dataclass(frozen=True)
+class JobSettings:
+    """Everything one study needs, validated."""
+
+    model: dict[str, Any]
+    data: dict[str, Any]
+    target: Target
+    target_config: dict[str, Any]
+    space: SpaceOptions
+    space_config: dict[str, Any]
+    objective: Objective
+    sampler: str
+    sampler_options: dict[str, Any]
+    seed: int | None
+    study: StudySettings
+    trial_finetune: Finetune
+    final_finetune: Finetune
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, config: Mapping[str, Any]) -> JobSettings:
+        """Validate a composed config (plain dicts and lists)."""
+        config = dict(config)
+        model = _section(config, "model")
+        _check_keys("model", model, MODEL_KEYS)
+        if not model.get("name"):
+            raise ConfigError(
+                "model.name: missing; use a built-in name (model=resnet20) or a "
+                "class path 'package.module:Class'"
+            )
+        data = _section(config, "data")
+        if not data.get("name"):
+            raise ConfigError("data.name: missing; e.g. data=digits")
+
+        target_config = _section(config, "target")
+        _check_keys("target", target_config, TARGET_KEYS)
+        base = get_target(target_config.get("name", "cpu"))
+        overrides = {k: v for k, v in target_config.items() if k != "name" and v is not None}
+        for key in ("intra_op_threads", "batch_size", "warmup", "repeats"):
+            if key in overrides and (not isinstance(overrides[key], int) or overrides[key] < 1):
+                raise ConfigError(f"target.{key}: {overrides[key]!r} must be an integer >= 1")
+        target = dataclasses.replace(base, **overrides)
+
+        space_config = _section(config, "space")
+        _check_keys("space", space_config, SPACE_KEYS)
+
+        finetune_config = _section(config, "finetune")
+        _check_keys("finetune", finetune_config, (*FINETUNE_KEYS, "trial_steps", "final_steps"))
+        common = {k: v for k, v in finetune_config.items() if k in FINETUNE_KEYS}
+        trial_steps = finetune_config.get("trial_steps", 50)
+        final_steps = finetune_config.get("final_steps", 300)
+        try:
+            trial_finetune = Finetune(steps=trial_steps, **common)
+            final_finetune = Finetune(steps=final_steps, **common)
+        except PrunaSearchError as exc:
+            raise ConfigError(
+                str(exc).replace("finetune.steps", "finetune.trial_steps / final_steps")
+            ) from None
+        space = SpaceOptions(
+            ratios=tuple(space_config.get("ratios", SpaceOptions.ratios)),
+            precisions=bool(space_config.get("precisions", True)),
+            tie=space_config.get("tie", "none"),
+            finetune=trial_finetune,
+            round_to=int(space_config.get("round_to", 8)),
+        )
+
+        objective_config = _section(config, "objective")
+        fields = {f.name for f in dataclasses.fields(Objective)}
+        _check_keys("objective", objective_config, tuple(fields))
+        objective = Objective(**objective_config)
+
+        sampler_config = _section(config, "sampler")
+        sampler = sampler_config.pop("name", "tpe")
+        seed = sampler_config.pop("seed", config.get("seed", 0))
+
+        study_config = _section(config, "study")
+        fields = {f.name for f in dataclasses.fields(StudySettings)}
+        _check_keys("study", study_config, tuple(fields))
+        if "reference_ratios" in study_config:
+            study_config["reference_ratios"] = tuple(study_config["reference_ratios"] or ())
+        study = StudySettings(**study_config)
+
+        unknown = [k for k in config if k not in (*SECTIONS, "seed", "verbose", "experiment")]
+        if unknown:
+            raise ConfigError(
+                f"{unknown[0]}: unknown config section; {did_you_mean(unknown[0], SECTIONS)}"
+            )
+        return cls(
+            model=model,
+            data=data,
+            target=target,
+            target_config={"name": base.name, **overrides},
+            space=space,
+            space_config=space_config,
+            objective=objective,
+            sampler=sampler,
+            sampler_options=sampler_config,
+            seed=seed,
+            study=study,
+            trial_finetune=trial_finetune,
+            final_finetune=final_finetune,
+            raw=config,
+        )
+
+    @property
+    def model_name(self) -> str:
+        name = str(self.model["name"])
+        return name.rsplit(":", 1)[-1].rsplit(".", 1)[-1] if ":" in name else name
+
+    def identity(self, weights_digest: str) -> dict[str, Any]:
+        """What must not change when a study is resumed: a trial's values depend on it."""
+        return {
+            "model": {**self.model, "weights": weights_digest},
+            "data": self.data,
+            "target": self.target_config,
+            "space": {
+                "ratios": list(self.space.ratios),
+                "precisions": self.space.precisions,
+                "tie": self.space.tie,
+                "round_to": self.space.round_to,
+            },
+            "finetune": dataclasses.asdict(self.trial_finetune),
+            "objective": dataclasses.asdict(self.objective),
+        }
+
+
+__all__ = ["JobSettings"]

@@ -1,0 +1,265 @@
+"""The Optuna study: storage, sampler, name, reference trials. The only importer of optuna.
+
+A study lives in an Optuna storage (a SQLite file by default); the same command resumes it
+(DESIGN.md decision 7). Trials of a killed process are detected by heartbeat and retried with
+their parameters; finished trials are never redone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.trial import FixedTrial, FrozenTrial, Trial, TrialState
+
+from ..core import names
+from ..core.errors import ConfigError
+from ..space import SearchSpace, uniform_params
+
+SAMPLERS = ("tpe", "nsga2", "random", "gp")
+
+# Study user attributes
+CONFIG_ATTR = "pruna.config"  # the job config the study was created with (JSON)
+IDENTITY_ATTR = "pruna.identity"  # what must not change when a study is resumed
+# Trial user attributes
+REFERENCE_ATTR = "pruna.reference"
+FAIL_ATTR = "pruna.fail_reason"
+DUPLICATE_ATTR = "pruna.duplicate_of"
+
+__all__ = [
+    "FixedTrial",
+    "FrozenTrial",
+    "SAMPLERS",
+    "StudySettings",
+    "Trial",
+    "TrialState",
+    "enqueue_references",
+    "open_storage",
+    "open_study",
+    "make_sampler",
+    "study_name",
+]
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+logging.getLogger("optuna").propagate = True
+
+
+@dataclass(frozen=True)
+class StudySettings:
+    """``study.*`` of the config.
+
+    Attributes:
+        name: study name (None: derived from model, data, target, space and objective).
+        storage: an Optuna storage URL; a SQLite file by default.
+        n_trials: completed trials wanted in total (a resumed study only adds the missing).
+        timeout: stop starting new trials after this many seconds (None: no limit).
+        heartbeat_interval: seconds between heartbeats of a running trial.
+        grace_period: a running trial without a heartbeat for this long was killed; it is
+            marked FAIL and retried with the same parameters.
+        max_retry: retries of one killed trial.
+        max_consecutive_failures: stop (with an error) after this many failed trials in a row.
+        reference_ratios: uniform pruning ratios enqueued (with int8) as reference trials.
+    """
+
+    name: str | None = None
+    storage: str = "sqlite:///pruna_search.db"
+    n_trials: int = 20
+    timeout: float | None = None
+    heartbeat_interval: int = 30
+    grace_period: int = 90
+    max_retry: int = 2
+    max_consecutive_failures: int = 5
+    reference_ratios: tuple[float, ...] = (0.5, 0.75)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.n_trials, bool) or not isinstance(self.n_trials, int):
+            raise ConfigError(f"study.n_trials: {self.n_trials!r} must be an integer >= 1")
+        if self.n_trials <= 0:
+            raise ConfigError(
+                f"study.n_trials: {self.n_trials} must be >= 1 (completed trials wanted in total)"
+            )
+        if self.timeout is not None and not self.timeout > 0:
+            raise ConfigError(f"study.timeout: {self.timeout!r} must be > 0 seconds or null")
+        for field in ("heartbeat_interval", "grace_period", "max_consecutive_failures"):
+            value = getattr(self, field)
+            if not isinstance(value, int) or value < 1:
+                raise ConfigError(f"study.{field}: {value!r} must be an integer >= 1")
+        if self.grace_period <= self.heartbeat_interval:
+            raise ConfigError(
+                f"study.grace_period: {self.grace_period} must exceed study.heartbeat_interval "
+                f"({self.heartbeat_interval}), or live trials are taken for dead ones"
+            )
+        if not isinstance(self.max_retry, int) or self.max_retry < 0:
+            raise ConfigError(f"study.max_retry: {self.max_retry!r} must be an integer >= 0")
+        if not isinstance(self.storage, str) or "://" not in self.storage:
+            raise ConfigError(
+                f"study.storage: {self.storage!r} is not a storage URL; use e.g. "
+                "sqlite:///pruna_search.db or postgresql://user@host/db"
+            )
+
+
+def study_name(parts: Sequence[str], identity: Mapping[str, Any]) -> str:
+    """``resnet20-digits-cpu-drop0.01-1a2b3c``: readable parts plus a digest of everything that
+    changes the meaning of a trial's values (space, fine-tune, target settings)."""
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:6]
+    return "-".join([*parts, digest])
+
+
+def open_storage(settings: StudySettings) -> RDBStorage:
+    """Open (creating tables if needed) the study storage; a clear error if it cannot be."""
+    url = settings.storage
+    if url.startswith("sqlite:///"):
+        path = Path(url.removeprefix("sqlite:///"))
+        if not path.parent.is_dir():
+            raise ConfigError(
+                f"study.storage: folder {str(path.parent)!r} of {url!r} does not exist; "
+                "create it or point study.storage elsewhere"
+            )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        try:
+            return RDBStorage(
+                url,
+                heartbeat_interval=settings.heartbeat_interval,
+                grace_period=settings.grace_period,
+                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(
+                    max_retry=settings.max_retry
+                ),
+                engine_kwargs={"connect_args": {"timeout": 30}}
+                if url.startswith("sqlite")
+                else None,
+            )
+        except Exception as exc:
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ConfigError(
+                f"study.storage: cannot open {url!r} ({reason}); check the URL, the database "
+                "server and its driver"
+            ) from None
+
+
+def make_sampler(name: str, seed: int | None, options: Mapping[str, Any] | None = None):
+    """An Optuna sampler by name; it reads constraints from ``trial.set_constraint``."""
+    options = dict(options or {})
+    factories = {
+        "tpe": optuna.samplers.TPESampler,
+        "nsga2": optuna.samplers.NSGAIISampler,
+        "random": optuna.samplers.RandomSampler,
+        "gp": optuna.samplers.GPSampler,
+    }
+    if name not in factories:
+        raise ConfigError(f"sampler: {name!r} is unknown; {names.did_you_mean(name, SAMPLERS)}")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return factories[name](seed=seed, **options)
+    except TypeError as exc:
+        raise ConfigError(
+            f"sampler.{name}: bad option ({exc}); see conf/sampler/{name}.yaml"
+        ) from None
+
+
+def open_study(
+    storage: RDBStorage,
+    name: str,
+    *,
+    directions: Sequence[str],
+    sampler,
+    identity: Mapping[str, Any],
+    config: Mapping[str, Any],
+) -> tuple[optuna.Study, bool]:
+    """Load the study ``name`` or create it; returns (study, resumed).
+
+    Raises:
+        ConfigError: the stored study was created with other settings (space, objective,
+            fine-tune, target); resuming it would mix incomparable trials.
+    """
+    existing = {s.study_name for s in storage.get_all_studies()}
+    if name in existing:
+        study = optuna.load_study(study_name=name, storage=storage, sampler=sampler)
+        stored = study.user_attrs.get(IDENTITY_ATTR)
+        if stored is not None and json.loads(stored) != json.loads(json.dumps(identity)):
+            raise ConfigError(
+                f"study.name: study {name!r} in {storage.url} was created with other settings "
+                f"({_first_difference(json.loads(stored), identity)}); give a new study.name "
+                "or restore the settings"
+            )
+        if list(study.directions) != [_direction(d) for d in directions]:
+            raise ConfigError(
+                f"study.name: study {name!r} optimizes other objectives; give a new study.name"
+            )
+        return study, True
+    study = optuna.create_study(
+        study_name=name, storage=storage, sampler=sampler, directions=list(directions)
+    )
+    study.set_user_attr(IDENTITY_ATTR, json.dumps(identity, sort_keys=True))
+    study.set_user_attr(CONFIG_ATTR, json.dumps(config, sort_keys=True, default=str))
+    return study, False
+
+
+def load_study(storage: RDBStorage, name: str) -> optuna.Study:
+    """An existing study, or a ConfigError naming the studies that exist."""
+    existing = sorted(s.study_name for s in storage.get_all_studies())
+    if name not in existing:
+        hint = names.did_you_mean(name, existing) if existing else "the storage holds no study"
+        raise ConfigError(f"study.name: no study {name!r} in {storage.url}; {hint}")
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+def delete_study(storage: RDBStorage, name: str) -> None:
+    optuna.delete_study(study_name=name, storage=storage)
+
+
+def _direction(text: str) -> optuna.study.StudyDirection:
+    return optuna.study.StudyDirection[text.upper()]
+
+
+def _first_difference(old: Any, new: Any, path: str = "") -> str:
+    new = json.loads(json.dumps(new))
+    if isinstance(old, dict) and isinstance(new, dict):
+        for key in sorted(set(old) | set(new)):
+            if old.get(key) != new.get(key):
+                return _first_difference(old.get(key), new.get(key), f"{path}.{key}".lstrip("."))
+    return f"{path}: {old!r} then, {new!r} now"
+
+
+def reference_plans(space: SearchSpace, ratios: Sequence[float]) -> dict[str, dict[str, Any]]:
+    """Labelled parameters of the uniform reference trials: dense fp32, uniform int8 and each
+    ratio with int8 (fp32 when the space searches no precision). Duplicates are dropped."""
+    int8 = bool(space.bits_params)
+    wanted = [("dense fp32", 0.0, 32)] + ([("uniform int8", 0.0, 8)] if int8 else [])
+    for ratio in ratios if space.prune_params else ():
+        if ratio not in space.options.ratios:
+            raise ConfigError(
+                f"study.reference_ratios: {ratio} is not one of space.ratios "
+                f"{list(space.options.ratios)}; add it there or change the reference"
+            )
+        wanted.append(
+            (f"uniform {ratio:g}" + (" + int8" if int8 else ""), ratio, 8 if int8 else 32)
+        )
+    out: dict[str, dict[str, Any]] = {}
+    for label, ratio, bits in wanted:
+        params = dict(uniform_params(space, ratio, bits))
+        if params not in out.values():
+            out[label] = params
+    return out
+
+
+def enqueue_references(study: optuna.Study, space: SearchSpace, ratios: Sequence[float]) -> int:
+    """Enqueue the reference trials once (skipped when already in the study); returns how many
+    reference plans the study has."""
+    plans = reference_plans(space, ratios)
+    for label, params in plans.items():
+        study.enqueue_trial(params, user_attrs={REFERENCE_ATTR: label}, skip_if_exists=True)
+    return len(plans)
+
+
+def completed(study: optuna.Study) -> list[FrozenTrial]:
+    return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
