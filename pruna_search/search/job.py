@@ -47,6 +47,7 @@ from .study import (
     make_sampler,
     open_storage,
     open_study,
+    reference_plans,
     study_name,
 )
 
@@ -182,6 +183,7 @@ def run_job(config: dict[str, Any], output_dir: str | os.PathLike, *, on_trial=N
     session = open_session(settings)
     try:
         check_budget_reachable(session, settings.objective)
+        references = reference_plans(session.space, settings.study.reference_ratios)
         identity = settings.identity(session.weights_digest)
         name = settings.study.name or study_name(
             [
@@ -206,13 +208,13 @@ def run_job(config: dict[str, Any], output_dir: str | os.PathLike, *, on_trial=N
             None if settings.seed is None else settings.seed + len(study.trials),
             settings.sampler_options,
         )
-        references = enqueue_references(study, session.space, settings.study.reference_ratios)
+        enqueue_references(study, references)
         already = len(completed(study))
         log.info(
             f"study    {name} in {settings.study.storage}: "
             + (f"resumed with {already} completed trials, " if resumed else "created, ")
             + f"{max(0, settings.study.n_trials - already)} to go "
-            f"({references} uniform reference plans first), sampler {settings.sampler}"
+            f"({len(references)} uniform reference plans first), sampler {settings.sampler}"
         )
         outcome = run_trials(
             study,

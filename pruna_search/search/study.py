@@ -42,13 +42,15 @@ __all__ = [
     "Trial",
     "TrialState",
     "enqueue_references",
+    "reference_plans",
     "open_storage",
     "open_study",
     "make_sampler",
     "study_name",
 ]
 
-optuna.logging.set_verbosity(optuna.logging.WARNING)
+# our own one-line FAIL report replaces Optuna's per-trial warnings and tracebacks
+optuna.logging.set_verbosity(optuna.logging.ERROR)
 logging.getLogger("optuna").propagate = True
 
 
@@ -252,12 +254,11 @@ def reference_plans(space: SearchSpace, ratios: Sequence[float]) -> dict[str, di
     return out
 
 
-def enqueue_references(study: optuna.Study, space: SearchSpace, ratios: Sequence[float]) -> int:
-    """Enqueue the reference trials once (skipped when already in the study); returns how many
-    reference plans the study has."""
-    plans = reference_plans(space, ratios)
+def enqueue_references(study: optuna.Study, plans: Mapping[str, Mapping[str, Any]]) -> int:
+    """Enqueue the reference trials (``reference_plans``) once: skipped when already in the
+    study. Returns how many there are."""
     for label, params in plans.items():
-        study.enqueue_trial(params, user_attrs={REFERENCE_ATTR: label}, skip_if_exists=True)
+        study.enqueue_trial(dict(params), user_attrs={REFERENCE_ATTR: label}, skip_if_exists=True)
     return len(plans)
 
 

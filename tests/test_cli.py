@@ -1,0 +1,172 @@
+"""The installed console scripts, run as a user runs them (subprocesses, real files)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+
+from pruna_search.core.plan import Plan
+
+BIN = Path(sys.executable).parent
+TINY = [
+    "space.ratios=[0.0,0.5]",
+    "space.tie=stage",
+    "study.reference_ratios=[0.5]",
+    "sampler=random",
+    "target.warmup=5",
+    "target.repeats=30",
+    "finetune.trial_steps=5",
+    "finetune.final_steps=10",
+    "finetune.distill=0.0",
+]
+
+
+def cli(tmp_path: Path, *args: str, script: str = "pruna-search", timeout: int = 600):
+    return subprocess.run(
+        [str(BIN / script), *args],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "PRUNA_SEARCH_PROGRESS": "0"},
+    )
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("modle=cnn", "error: modle: no config group or key of that name; did you mean 'model'?"),
+        (
+            "sampler=annealing",
+            "error: sampler=annealing: no such option; choose one of: gp, nsga2",
+        ),
+        ("objective=fastest", "error: objective=fastest: no such option; did you mean"),
+        ("study.n_trials=0", "error: study.n_trials: 0 must be >= 1"),
+        ("study.storage=sqlite:///missing/dir/s.db", "error: study.storage: folder 'missing/dir'"),
+        ("objective.max_accuracy_drop=-0.5", "error: objective.max_accuracy_drop: -0.5 must be"),
+    ],
+)
+def test_bad_input_is_one_line_and_leaves_nothing(tmp_path, override, message):
+    proc = cli(tmp_path, override, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith(message), lines[0]
+    assert not list(tmp_path.glob("outputs/*")), "no half-written run directory"
+    if (tmp_path / "pruna_search.db").exists():
+        assert optuna.get_all_study_names(f"sqlite:///{tmp_path}/pruna_search.db") == []
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_search_then_export(tmp_path, resnet20_trained):
+    proc = cli(tmp_path, *TINY, "study.n_trials=4", "hydra.run.dir=run")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    run = tmp_path / "run"
+    for name in ("best.onnx", "plan.yaml", "pareto.csv", "report.md", "search.log"):
+        assert (run / name).is_file(), name
+    assert proc.stdout.count("trial ") >= 4  # one line per trial
+    assert "dense fp32" in proc.stdout and "x faster" in proc.stdout
+    summary = json.loads((run / "summary.json").read_text())
+    proc = cli(
+        tmp_path,
+        f"study.name={summary['study']}",
+        "trial=0",
+        "hydra.run.dir=exported",
+        script="pruna-search-export",
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (tmp_path / "exported" / "best.onnx").is_file()
+    plan = Plan.load(tmp_path / "exported" / "plan.yaml")  # trial 0: the dense fp32 reference
+    assert plan.is_dense and plan.is_fp32 and plan.finetune.steps == 10
+    proc = cli(tmp_path, script="pruna-search-export")
+    assert proc.returncode == 2
+    assert f"study.name: required; studies in sqlite:///pruna_search.db: {summary['study']}" in (
+        proc.stderr
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_multirun_writes_a_sweep_summary(tmp_path, resnet20_trained):
+    proc = cli(
+        tmp_path,
+        "-m",
+        *TINY,
+        "study.n_trials=3",
+        "objective.max_accuracy_drop=0.03,0.05",
+        "hydra.sweep.dir=sweep",
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = list(csv.DictReader((tmp_path / "sweep" / "sweep_summary.csv").open()))
+    assert [r["job"] for r in rows] == ["0", "1"]
+    assert all(r["status"] == "ok" for r in rows)
+    assert rows[0]["study"] != rows[1]["study"], "one study per job"
+    assert all(float(r["speedup"]) > 0 and float(r["accuracy"]) > 0.5 for r in rows)
+    for job in ("0", "1"):
+        assert (tmp_path / "sweep" / job / "best.onnx").is_file()
+    assert (tmp_path / "sweep" / "sweep_summary.md").is_file()
+
+
+def _running_trial(db: Path) -> int | None:
+    if not db.exists():
+        return None
+    try:
+        with sqlite3.connect(db, timeout=5) as conn:
+            row = conn.execute(
+                "SELECT number FROM trials WHERE state='RUNNING' AND number >= 2"
+            ).fetchone()
+    except sqlite3.OperationalError:
+        return None
+    return None if row is None else row[0]
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_killed_trial_is_retried_with_its_params(tmp_path, resnet20_trained):
+    args = [
+        *TINY,
+        "finetune.trial_steps=150",  # the pruned reference (trial 2) runs long enough to kill
+        "study.n_trials=3",
+        "study.heartbeat_interval=1",
+        "study.grace_period=2",
+        "study.name=killed",
+    ]
+    proc = subprocess.Popen(
+        [str(BIN / "pruna-search"), *args],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        env={**os.environ, "PRUNA_SEARCH_PROGRESS": "0"},
+    )
+    deadline = time.time() + 300
+    while _running_trial(tmp_path / "pruna_search.db") is None:
+        assert proc.poll() is None and time.time() < deadline, "no trial 2 started"
+        time.sleep(0.5)
+    time.sleep(2)
+    os.killpg(proc.pid, signal.SIGKILL)  # the whole process group, like an OOM kill
+    proc.wait()
+    time.sleep(3)  # past the grace period
+    done = cli(tmp_path, *args)
+    assert done.returncode == 0, done.stderr[-2000:]
+    trials = optuna.load_study(
+        study_name="killed", storage=f"sqlite:///{tmp_path}/pruna_search.db"
+    ).get_trials()
+    assert trials[2].state.name == "FAIL"
+    retry = trials[3]
+    assert retry.state.name == "COMPLETE"
+    assert retry.system_attrs["failed_trial"] == 2
+    assert retry.params == trials[2].params
+    assert retry.user_attrs["pruna.reference"] == "uniform 0.5 + int8"
+    assert sum(t.state.name == "COMPLETE" for t in trials) == 3

@@ -1,0 +1,203 @@
+"""The study end to end on a real (cached) ResNet-20, real SQLite storage, real ORT."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import optuna
+import pytest
+
+from pruna_search.core.errors import ConfigError
+from pruna_search.core.plan import Plan
+from pruna_search.core.precision import Precision
+from pruna_search.measure import onnx_accuracy
+from pruna_search.search.job import export_from_study, open_session, run_job
+from pruna_search.search.runner import run_trials
+from pruna_search.search.settings import JobSettings
+from pruna_search.search.study import (
+    DUPLICATE_ATTR,
+    FAIL_ATTR,
+    REFERENCE_ATTR,
+    FixedTrial,
+    enqueue_references,
+    reference_plans,
+)
+
+pytestmark = [pytest.mark.slow, pytest.mark.integration]
+
+
+def tiny(tmp_path, **study) -> dict:
+    """A study that takes seconds: stage-tied space, 5-step trials, short timing."""
+    return {
+        "model": {"name": "resnet20", "pretrained": True},
+        "data": {"name": "digits"},
+        "target": {"name": "cpu", "warmup": 5, "repeats": 30},
+        "space": {"ratios": [0.0, 0.5], "tie": "stage"},
+        "objective": {"name": "fastest_within_drop", "max_accuracy_drop": 0.05},
+        "sampler": {"name": "random", "seed": 0},
+        "study": {
+            "storage": f"sqlite:///{tmp_path}/study.db",
+            "n_trials": 5,
+            "reference_ratios": [0.5],
+            **study,
+        },
+        "finetune": {"trial_steps": 5, "final_steps": 10, "distill": 0.0},
+    }
+
+
+def storage_trials(tmp_path, name):
+    study = optuna.load_study(study_name=name, storage=f"sqlite:///{tmp_path}/study.db")
+    return study.get_trials(deepcopy=False)
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory, resnet20_trained):
+    tmp_path = tmp_path_factory.mktemp("study")
+    result = run_job(tiny(tmp_path), tmp_path / "out")
+    return tmp_path, result
+
+
+def test_outputs_and_choice(first_run, digits):
+    tmp_path, result = first_run
+    out = result.output_dir
+    assert result.status == "ok"
+    assert {"best.onnx", "plan.yaml", "pareto.csv", "report.md", "summary.json"} <= {
+        p.name for p in out.iterdir()
+    }
+    front = list(csv.DictReader((out / "pareto.csv").open()))
+    chosen = [r for r in front if r["chosen"] == "True"]
+    assert len(chosen) == 1, "the chosen trial is on the front"
+    assert chosen[0]["feasible"] == "True"
+    assert float(chosen[0]["accuracy_drop"]) <= 0.05
+    # no front row dominates the chosen one in (accuracy, latency)
+    acc, ms = float(chosen[0]["accuracy"]), float(chosen[0]["latency_ms_p10"])
+    assert not any(float(r["accuracy"]) >= acc and float(r["latency_ms_p10"]) < ms for r in front)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["trials"] == 5 and summary["chosen_trial"] == int(chosen[0]["number"])
+    x, y = digits.val_arrays()
+    assert onnx_accuracy(out / "best.onnx", x, y) == pytest.approx(summary["accuracy"])
+    report = (out / "report.md").read_text()
+    assert f"Chosen: trial {summary['chosen_trial']}" in report
+    assert "uniform int8" in report and "Pareto front" in report
+
+
+def test_exported_plan_is_the_replayed_plan(first_run, resnet20_trained):
+    tmp_path, result = first_run
+    trials = storage_trials(tmp_path, result.study_name)
+    best = trials[result.summary["chosen_trial"]]
+    settings = JobSettings.parse(tiny(tmp_path))
+    session = open_session(settings)
+    try:
+        replayed = session.space(FixedTrial(best.params)).with_finetune(settings.final_finetune)
+    finally:
+        session.close()
+    exported = Plan.load(result.output_dir / "plan.yaml")
+    assert exported == replayed
+    assert exported.finetune.steps == 10
+
+
+def test_references_first_and_resume_adds_only_missing(first_run):
+    tmp_path, result = first_run
+    before = storage_trials(tmp_path, result.study_name)
+    labels = [t.user_attrs.get(REFERENCE_ATTR) for t in before[:3]]
+    assert labels == ["dense fp32", "uniform int8", "uniform 0.5 + int8"]
+    again = run_job(tiny(tmp_path, n_trials=7), tmp_path / "out2")
+    after = storage_trials(tmp_path, result.study_name)
+    complete = [t for t in after if t.state.name == "COMPLETE"]
+    assert len(complete) == 7
+    assert again.summary["trials"] == 7
+    assert (
+        again.summary["evaluated_now"] + sum(DUPLICATE_ATTR in t.user_attrs for t in after[5:])
+        == 2
+    )
+    for old, new in zip(before, after[:5], strict=True):  # finished trials are never redone
+        assert (old.number, old.values, old.params) == (new.number, new.values, new.params)
+    # a third run with the same n_trials evaluates nothing
+    third = run_job(tiny(tmp_path, n_trials=7), tmp_path / "out3")
+    assert third.summary["evaluated_now"] == 0
+    assert len(storage_trials(tmp_path, result.study_name)) == len(after)
+
+
+def test_resuming_with_other_settings_is_refused(first_run):
+    tmp_path, result = first_run
+    config = tiny(tmp_path, name=result.study_name)
+    config["finetune"]["trial_steps"] = 6
+    with pytest.raises(
+        ConfigError, match=r"study.name: .* was created with other settings .*finetune.steps"
+    ):
+        run_job(config, tmp_path / "refused")
+    assert not (tmp_path / "refused").exists()
+
+
+def test_export_cli_path_replays_a_trial(first_run, tmp_path):
+    study_dir, result = first_run
+    evaluation = export_from_study(
+        f"sqlite:///{study_dir}/study.db", result.study_name, tmp_path, trial=1
+    )
+    plan = Plan.load(tmp_path / "plan.yaml")
+    assert plan.layers_at(Precision.INT8), "trial 1 is the uniform int8 reference"
+    assert plan.is_dense
+    assert evaluation.metrics["speedup"] > 1.0
+    with pytest.raises(ConfigError, match="trial: 999 is not a completed trial"):
+        export_from_study(
+            f"sqlite:///{study_dir}/study.db", result.study_name, tmp_path, trial=999
+        )
+    with pytest.raises(ConfigError, match="no study 'nope'"):
+        export_from_study(f"sqlite:///{study_dir}/study.db", "nope", tmp_path)
+
+
+class BreaksOnInt8Stage1:
+    """A search space whose plans put int4 on conv layers of stage 1 when its bits choice is
+    int8 — a plan the CPU target cannot run, so applying it fails for real (PlanError)."""
+
+    def __init__(self, space):
+        self.space = space
+        self.info = space.info
+
+    def __call__(self, trial):
+        plan = self.space(trial)
+        if trial.params.get("bits/layer1") == "int8":
+            layers = [n for n, p in plan.precision.items() if n.startswith("layer1")]
+            precision = {**plan.precision, **{n: Precision.INT4 for n in layers}}
+            return Plan(plan.prune, precision, plan.finetune, plan.round_to)
+        return plan
+
+
+def test_failing_plan_is_a_fail_trial_and_duplicates_are_reused(tmp_path, resnet20_trained):
+    settings = JobSettings.parse(tiny(tmp_path))
+    session = open_session(settings)
+    try:
+        study = optuna.create_study(
+            storage=f"sqlite:///{tmp_path}/fail.db", directions=["maximize", "minimize"]
+        )
+        references = reference_plans(session.space, [0.5])
+        enqueue_references(study, references)
+        # the dense reference again: same params, must not be evaluated twice
+        study.enqueue_trial(references["dense fp32"])
+        outcome = run_trials(
+            study,
+            BreaksOnInt8Stage1(session.space),
+            session.evaluator,
+            settings.objective,
+            n_trials=2,
+        )
+    finally:
+        session.close()
+    trials = study.get_trials()
+    assert [t.state.name for t in trials] == ["COMPLETE", "FAIL", "FAIL", "COMPLETE"]
+    assert "int4" in trials[1].user_attrs[FAIL_ATTR]
+    assert trials[3].user_attrs[DUPLICATE_ATTR] == 0
+    assert trials[3].values == trials[0].values
+    assert (outcome.evaluated, outcome.duplicates, outcome.failed) == (1, 1, 2)
+
+
+def test_unreachable_latency_budget_is_refused_before_the_study(tmp_path, resnet20_trained):
+    config = tiny(tmp_path)
+    config["objective"] = {"name": "best_within_latency", "max_latency_ms": 0.001}
+    with pytest.raises(ConfigError, match="objective.max_latency_ms: 0.001 ms cannot be met"):
+        run_job(config, tmp_path / "out")
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path}/study.db")
+    assert storage.get_all_studies() == []
+    assert np.isfinite(0.0)

@@ -1,0 +1,140 @@
+"""Objectives, fronts, settings and study helpers: no training, real Optuna storage."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+
+from pruna_search.core.errors import ConfigError
+from pruna_search.search.front import hypervolume, pareto_front, write_csv
+from pruna_search.search.objectives import DROP_BUDGET, Objective
+from pruna_search.search.settings import JobSettings
+from pruna_search.search.study import StudySettings, make_sampler, open_storage, study_name
+
+
+def row(number, acc, ms, speedup, drop, feasible=True):
+    return {
+        "number": number,
+        "accuracy": acc,
+        "latency_ms_p10": ms,
+        "speedup": speedup,
+        "accuracy_drop": drop,
+        "size_mb": 1.0,
+        "feasible": feasible,
+        "reference": "",
+        "plan": "p",
+    }
+
+
+def test_objective_constraints_and_choice():
+    objective = Objective("fastest_within_drop", max_accuracy_drop=0.01)
+    assert objective.directions == ["maximize", "minimize"]
+    assert objective.constraints({"accuracy_drop": 0.02}) == pytest.approx({DROP_BUDGET: 0.01})
+    rows = [
+        row(0, 0.99, 1.0, 1.0, 0.0),
+        row(1, 0.985, 0.5, 2.0, 0.005),
+        row(2, 0.9, 0.3, 3, 0.09, False),
+    ]
+    assert objective.choose(rows)["number"] == 1
+    latency = Objective("best_within_latency", max_accuracy_drop=None, min_speedup=1.5)
+    assert latency.constraints({"speedup": 2.0}) == {"speedup_budget": -0.5}
+    assert latency.choose(rows)["number"] == 0  # the most accurate feasible
+    pareto = Objective("pareto", select_max_drop=0.001)
+    assert pareto.choose(rows)["number"] == 0
+    assert Objective("pareto", include_size=True).directions == [
+        "maximize",
+        "minimize",
+        "minimize",
+    ]
+    assert objective.choose([row(2, 0.9, 0.3, 3, 0.09, False)]) is None
+
+
+@pytest.mark.parametrize(
+    "kwargs, field",
+    [
+        ({"name": "fastest"}, "objective: 'fastest'"),
+        ({"max_accuracy_drop": -0.1}, "objective.max_accuracy_drop"),
+        ({"max_accuracy_drop": 5}, "objective.max_accuracy_drop"),
+        ({"name": "best_within_latency", "max_accuracy_drop": None}, "exactly one"),
+        ({"name": "best_within_latency", "max_latency_ms": 0}, "objective.max_latency_ms"),
+    ],
+)
+def test_objective_rejects_bad_budgets(kwargs, field):
+    with pytest.raises(ConfigError, match=field.replace("(", r"\(")):
+        Objective(**kwargs)
+
+
+def test_pareto_front_and_hypervolume(tmp_path):
+    rows = [
+        row(0, 0.99, 1.0, 1.0, 0.0),
+        row(1, 0.98, 0.5, 2.0, 0.01),
+        row(2, 0.97, 0.6, 1.7, 0.02),  # dominated by 1
+        row(3, 0.95, 0.4, 2.5, 0.04),
+    ]
+    front = pareto_front(rows, ("accuracy", "latency_ms_p10"))
+    assert [r["number"] for r in front] == [3, 1, 0]
+    # (drop, 1/speedup): (0.01, 0.5) and (0.04, 0.4) against the reference point (0.05, 1)
+    assert hypervolume(rows) == pytest.approx(0.04 * 0.5 + 0.01 * 0.1)
+    assert hypervolume([row(0, 0.99, 1.0, 1.0, 0.0)]) == 0.0
+    path = write_csv(front, tmp_path / "front.csv")
+    parsed = list(csv.DictReader(path.open()))
+    assert [int(r["number"]) for r in parsed] == [3, 1, 0]
+    assert float(parsed[1]["speedup"]) == 2.0
+
+
+BASE = {
+    "model": {"name": "resnet20"},
+    "data": {"name": "digits"},
+    "study": {"storage": "sqlite:///x.db"},
+}
+
+
+@pytest.mark.parametrize(
+    "patch, message",
+    [
+        (
+            {"model": {"name": "resnet20", "widht": 1}},
+            "model.widht: unknown option; did you mean 'width'",
+        ),
+        ({"study": {"n_trials": 0}}, "study.n_trials: 0 must be >= 1"),
+        ({"study": {"n_trials": -3}}, "study.n_trials"),
+        ({"study": {"heartbeat_interval": 60, "grace_period": 30}}, "study.grace_period"),
+        ({"study": {"storage": "nowhere"}}, "study.storage: 'nowhere' is not a storage URL"),
+        ({"space": {"ratios": [0.0, 1.5]}}, "space.ratios: 1.5 is out of range"),
+        ({"finetune": {"trial_steps": -1}}, "finetune.trial_steps"),
+        ({"target": {"name": "cpu", "repeats": 0}}, "target.repeats"),
+        ({"target": {"name": "tpu"}}, "unknown target 'tpu'"),
+        ({"objective": {"name": "pareto", "budget": 1}}, "objective.budget: unknown option"),
+        ({"samplr": {}}, "samplr: unknown config section; did you mean 'sampler'"),
+    ],
+)
+def test_settings_reject_bad_input(patch, message):
+    with pytest.raises(Exception, match=message.replace("(", r"\(")) as info:
+        JobSettings.parse({**BASE, **patch})
+    assert "\n" not in str(info.value)
+
+
+def test_settings_identity_and_name():
+    settings = JobSettings.parse(BASE)
+    identity = settings.identity("abc")
+    assert identity["space"]["ratios"] == [0.0, 0.25, 0.5, 0.625, 0.75]
+    other = JobSettings.parse({**BASE, "finetune": {"trial_steps": 7}}).identity("abc")
+    name = study_name(["resnet20", "digits"], identity)
+    assert name.startswith("resnet20-digits-")
+    assert study_name(["resnet20", "digits"], other) != name
+
+
+def test_sampler_and_storage_errors(tmp_path):
+    with pytest.raises(ConfigError, match="sampler: 'tpee' is unknown; did you mean 'tpe'"):
+        make_sampler("tpee", 0)
+    with pytest.raises(ConfigError, match="sampler.random: bad option"):
+        make_sampler("random", 0, {"population_size": 3})
+    for name in ("tpe", "nsga2", "random", "gp"):
+        assert make_sampler(name, 1) is not None
+    missing = StudySettings(storage=f"sqlite:///{tmp_path}/no/such/dir.db")
+    with pytest.raises(ConfigError, match="does not exist"):
+        open_storage(missing)
+    with pytest.raises(ConfigError, match="study.storage: cannot open 'postgresql://"):
+        open_storage(StudySettings(storage="postgresql://nobody@127.0.0.1:1/none"))
+    assert not (tmp_path / "no").exists()
