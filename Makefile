@@ -4,8 +4,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+# make run ARGS="study.n_trials=40" passes options to pruna-search
+ARGS ?=
 
-.PHONY: setup run test test-fast lint format bench clean
+.PHONY: setup run test test-fast lint format bench bench-search clean
 
 setup: $(STAMP)
 
@@ -33,6 +35,9 @@ format: setup
 
 bench: setup
 	$(BIN)/python scripts/bench_engine.py
+
+bench-search: setup
+	$(BIN)/python scripts/bench_search.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

@@ -13,7 +13,6 @@ A uniform Config is just a Plan with the same value everywhere; pass a Plan for 
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +27,7 @@ from .analysis import example_input
 from .compress import PruneReport
 from .core import names
 from .core.errors import ConfigError, DataError, ModelError
+from .core.files import atomic_copy
 from .core.model_info import ModelInfo
 from .core.plan import Finetune, Plan
 from .core.target import Target, get_target
@@ -112,12 +112,7 @@ class Result:
 
     def export(self, path: str | os.PathLike) -> Path:
         """Copy the shippable ONNX model to ``path`` (atomically; one self-contained file)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        shutil.copyfile(self.onnx_path, tmp)
-        os.replace(tmp, path)
-        return path
+        return atomic_copy(self.onnx_path, path)
 
     def table(self) -> str:
         """A before/after table of accuracy, latency, speedup and size."""

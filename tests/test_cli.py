@@ -51,6 +51,7 @@ def cli(tmp_path: Path, *args: str, script: str = "pruna-search", timeout: int =
             "error: sampler=annealing: no such option; choose one of: gp, nsga2",
         ),
         ("objective=fastest", "error: objective=fastest: no such option; did you mean"),
+        ("experiment=nope", "error: experiment=nope: no such option; choose one of: digits_stage"),
         ("study.n_trials=0", "error: study.n_trials: 0 must be >= 1"),
         ("study.storage=sqlite:///missing/dir/s.db", "error: study.storage: folder 'missing/dir'"),
         ("objective.max_accuracy_drop=-0.5", "error: objective.max_accuracy_drop: -0.5 must be"),

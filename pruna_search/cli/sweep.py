@@ -18,6 +18,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from ..core import names
+from ..core.files import atomic_write_text
 
 COLUMNS = (
     "job",
@@ -58,21 +59,14 @@ def write_sweep_summary(sweep_dir: str | os.PathLike) -> Path | None:
     writer.writeheader()
     for row in rows:
         writer.writerow({k: _fmt(row.get(k)) for k in COLUMNS})
-    _atomic(sweep_dir / "sweep_summary.csv", buffer.getvalue())
+    atomic_write_text(sweep_dir / "sweep_summary.csv", buffer.getvalue())
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(_fmt(row.get(k)) for k in COLUMNS) + " |" for row in rows]
-    return _atomic(sweep_dir / "sweep_summary.md", "\n".join(lines) + "\n")
+    return atomic_write_text(sweep_dir / "sweep_summary.md", "\n".join(lines) + "\n")
 
 
 def _job_key(name: str) -> tuple[int, str]:
     return (int(name), "") if name.isdigit() else (1 << 30, name)
-
-
-def _atomic(path: Path, text: str) -> Path:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-    return path
 
 
 class SweepSummary(Callback):

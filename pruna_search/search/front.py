@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from ..core import names
+from ..core.files import atomic_write_text
 
 Row = Mapping[str, object]
 
@@ -94,10 +95,7 @@ def write_csv(rows: Sequence[Row], path: str | os.PathLike) -> Path:
     writer.writeheader()
     for row in rows:
         writer.writerow({k: _cell(row.get(k)) for k in CSV_COLUMNS})
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(buffer.getvalue())
-    os.replace(tmp, path)
-    return path
+    return atomic_write_text(path, buffer.getvalue())
 
 
 def _cell(value: object) -> object:

@@ -12,7 +12,6 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 import tempfile
 import time
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from .. import data as data_lib
 from .. import models as model_lib
 from ..core import names
 from ..core.errors import ConfigError, PrunaSearchError
+from ..core.files import atomic_copy
 from ..core.plan import Plan
 from ..core.precision import Precision
 from ..measure import LatencyCache
@@ -308,10 +308,7 @@ def export_trial(
         f"final    {source}: re-applying with {settings.final_finetune.steps} fine-tune steps"
     )
     evaluation = session.evaluator.evaluate(plan, name="best")
-    output_dir.mkdir(parents=True, exist_ok=True)
-    tmp = output_dir / "best.onnx.tmp"
-    shutil.copyfile(evaluation.candidate.onnx_path, tmp)
-    os.replace(tmp, output_dir / "best.onnx")
+    atomic_copy(evaluation.candidate.onnx_path, output_dir / "best.onnx")
     plan.save(output_dir / "plan.yaml")
     log.info(report.comparison_table(session.evaluator.baseline, evaluation))
     return evaluation

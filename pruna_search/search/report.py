@@ -3,21 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
 import statistics
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from ..core import names
+from ..core.files import atomic_write_text
 from ..measure import hardware
-
-
-def _atomic_write(path: Path, text: str) -> Path:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-    return path
 
 
 def comparison_table(baseline: Mapping[str, float], evaluation) -> str:
@@ -115,7 +108,7 @@ def summary(
 
 
 def write_json(path: Path, record: Mapping[str, Any]) -> Path:
-    return _atomic_write(path, json.dumps(record, indent=2, default=str) + "\n")
+    return atomic_write_text(path, json.dumps(record, indent=2, default=str) + "\n")
 
 
 def _row_cells(r: Mapping[str, Any]) -> list[str]:
@@ -269,7 +262,7 @@ def write_markdown(
             *_md(("stage", "mean s", "trials"), stages),
             "",
         ]
-    return _atomic_write(path, "\n".join(lines))
+    return atomic_write_text(path, "\n".join(lines))
 
 
 __all__ = ["comparison_table", "summary", "write_json", "write_markdown"]

@@ -1,0 +1,172 @@
+"""Benchmark the search (issue 3's targets) on ResNet-20: digits, and Fashion-MNIST when installed.
+
+For each data set: a fresh 40-trial study (objective fastest_within_drop, 1 point), then the
+uniform front — every ratio of the space at fp32 and at int8, with the same per-trial fine-tune
+— and prints the searched front, the hypervolume of the searched trials against the uniform
+front's, the chosen model's speedup and accuracy drop after the final fine-tune, and seconds per
+trial by stage. Targets: searched hypervolume > uniform; chosen >= 2.5x within 1 point.
+
+    .venv/bin/python scripts/bench_search.py [--data digits fashion_mnist] [--trials 40]
+        [--trial-steps 200] [--tie stage] [--sampler tpe]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import optuna
+
+from pruna_search.core import names
+from pruna_search.core.plan import Plan
+from pruna_search.measure import hardware
+from pruna_search.search.front import hypervolume, pareto_front
+from pruna_search.search.job import open_session, run_job
+from pruna_search.search.runner import SECONDS_ATTR, row_of
+from pruna_search.search.settings import JobSettings
+
+RATIOS = [0.0, 0.25, 0.5, 0.625, 0.75]
+
+
+def config(data: str, args, storage: str) -> dict:
+    data_cfg = {"name": data}
+    if data == "fashion_mnist":
+        data_cfg.update(size=32, train_size=10000, val_size=2000)
+    return {
+        "model": {"name": "resnet20", "pretrained": True},
+        "data": data_cfg,
+        "target": {"name": "cpu", "repeats": args.repeats},
+        "space": {"ratios": RATIOS, "tie": args.tie},
+        "objective": {"name": "fastest_within_drop", "max_accuracy_drop": 0.01},
+        "sampler": {"name": args.sampler, "seed": args.seed},
+        "study": {"storage": storage, "n_trials": args.trials, "reference_ratios": [0.5, 0.75]},
+        "finetune": {"trial_steps": args.trial_steps, "final_steps": args.final_steps},
+    }
+
+
+def uniform_front(settings: JobSettings) -> list[dict]:
+    """Every ratio at fp32 and int8 (the per-trial fine-tune), measured like a trial."""
+    session = open_session(settings)
+    rows = []
+    try:
+        for ratio in RATIOS:
+            for bits in (32, 8):
+                plan = Plan.uniform(
+                    session.info,
+                    target=settings.target,
+                    pruning_ratio=ratio,
+                    quantization_bits=bits,
+                    finetune=settings.trial_finetune,
+                )
+                evaluation = session.evaluator.evaluate(plan, name="uniform")
+                label = f"uniform {ratio:g} {'int8' if bits == 8 else 'fp32'}"
+                rows.append(
+                    {
+                        **evaluation.metrics,
+                        "number": label,
+                        "reference": label,
+                        "feasible": evaluation.metrics[names.ACCURACY_DROP] <= 0.01,
+                        "plan": label,
+                    }
+                )
+                print(
+                    f"  {label:<20} acc {evaluation.metrics[names.ACCURACY]:.4f} "
+                    f"{evaluation.metrics[names.SPEEDUP]:.2f}x",
+                    flush=True,
+                )
+    finally:
+        session.close()
+    return rows
+
+
+def bench(data: str, args) -> dict:
+    with tempfile.TemporaryDirectory(prefix="bench_search_") as tmp:
+        storage = f"sqlite:///{tmp}/study.db"
+        cfg = config(data, args, storage)
+        start = time.perf_counter()
+        result = run_job(cfg, Path(tmp) / "out")
+        study_seconds = time.perf_counter() - start
+        study = optuna.load_study(study_name=result.study_name, storage=storage)
+        trials = [t for t in study.get_trials() if t.state.name == "COMPLETE"]
+        report = (Path(tmp) / "out" / "report.md").read_text()
+    rows = [row_of(t) for t in trials]
+    searched = [r for r in rows if not r["reference"] and r["duplicate_of"] is None]
+    print(f"\n[{data}] uniform front ({args.trial_steps} fine-tune steps):", flush=True)
+    uniform = uniform_front(JobSettings.parse(cfg))
+    hv_searched, hv_uniform = hypervolume(searched), hypervolume(uniform)
+    front = pareto_front(searched, (names.ACCURACY, names.LATENCY_P10))
+    print(f"\n[{data}] searched front ({len(searched)} searched trials of {len(rows)}):")
+    print(f"  {'trial':>5} {'accuracy':>8} {'drop pt':>7} {'p10 ms':>7} {'speedup':>7}  plan")
+    for r in front:
+        print(
+            f"  {r['number']:>5} {r[names.ACCURACY]:>8.4f} {r[names.ACCURACY_DROP] * 100:>7.2f} "
+            f"{r[names.LATENCY_P10]:>7.3f} {r[names.SPEEDUP]:>6.2f}x  {r['plan']}"
+        )
+    stages: dict[str, list[float]] = {}
+    for t in trials:
+        for stage, seconds in (t.user_attrs.get(SECONDS_ATTR) or {}).items():
+            stages.setdefault(stage, []).append(seconds)
+    per_trial = [
+        t.user_attrs[names.TRIAL_SECONDS] for t in trials if t.user_attrs.get(names.TRIAL_SECONDS)
+    ]
+    s = result.summary
+    print(
+        f"\n[{data}] hypervolume (drop <= 5 pt x latency/dense): searched {hv_searched:.4f}, "
+        f"uniform {hv_uniform:.4f} -> {'PASS' if hv_searched > hv_uniform else 'MISS'}"
+    )
+    if s.get(names.SPEEDUP) is not None:
+        ok = s[names.SPEEDUP] >= 2.5 and s[names.ACCURACY_DROP] <= 0.01
+        print(
+            f"[{data}] chosen trial {s['chosen_trial']} after {args.final_steps} steps: "
+            f"{s[names.SPEEDUP]:.2f}x, drop {s[names.ACCURACY_DROP] * 100:.2f} pt, "
+            f"{s[names.COMPRESSION]:.2f}x smaller -> {'PASS' if ok else 'MISS'} (>= 2.5x, <= 1 pt)"
+        )
+    else:
+        print(f"[{data}] no trial met the 1-point budget -> MISS")
+    print(
+        f"[{data}] study {study_seconds:.0f} s; seconds per trial: mean "
+        f"{statistics.mean(per_trial):.1f}, by stage: "
+        + ", ".join(f"{k} {statistics.mean(v):.2f}" for k, v in stages.items())
+    )
+    if args.verbose:
+        print(report)
+    return {"data": data, "hv_searched": hv_searched, "hv_uniform": hv_uniform, **s}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", nargs="+", default=None)
+    parser.add_argument("--trials", type=int, default=40)
+    parser.add_argument("--trial-steps", type=int, default=200)
+    parser.add_argument("--final-steps", type=int, default=300)
+    parser.add_argument("--tie", default="stage", choices=("none", "stage"))
+    parser.add_argument("--sampler", default="tpe")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--repeats", type=int, default=300)
+    parser.add_argument("-v", "--verbose", action="store_true", help="print each report.md")
+    args = parser.parse_args()
+    os.environ.setdefault("PRUNA_SEARCH_PROGRESS", "0")
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    if args.verbose:
+        logging.getLogger("pruna_search").setLevel(logging.INFO)
+    datasets = args.data or ["digits"] + (
+        ["fashion_mnist"] if Path("/usr/share/datasets/fashion-mnist").is_dir() else []
+    )
+    print(
+        f"machine: {hardware.cpu_model()}, {os.cpu_count()} cores, VNNI {hardware.has_vnni()}, "
+        f"load {os.getloadavg()[0]:.2f}; {args.trials} trials, {args.trial_steps} steps each, "
+        f"space tie={args.tie}, sampler {args.sampler}"
+    )
+    for data in datasets:
+        bench(data, args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
