@@ -138,7 +138,7 @@ def test_killed_trial_is_retried_with_its_params(tmp_path, resnet20_trained):
     args = [
         *TINY,
         "finetune.trial_steps=150",  # the pruned reference (trial 2) runs long enough to kill
-        "study.n_trials=3",
+        "study.n_trials=4",
         "study.heartbeat_interval=1",
         "study.grace_period=2",
         "study.name=killed",
@@ -165,9 +165,41 @@ def test_killed_trial_is_retried_with_its_params(tmp_path, resnet20_trained):
         study_name="killed", storage=f"sqlite:///{tmp_path}/pruna_search.db"
     ).get_trials()
     assert trials[2].state.name == "FAIL"
-    retry = trials[3]
+    (retry,) = [t for t in trials if t.system_attrs.get("failed_trial") == 2]
     assert retry.state.name == "COMPLETE"
-    assert retry.system_attrs["failed_trial"] == 2
     assert retry.params == trials[2].params
     assert retry.user_attrs["pruna.reference"] == "uniform 0.5 + int8"
-    assert sum(t.state.name == "COMPLETE" for t in trials) == 3
+    assert sum(t.state.name == "COMPLETE" for t in trials) == 4
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_ctrl_c_finishes_the_running_trial_and_the_study_resumes(tmp_path, resnet20_trained):
+    args = [*TINY, "finetune.trial_steps=100", "study.n_trials=4", "study.name=interrupted"]
+    proc = subprocess.Popen(
+        [str(BIN / "pruna-search"), *args, "hydra.run.dir=first"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PRUNA_SEARCH_PROGRESS": "0"},
+    )
+    deadline = time.time() + 300
+    while _running_trial(tmp_path / "pruna_search.db") is None:
+        assert proc.poll() is None and time.time() < deadline, "no trial 2 started"
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err[-2000:]
+    assert "stopping after the running trial" in out
+    storage = f"sqlite:///{tmp_path}/pruna_search.db"
+    trials = optuna.load_study(study_name="interrupted", storage=storage).get_trials()
+    assert [t.state.name for t in trials[:3]] == ["COMPLETE"] * 3, "the running trial finished"
+    assert (tmp_path / "first" / "pareto.csv").is_file()
+    assert "Interrupted" in (tmp_path / "first" / "report.md").read_text()
+    assert not (tmp_path / "first" / "best.onnx").exists()
+    done = cli(tmp_path, *args, "hydra.run.dir=second")
+    assert done.returncode == 0, done.stderr[-2000:]
+    trials = optuna.load_study(study_name="interrupted", storage=storage).get_trials()
+    assert sum(t.state.name == "COMPLETE" for t in trials) == 4
+    assert (tmp_path / "second" / "best.onnx").is_file()

@@ -79,6 +79,9 @@ def _run_worker(models: list[Path], x: np.ndarray, target: Target) -> dict:
             capture_output=True,
             text=True,
             check=False,
+            # its own process group: a Ctrl-C at the terminal reaches the search (which then
+            # finishes the running trial) but not the measurement in flight
+            process_group=0,
         )
     if proc.returncode != 0:
         tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]

@@ -43,6 +43,7 @@ from .study import (
     StudySettings,
     completed,
     enqueue_references,
+    evaluated,
     load_study,
     make_sampler,
     open_storage,
@@ -209,11 +210,11 @@ def run_job(config: dict[str, Any], output_dir: str | os.PathLike, *, on_trial=N
             settings.sampler_options,
         )
         enqueue_references(study, references)
-        already = len(completed(study))
+        already = len(evaluated(study))
         log.info(
             f"study    {name} in {settings.study.storage}: "
-            + (f"resumed with {already} completed trials, " if resumed else "created, ")
-            + f"{max(0, settings.study.n_trials - already)} to go "
+            + (f"resumed with {already} evaluated trials, " if resumed else "created, ")
+            + f"{max(0, settings.study.n_trials - already)} plans to evaluate "
             f"({len(references)} uniform reference plans first), sampler {settings.sampler}"
         )
         outcome = run_trials(

@@ -83,6 +83,7 @@ def summary(
         "budget": settings.objective.budget,
         "sampler": settings.sampler,
         "trials": len(rows),
+        "evaluated": sum(r.get("duplicate_of") is None for r in rows),
         "evaluated_now": outcome.evaluated,
         "failed_now": outcome.failed,
         "dense_accuracy": baseline[names.ACCURACY],
@@ -195,8 +196,8 @@ def write_markdown(
         f"- model `{s['model']}`, data `{s['data']}`, target `{s['target']}` "
         f"({hardware.cpu_model()})",
         f"- objective `{s['objective']}`, budget: {s['budget']}; sampler `{s['sampler']}`",
-        f"- {s['trials']} completed trials ({s['evaluated_now']} evaluated in this run, "
-        f"{s['failed_now']} failed); space: {len(space.prune_params)} pruning and "
+        f"- {s['evaluated']} plans evaluated, {s['trials']} completed trials with repeats "
+        f"({s['evaluated_now']} evaluated in this run, {s['failed_now']} failed); space: {len(space.prune_params)} pruning and "
         f"{len(space.bits_params)} precision choices ({space.size:.3g} plans)",
         f"- status: **{s['status']}**",
         "",

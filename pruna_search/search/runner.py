@@ -7,7 +7,9 @@ What the loop guarantees (issue 3):
   attributes, and the study goes on (until ``max_consecutive_failures`` in a row);
 - the first Ctrl-C finishes the running trial and stops; a second one aborts it, marks it FAIL and
   enqueues its parameters again, so the study stays resumable and nothing is lost;
-- ``n_trials`` counts completed trials in the whole study, so a resumed run only adds the missing.
+- ``n_trials`` counts evaluated plans (completed trials minus duplicates) in the whole study, so a
+  resumed run only adds the missing; a duplicate is answered from the earlier trial at no cost
+  (the sampler still learns from it) and does not count.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from .study import (
     Trial,
     TrialState,
     completed,
+    evaluated,
 )
 
 log = logging.getLogger("pruna_search")
@@ -58,6 +61,7 @@ class LoopOutcome:
     failed: int = 0
     interrupted: bool = False
     timed_out: bool = False
+    exhausted: bool = False
     stopped_for_failures: str | None = None
     seconds: float = 0.0
     stage_seconds: dict[str, list[float]] = field(default_factory=dict)
@@ -156,12 +160,14 @@ def run_trials(
     n_trials: int,
     timeout: float | None = None,
     max_consecutive_failures: int = 5,
+    max_consecutive_duplicates: int = 25,
     on_trial: Callable[[FrozenTrial], None] | None = None,
 ) -> LoopOutcome:
-    """Run trials until the study has ``n_trials`` completed ones (or timeout / Ctrl-C)."""
+    """Run trials until the study has evaluated ``n_trials`` distinct plans (or timeout, Ctrl-C,
+    too many failures, or only duplicates proposed ``max_consecutive_duplicates`` times)."""
     outcome = LoopOutcome()
     done = {params_key(t.params): t for t in completed(study)}
-    if len(completed(study)) >= n_trials:
+    if len(evaluated(study)) >= n_trials:
         return outcome
 
     def evaluate(trial: Trial) -> list[float]:
@@ -202,18 +208,24 @@ def run_trials(
 
     consecutive_failures = 0
     progress = bar(total=n_trials, desc="trials", leave=True)
-    progress.update(min(len(completed(study)), n_trials))
+    progress.update(min(len(evaluated(study)), n_trials))
+    consecutive_duplicates = 0
     best: dict[str, Any] | None = None
     loop_start = time.perf_counter()
 
     def after_trial(study_, trial: FrozenTrial) -> None:
-        nonlocal consecutive_failures, best
+        nonlocal consecutive_failures, consecutive_duplicates, best
         if trial.state is TrialState.COMPLETE:
             consecutive_failures = 0
-            progress.update(1)
             if DUPLICATE_ATTR in trial.user_attrs:
                 outcome.duplicates += 1
+                consecutive_duplicates += 1
+                if consecutive_duplicates >= max_consecutive_duplicates:
+                    outcome.exhausted = True
+                    study_.stop()
             else:
+                consecutive_duplicates = 0
+                progress.update(1)
                 outcome.evaluated += 1
                 done[params_key(trial.params)] = trial
             row = row_of(trial)
@@ -232,7 +244,7 @@ def run_trials(
         log.info(trial_line(trial, objective))
         if on_trial is not None:
             on_trial(trial)
-        if len(completed(study_)) >= n_trials or interrupts.requested:
+        if len(evaluated(study_)) >= n_trials or interrupts.requested:
             outcome.interrupted = interrupts.requested
             study_.stop()
 
@@ -251,7 +263,13 @@ def run_trials(
     finally:
         progress.close()
         outcome.seconds = time.perf_counter() - loop_start
-    if timeout is not None and not outcome.interrupted and len(completed(study)) < n_trials:
+    if outcome.exhausted:
+        log.warning(
+            f"the sampler proposed only already-evaluated plans {max_consecutive_duplicates} "
+            f"times in a row: stopping with {len(evaluated(study))} distinct plans (the space "
+            "is small or the sampler has converged; widen the space or change sampler)"
+        )
+    if timeout is not None and not outcome.interrupted and len(evaluated(study)) < n_trials:
         outcome.timed_out = outcome.seconds >= timeout
     return outcome
 
