@@ -197,7 +197,8 @@ def write_markdown(
         f"({hardware.cpu_model()})",
         f"- objective `{s['objective']}`, budget: {s['budget']}; sampler `{s['sampler']}`",
         f"- {s['evaluated']} plans evaluated, {s['trials']} completed trials with repeats "
-        f"({s['evaluated_now']} evaluated in this run, {s['failed_now']} failed); space: {len(space.prune_params)} pruning and "
+        f"({s['evaluated_now']} evaluated in this run, {s['failed_now']} failed); "
+        f"space: {len(space.prune_params)} pruning and "
         f"{len(space.bits_params)} precision choices ({space.size:.3g} plans)",
         f"- status: **{s['status']}**",
         "",

@@ -91,7 +91,8 @@ class StudySettings:
             raise ConfigError(f"study.n_trials: {self.n_trials!r} must be an integer >= 1")
         if self.n_trials <= 0:
             raise ConfigError(
-                f"study.n_trials: {self.n_trials} must be >= 1 (completed trials wanted in total)"
+                f"study.n_trials: {self.n_trials} must be >= 1 "
+                "(distinct plans to evaluate in total)"
             )
         if self.timeout is not None and not self.timeout > 0:
             raise ConfigError(f"study.timeout: {self.timeout!r} must be > 0 seconds or null")
