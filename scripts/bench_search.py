@@ -7,7 +7,7 @@ front's, the chosen model's speedup and accuracy drop after the final fine-tune,
 trial by stage. Targets: searched hypervolume > uniform; chosen >= 2.5x within 1 point.
 
     .venv/bin/python scripts/bench_search.py [--data digits fashion_mnist] [--trials 40]
-        [--trial-steps 200] [--tie stage] [--sampler tpe]
+        [--trial-steps 300] [--tie stage] [--sampler tpe]
 """
 
 from __future__ import annotations
@@ -143,7 +143,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", nargs="+", default=None)
     parser.add_argument("--trials", type=int, default=40)
-    parser.add_argument("--trial-steps", type=int, default=200)
+    parser.add_argument("--trial-steps", type=int, default=300)
     parser.add_argument("--final-steps", type=int, default=300)
     parser.add_argument("--tie", default="stage", choices=("none", "stage"))
     parser.add_argument("--sampler", default="tpe")

@@ -21,6 +21,7 @@ from ..search import job as job_lib
 from ..search.report import write_json
 from .errors import CONF_DIR
 from .run import EXIT_INTERRUPTED, EXIT_NO_FEASIBLE, guarded
+from .sweep import write_sweep_summary
 
 log = logging.getLogger("pruna_search")
 INPUT_ERRORS = (ConfigError, DataError, ModelError, CheckpointError, TargetError)
@@ -57,10 +58,14 @@ def _app(cfg: DictConfig) -> None:
         )
     elif result.status == job_lib.STATUS_INTERRUPTED:
         log.warning(
-            f"interrupted: study {result.study_name} keeps its {summary['trials']} completed "
-            "trials; run the same command again to resume"
+            f"interrupted: study {result.study_name} keeps its {summary['evaluated']} evaluated "
+            "plans; run the same command again to resume"
         )
     log.info(f"outputs  {result.output_dir}: {', '.join(files)}")
+    if result.status == job_lib.STATUS_INTERRUPTED and hydra_cfg.mode == RunMode.MULTIRUN:
+        # Ctrl-C stops the whole sweep, not just this job
+        write_sweep_summary(hydra_cfg.sweep.dir)
+        raise KeyboardInterrupt
 
 
 def main() -> None:

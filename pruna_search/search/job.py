@@ -305,9 +305,12 @@ def export_trial(
     if plan is None:
         plan = session.space(FixedTrial(params))
     plan = plan.with_finetune(settings.final_finetune)
-    log.info(
-        f"final    {source}: re-applying with {settings.final_finetune.steps} fine-tune steps"
+    recovery = (
+        f"{settings.final_finetune.steps} fine-tune steps"
+        if not plan.is_dense
+        else "nothing pruned, so no fine-tune"
     )
+    log.info(f"final    {source}: re-applying ({recovery})")
     evaluation = session.evaluator.evaluate(plan, name="best")
     atomic_copy(evaluation.candidate.onnx_path, output_dir / "best.onnx")
     plan.save(output_dir / "plan.yaml")
