@@ -132,6 +132,24 @@ def _running_trial(db: Path) -> int | None:
     return None if row is None else row[0]
 
 
+def start_until_trial_2_runs(tmp_path: Path, args: list[str], **popen) -> subprocess.Popen:
+    """Start pruna-search in the background and return once trial 2 is running."""
+    proc = subprocess.Popen(
+        [str(BIN / "pruna-search"), *args],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PRUNA_SEARCH_PROGRESS": "0"},
+        **popen,
+    )
+    deadline = time.time() + 300
+    while _running_trial(tmp_path / "pruna_search.db") is None:
+        assert proc.poll() is None and time.time() < deadline, "no trial 2 started"
+        time.sleep(0.5)
+    return proc
+
+
 @pytest.mark.slow
 @pytest.mark.integration
 def test_killed_trial_is_retried_with_its_params(tmp_path, resnet20_trained):
@@ -143,21 +161,10 @@ def test_killed_trial_is_retried_with_its_params(tmp_path, resnet20_trained):
         "study.grace_period=2",
         "study.name=killed",
     ]
-    proc = subprocess.Popen(
-        [str(BIN / "pruna-search"), *args],
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-        env={**os.environ, "PRUNA_SEARCH_PROGRESS": "0"},
-    )
-    deadline = time.time() + 300
-    while _running_trial(tmp_path / "pruna_search.db") is None:
-        assert proc.poll() is None and time.time() < deadline, "no trial 2 started"
-        time.sleep(0.5)
+    proc = start_until_trial_2_runs(tmp_path, args, start_new_session=True)
     time.sleep(2)
     os.killpg(proc.pid, signal.SIGKILL)  # the whole process group, like an OOM kill
-    proc.wait()
+    proc.communicate()
     time.sleep(3)  # past the grace period
     done = cli(tmp_path, *args)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -176,18 +183,7 @@ def test_killed_trial_is_retried_with_its_params(tmp_path, resnet20_trained):
 @pytest.mark.integration
 def test_ctrl_c_finishes_the_running_trial_and_the_study_resumes(tmp_path, resnet20_trained):
     args = [*TINY, "finetune.trial_steps=100", "study.n_trials=4", "study.name=interrupted"]
-    proc = subprocess.Popen(
-        [str(BIN / "pruna-search"), *args, "hydra.run.dir=first"],
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PRUNA_SEARCH_PROGRESS": "0"},
-    )
-    deadline = time.time() + 300
-    while _running_trial(tmp_path / "pruna_search.db") is None:
-        assert proc.poll() is None and time.time() < deadline, "no trial 2 started"
-        time.sleep(0.5)
+    proc = start_until_trial_2_runs(tmp_path, [*args, "hydra.run.dir=first"])
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 130, err[-2000:]

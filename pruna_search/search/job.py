@@ -179,6 +179,7 @@ def run_job(config: dict[str, Any], output_dir: str | os.PathLike, *, on_trial=N
     """Run (or resume) the study the config describes and write its outputs."""
     output_dir = Path(output_dir)
     settings = JobSettings.parse(config)
+    # built now so a bad sampler option fails before anything heavy runs
     sampler = make_sampler(settings.sampler, settings.seed, settings.sampler_options)
     storage = open_storage(settings.study)
     session = open_session(settings)
