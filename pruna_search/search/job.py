@@ -34,6 +34,7 @@ from . import report
 from .evaluate import Evaluation, Evaluator
 from .front import hypervolume, pareto_front, write_csv
 from .objectives import Objective
+from .report import STATUS_INTERRUPTED, STATUS_NO_FEASIBLE, STATUS_OK
 from .runner import LoopOutcome, row_of, run_trials
 from .settings import JobSettings
 from .study import (
@@ -53,10 +54,6 @@ from .study import (
 )
 
 log = logging.getLogger("pruna_search")
-
-STATUS_OK = "ok"
-STATUS_NO_FEASIBLE = "no feasible trial"
-STATUS_INTERRUPTED = "interrupted"
 
 
 @dataclass
@@ -238,16 +235,22 @@ def run_job(config: dict[str, Any], output_dir: str | os.PathLike, *, on_trial=N
         session.close()
 
 
-def finish(study, session: Session, output_dir: Path, outcome: LoopOutcome) -> JobResult:
-    """Front, selection, final re-apply and the output files."""
-    settings = session.settings
-    objective = settings.objective
-    output_dir.mkdir(parents=True, exist_ok=True)
+def select(study, objective: Objective) -> tuple[list[dict], list[dict], dict | None]:
+    """The study's rows, the Pareto front of its evaluated plans, and the trial the objective's
+    rule picks from the feasible front (None when no trial meets the budget)."""
     rows = [row_of(t) for t in completed(study)]
     unique = [r for r in rows if r["duplicate_of"] is None]
     front = pareto_front(unique, objective.value_names)
     feasible_front = pareto_front([r for r in unique if r["feasible"]], objective.value_names)
-    chosen = objective.choose(feasible_front)
+    return rows, front, objective.choose(feasible_front)
+
+
+def finish(study, session: Session, output_dir: Path, outcome: LoopOutcome) -> JobResult:
+    """Front, selection, final re-apply and the output files."""
+    settings = session.settings
+    output_dir.mkdir(parents=True, exist_ok=True)
+    rows, front, chosen = select(study, settings.objective)
+    unique = [r for r in rows if r["duplicate_of"] is None]
     for row in front:
         row["chosen"] = chosen is not None and row["number"] == chosen["number"]
     if chosen is not None and not any(r["chosen"] for r in front):
@@ -367,11 +370,7 @@ def export_from_study(
             return export_trial(session, {}, output_dir, source=f"plan {plan_path}", plan=plan)
         trials = {t.number: t for t in completed(study)}
         if trial is None:
-            rows = [row_of(t) for t in trials.values() if t.user_attrs.get(names.ACCURACY)]
-            front = pareto_front(
-                [r for r in rows if r["feasible"]], settings.objective.value_names
-            )
-            chosen = settings.objective.choose(front)
+            _, _, chosen = select(study, settings.objective)
             if chosen is None:
                 raise ConfigError(
                     f"trial: no trial of {name!r} meets the budget ({settings.objective.budget}); "

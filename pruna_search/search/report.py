@@ -12,6 +12,10 @@ from ..core import names
 from ..core.files import atomic_write_text
 from ..measure import hardware
 
+STATUS_OK = "ok"
+STATUS_NO_FEASIBLE = "no feasible trial"
+STATUS_INTERRUPTED = "interrupted"
+
 
 def comparison_table(baseline: Mapping[str, float], evaluation) -> str:
     """Dense fp32 against the final model: accuracy, latency, speedup, size, MACs."""
@@ -221,7 +225,7 @@ def write_markdown(
             "Plan: `plan.yaml`; model: `best.onnx`.",
             "",
         ]
-    elif s["status"] == "no feasible trial":
+    elif s["status"] == STATUS_NO_FEASIBLE:
         lines += [
             f"## No trial meets the budget ({s['budget']})",
             "",

@@ -60,7 +60,6 @@ class LoopOutcome:
     duplicates: int = 0
     failed: int = 0
     interrupted: bool = False
-    timed_out: bool = False
     exhausted: bool = False
     stopped_for_failures: str | None = None
     seconds: float = 0.0
@@ -91,6 +90,11 @@ def params_key(params: Mapping[str, Any]) -> tuple:
     return tuple(sorted((k, str(v)) for k, v in params.items()))
 
 
+def is_feasible(trial: FrozenTrial) -> bool:
+    """Every budget met (Optuna's convention: a constraint value <= 0)."""
+    return all(v <= 0 for v in trial.constraints.values())
+
+
 def trial_line(trial: FrozenTrial, objective: Objective) -> str:
     """One line per finished trial: plan, accuracy, latency, speedup, seconds."""
     attrs = trial.user_attrs
@@ -103,7 +107,7 @@ def trial_line(trial: FrozenTrial, objective: Objective) -> str:
         return f"{head} {trial.state.name}"
     if DUPLICATE_ATTR in attrs:
         tail += f" [same params as trial {attrs[DUPLICATE_ATTR]}, not re-evaluated]"
-    feasible = all(v <= 0 for v in trial.constraints.values())
+    feasible = is_feasible(trial)
     return (
         f"{head} {attrs.get(PLAN_ATTR, ''):<38} acc {attrs[names.ACCURACY]:.4f} "
         f"({-attrs[names.ACCURACY_DROP] * 100:+.2f} pt) "
@@ -121,7 +125,7 @@ def row_of(trial: FrozenTrial) -> dict[str, Any]:
     row.update(
         number=trial.number,
         reference=attrs.get(REFERENCE_ATTR, ""),
-        feasible=all(v <= 0 for v in trial.constraints.values()),
+        feasible=is_feasible(trial),
         plan=attrs.get(PLAN_ATTR, ""),
         duplicate_of=attrs.get(DUPLICATE_ATTR),
     )
@@ -269,8 +273,6 @@ def run_trials(
             f"times in a row: stopping with {len(evaluated(study))} distinct plans (the space "
             "is small or the sampler has converged; widen the space or change sampler)"
         )
-    if timeout is not None and not outcome.interrupted and len(evaluated(study)) < n_trials:
-        outcome.timed_out = outcome.seconds >= timeout
     return outcome
 
 

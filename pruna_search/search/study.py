@@ -42,7 +42,6 @@ __all__ = [
     "Trial",
     "TrialState",
     "completed",
-    "delete_study",
     "enqueue_references",
     "evaluated",
     "load_study",
@@ -219,10 +218,6 @@ def load_study(storage: RDBStorage, name: str) -> optuna.Study:
         hint = names.did_you_mean(name, existing) if existing else "the storage holds no study"
         raise ConfigError(f"study.name: no study {name!r} in {storage.url}; {hint}")
     return optuna.load_study(study_name=name, storage=storage)
-
-
-def delete_study(storage: RDBStorage, name: str) -> None:
-    optuna.delete_study(study_name=name, storage=storage)
 
 
 def _direction(text: str) -> optuna.study.StudyDirection:
