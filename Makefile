@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 # make run ARGS="study.n_trials=40" passes options to pruna-search
 ARGS ?=
 
-.PHONY: setup run test test-fast lint format bench bench-search clean
+.PHONY: setup run ui test test-fast lint format bench bench-search bench-tracking clean
 
 setup: $(STAMP)
 
@@ -18,6 +18,10 @@ $(STAMP): pyproject.toml constraints.txt
 
 run: setup
 	$(BIN)/pruna-search $(ARGS)
+
+# the MLflow UI for the studies tracked here (./mlflow.db) on http://127.0.0.1:5000
+ui: setup
+	$(BIN)/pruna-search-ui
 
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -38,6 +42,9 @@ bench: setup
 
 bench-search: setup
 	$(BIN)/python scripts/bench_search.py
+
+bench-tracking: setup
+	$(BIN)/python scripts/bench_tracking.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

@@ -55,6 +55,8 @@ def cli(tmp_path: Path, *args: str, script: str = "pruna-search", timeout: int =
         ("study.n_trials=0", "error: study.n_trials: 0 must be >= 1"),
         ("study.storage=sqlite:///missing/dir/s.db", "error: study.storage: folder 'missing/dir'"),
         ("objective.max_accuracy_drop=-0.5", "error: objective.max_accuracy_drop: -0.5 must be"),
+        ("tracking.uri=./mlruns", "error: tracking.uri: './mlruns' is not a tracking store"),
+        ("tracking=mlfow", "error: tracking=mlfow: no such option; did you mean 'mlflow'?"),
     ],
 )
 def test_bad_input_is_one_line_and_leaves_nothing(tmp_path, override, message):
@@ -64,6 +66,7 @@ def test_bad_input_is_one_line_and_leaves_nothing(tmp_path, override, message):
     assert len(lines) == 1, proc.stderr
     assert lines[0].startswith(message), lines[0]
     assert not list(tmp_path.glob("outputs/*")), "no half-written run directory"
+    assert not (tmp_path / "mlflow.db").exists(), "nothing in the tracker"
     if (tmp_path / "pruna_search.db").exists():
         assert optuna.get_all_study_names(f"sqlite:///{tmp_path}/pruna_search.db") == []
 
@@ -79,6 +82,12 @@ def test_search_then_export(tmp_path, resnet20_trained):
     assert proc.stdout.count("trial ") >= 4  # one line per trial
     assert "dense fp32" in proc.stdout and "x faster" in proc.stdout
     summary = json.loads((run / "summary.json").read_text())
+    # tracked by default in ./mlflow.db: the study's parent run and one child per trial
+    with sqlite3.connect(tmp_path / "mlflow.db") as db:
+        tags = db.execute("select key, value from tags where key = 'pruna.run'").fetchall()
+    assert tags.count(("pruna.run", "study")) == 1
+    assert tags.count(("pruna.run", "trial")) >= 4
+    assert (tmp_path / "mlartifacts").is_dir() and not (tmp_path / "mlruns").exists()
     proc = cli(
         tmp_path,
         f"study.name={summary['study']}",

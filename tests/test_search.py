@@ -19,6 +19,7 @@ from pruna_search.search.settings import JobSettings
 from pruna_search.search.study import (
     DUPLICATE_ATTR,
     FAIL_ATTR,
+    PRUNED_ATTR,
     REFERENCE_ATTR,
     FixedTrial,
     enqueue_references,
@@ -169,7 +170,7 @@ def test_failing_plan_is_a_fail_trial_and_duplicates_are_reused(tmp_path, resnet
     session = open_session(settings)
     try:
         study = optuna.create_study(
-            storage=f"sqlite:///{tmp_path}/fail.db", directions=["maximize", "minimize"]
+            storage=f"sqlite:///{tmp_path}/fail.db", directions=settings.objective.directions
         )
         references = reference_plans(session.space, [0.5])
         enqueue_references(study, {k: references[k] for k in ("dense fp32", "uniform int8")})
@@ -191,6 +192,39 @@ def test_failing_plan_is_a_fail_trial_and_duplicates_are_reused(tmp_path, resnet
     assert trials[2].user_attrs[DUPLICATE_ATTR] == 0
     assert trials[2].values == trials[0].values
     assert (outcome.evaluated, outcome.duplicates, outcome.failed) == (2, 1, 1)
+
+
+def test_latency_first_skips_the_fine_tune_of_a_plan_that_cannot_win(tmp_path, resnet20_trained):
+    settings = JobSettings.parse(tiny(tmp_path))
+    session = open_session(settings)
+    try:
+        study = optuna.create_study(
+            storage=f"sqlite:///{tmp_path}/lat.db", directions=settings.objective.directions
+        )
+        references = reference_plans(session.space, [0.5])
+        # uniform int8 is lossless (0 points, within any budget) and ~1.5x faster than dense
+        enqueue_references(study, {"uniform int8": references["uniform int8"]})
+        slow = dict(references["dense fp32"])  # fp32 with only the stem pruned: ~dense speed
+        slow["prune/conv1"] = 0.5
+        study.enqueue_trial(slow)
+        outcome = run_trials(
+            study,
+            session.space,
+            session.evaluator,
+            settings.objective,
+            n_trials=2,
+            latency_first=True,
+            max_consecutive_duplicates=1,  # stop at the first plan ruled out
+        )
+    finally:
+        session.close()
+    trials = study.get_trials()
+    assert [t.state.name for t in trials] == ["COMPLETE", "PRUNED"]
+    pruned = trials[1]
+    assert "slower than trial 0" in pruned.user_attrs[PRUNED_ATTR]
+    assert pruned.user_attrs["latency_ms_p10"] > trials[0].user_attrs["latency_ms_p10"]
+    assert "accuracy" not in pruned.user_attrs, "not fine-tuned, not scored"
+    assert outcome.pruned == 1 and outcome.evaluated == 1
 
 
 def test_unreachable_latency_budget_is_refused_before_the_study(tmp_path, resnet20_trained):

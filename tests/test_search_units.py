@@ -29,7 +29,9 @@ def row(number, acc, ms, speedup, drop, feasible=True):
 
 def test_objective_constraints_and_choice():
     objective = Objective("fastest_within_drop", max_accuracy_drop=0.01)
-    assert objective.directions == ["maximize", "minimize"]
+    # a budgeted objective is one value: the sampler's good trials are the fast feasible ones
+    assert objective.value_names == ("latency_ms_p10",) and objective.directions == ["minimize"]
+    assert objective.front_names == ("accuracy", "latency_ms_p10")
     assert objective.constraints({"accuracy_drop": 0.02}) == pytest.approx({DROP_BUDGET: 0.01})
     rows = [
         row(0, 0.99, 1.0, 1.0, 0.0),
@@ -38,6 +40,7 @@ def test_objective_constraints_and_choice():
     ]
     assert objective.choose(rows)["number"] == 1
     latency = Objective("best_within_latency", max_accuracy_drop=None, min_speedup=1.5)
+    assert latency.directions == ["maximize"]
     assert latency.constraints({"speedup": 2.0}) == {"speedup_budget": -0.5}
     assert latency.choose(rows)["number"] == 0  # the most accurate feasible
     pareto = Objective("pareto", select_max_drop=0.001)

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from pruna_search import ConfigError, Finetune, Plan, analyze, models
+from pruna_search.core.plan import kept_channels
 from pruna_search.space import SearchSpace, SpaceOptions, uniform_params
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -31,7 +32,37 @@ def test_one_param_per_group_and_per_layer(r20):
     assert len(space.prune_params) == 12 and len(space.bits_params) == 22
     assert space.bits_params["bits/fc"][1] == ("fp32", "int8", "int4")
     assert space.bits_params["bits/layer1.0.conv1"][1] == ("fp32", "int8")  # no int4 on conv
-    assert space.size == 5**12 * 2**21 * 3
+    # only ratios that build different models: with round_to 8, 16 channels keep 16 or 8
+    assert space.ratio_choices["prune/layer1.0.conv1"] == (0.0, 0.5)
+    assert space.ratio_choices["prune/layer2.0.conv1"] == (0.0, 0.25, 0.5, 0.75)
+    assert space.ratio_choices["prune/layer3.0.conv1"] == (0.0, 0.25, 0.5, 0.625, 0.75)
+    sizes = [len(c) for c in space.ratio_choices.values()]
+    assert sorted(sizes) == [2] * 4 + [4] * 4 + [5] * 4
+    assert space.size == 2**4 * 4**4 * 5**4 * 2**21 * 3
+
+
+def kept(info, plan: Plan) -> dict[str, int]:
+    return {
+        g.name: kept_channels(g.channels, plan.ratio(g.name), plan.round_to) for g in info.groups
+    }
+
+
+def test_precision_tie_model_is_one_choice_for_every_layer(r20):
+    space = SearchSpace(r20, "cpu", SpaceOptions(tie="stage", precision_tie="model"))
+    assert list(space.bits_params) == ["bits/all"]
+    layers, choices = space.bits_params["bits/all"]
+    assert choices == ("fp32", "int8", "int4") and len(layers) == 22
+    params = {key: 0.5 for key in space.prune_params} | {"bits/all": "int4"}
+    plan = space(optuna.trial.FixedTrial(params))
+    # conv runs no int4: it takes the lowest precision it runs with >= 4 bits
+    assert plan.precision_of("layer2.0.conv1").value == "int8"
+    assert plan.precision_of("fc").value == "int4"
+    assert space.params_of(Plan.uniform(r20, pruning_ratio=0.5, quantization_bits=4)) == params
+    with pytest.raises(ConfigError, match="not one of"):
+        space.params_of(Plan(precision={"fc": "int8"}))
+    with pytest.raises(ConfigError, match="space.precision_tie: 'layer'"):
+        SpaceOptions(precision_tie="layer")
+    assert SpaceOptions(tie="stage").precision_tie == "stage"
 
 
 def test_tie_per_stage_shrinks_the_space(r20):
@@ -97,13 +128,15 @@ def test_uniform_reference_plans_are_in_the_space(r20, ratio, bits):
     params = uniform_params(space, ratio, bits)
     plan = space(optuna.trial.FixedTrial(dict(params)))
     expected = Plan.uniform(r20, pruning_ratio=ratio, quantization_bits=bits)
-    assert plan == expected
+    # the same model: ratios that keep the same channels are offered once (0.25 of 16 keeps 16)
+    assert kept(r20, plan) == kept(r20, expected)
+    assert plan.precision == expected.precision
 
 
 def test_mlp_int4_is_offered_on_every_linear(mlp):
     space = SearchSpace(mlp, "cpu", SpaceOptions(ratios=(0.0, 0.5)))
     assert {c for _, c in space.bits_params.values()} == {("fp32", "int8", "int4")}
-    assert space.size == 2**2 * 3**3
+    assert space.size == 2 ** len(space.prune_params) * 3**3
 
 
 def test_fixed_precision_space(r20):
@@ -121,4 +154,4 @@ def test_bad_options(r20):
     with pytest.raises(ConfigError, match="space.ratios: empty"):
         SpaceOptions(ratios=())
     with pytest.raises(ConfigError, match="add them to space.ratios"):
-        SearchSpace(r20).params_of(Plan.uniform(r20, pruning_ratio=0.3))
+        SearchSpace(r20).params_of(Plan.uniform(r20, pruning_ratio=0.1))

@@ -34,8 +34,11 @@ def _app(cfg: DictConfig) -> None:
     hydra_cfg = HydraConfig.get()
     output_dir = hydra_cfg.runtime.output_dir
     overrides = list(hydra_cfg.overrides.task)
+    sweep = None
+    if hydra_cfg.mode == RunMode.MULTIRUN:
+        sweep = Path(hydra_cfg.sweep.dir).name  # the multirun's id, e.g. 2026-11-24_08-10-03
     try:
-        result = job_lib.run_job(config, output_dir)
+        result = job_lib.run_job(config, output_dir, overrides=overrides, sweep=sweep)
     except BaseException as exc:
         if isinstance(exc, INPUT_ERRORS) and hydra_cfg.mode == RunMode.RUN:
             # bad input: nothing ran, so leave no half-written run directory behind

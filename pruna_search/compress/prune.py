@@ -16,6 +16,7 @@ from torch import nn
 
 from ..core.errors import CompressionError
 from ..core.model_info import GroupInfo
+from ..core.plan import kept_channels
 
 ROOT_TYPES = (nn.Conv2d, nn.Linear)
 IMPORTANCES = ("magnitude", "l1", "random")
@@ -103,17 +104,6 @@ def dependency_groups(
         GroupInfo(name=name, channels=_out_channels(root), members=members)
         for name, root, members in _roots(model, graph, _ignored(model, example, classifier))
     )
-
-
-def kept_channels(channels: int, ratio: float, round_to: int) -> int:
-    """Channels kept when ``ratio`` of ``channels`` are removed, as a multiple of ``round_to``.
-
-    Never fewer than ``round_to`` (or all of them, when the layer is smaller than that).
-    """
-    if ratio <= 0 or channels <= round_to:
-        return channels
-    kept = int(round(channels * (1.0 - ratio) / round_to)) * round_to
-    return min(max(kept, round_to), channels)
 
 
 def _importance(name: str):

@@ -24,6 +24,17 @@ MAX_RATIO = 0.95
 OPTIMIZERS = ("sgd", "adam", "adamw")
 
 
+def kept_channels(channels: int, ratio: float, round_to: int) -> int:
+    """Channels kept when ``ratio`` of ``channels`` are removed, as a multiple of ``round_to``.
+
+    Never fewer than ``round_to`` (or all of them, when the layer is smaller than that).
+    """
+    if ratio <= 0 or channels <= round_to:
+        return channels
+    kept = int(round(channels * (1.0 - ratio) / round_to)) * round_to
+    return min(max(kept, round_to), channels)
+
+
 @dataclass(frozen=True)
 class Finetune:
     """Recovery fine-tuning after pruning.

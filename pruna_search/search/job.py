@@ -52,6 +52,7 @@ from .study import (
     reference_plans,
     study_name,
 )
+from .tracked import StudyTracking, write_plots
 
 log = logging.getLogger("pruna_search")
 
@@ -129,10 +130,9 @@ def open_session(settings: JobSettings) -> Session:
 def most_compressed_plans(space: SearchSpace) -> list[Plan]:
     """The plans that can be fastest: the largest ratio everywhere, at fp32 and at the lowest
     precision offered (int8 can be slower than fp32 on thin layers)."""
-    top = max(space.options.ratios)
     plans = []
     for lowest in (False, True):
-        params: dict[str, Any] = {key: top for key in space.prune_params}
+        params: dict[str, Any] = {key: max(c) for key, c in space.ratio_choices.items()}
         for key, (_, choices) in space.bits_params.items():
             params[key] = choices[-1] if lowest else Precision.FP32.value
         plans.append(
@@ -172,8 +172,19 @@ def check_budget_reachable(session: Session, objective: Objective) -> None:
     )
 
 
-def run_job(config: dict[str, Any], output_dir: str | os.PathLike, *, on_trial=None) -> JobResult:
-    """Run (or resume) the study the config describes and write its outputs."""
+def run_job(
+    config: dict[str, Any],
+    output_dir: str | os.PathLike,
+    *,
+    on_trial=None,
+    overrides: list[str] | tuple[str, ...] = (),
+    sweep: str | None = None,
+) -> JobResult:
+    """Run (or resume) the study the config describes and write its outputs.
+
+    ``overrides`` (the Hydra command-line overrides) and ``sweep`` (the multirun's id) are
+    tags of the study's tracking run.
+    """
     output_dir = Path(output_dir)
     settings = JobSettings.parse(config)
     # built now so a bad sampler option fails before anything heavy runs
@@ -215,22 +226,36 @@ def run_job(config: dict[str, Any], output_dir: str | os.PathLike, *, on_trial=N
             + f"{max(0, settings.study.n_trials - already)} plans to evaluate "
             f"({len(references)} uniform reference plans first), sampler {settings.sampler}"
         )
-        outcome = run_trials(
-            study,
-            session.space,
-            session.evaluator,
-            settings.objective,
-            n_trials=settings.study.n_trials,
-            timeout=settings.study.timeout,
-            max_consecutive_failures=settings.study.max_consecutive_failures,
-            on_trial=on_trial,
+        tracking = StudyTracking.start(
+            settings, session.space, study, overrides=overrides, sweep=sweep
         )
-        if outcome.stopped_for_failures:
-            raise PrunaSearchError(
-                f"study: {settings.study.max_consecutive_failures} trials failed in a row; the "
-                f"last: {outcome.stopped_for_failures}"
+
+        def after_trial(trial) -> None:
+            tracking.on_trial(trial)
+            if on_trial is not None:
+                on_trial(trial)
+
+        try:
+            outcome = run_trials(
+                study,
+                session.space,
+                session.evaluator,
+                settings.objective,
+                n_trials=settings.study.n_trials,
+                timeout=settings.study.timeout,
+                max_consecutive_failures=settings.study.max_consecutive_failures,
+                on_trial=after_trial,
+                latency_first=settings.study.latency_first,
             )
-        return finish(study, session, output_dir, outcome)
+            if outcome.stopped_for_failures:
+                raise PrunaSearchError(
+                    f"study: {settings.study.max_consecutive_failures} trials failed in a row; "
+                    f"the last: {outcome.stopped_for_failures}"
+                )
+            return finish(study, session, output_dir, outcome, tracking)
+        except BaseException as exc:
+            tracking.fail(interrupted=isinstance(exc, KeyboardInterrupt))
+            raise
     finally:
         session.close()
 
@@ -240,13 +265,19 @@ def select(study, objective: Objective) -> tuple[list[dict], list[dict], dict | 
     rule picks from the feasible front (None when no trial meets the budget)."""
     rows = [row_of(t) for t in completed(study)]
     unique = [r for r in rows if r["duplicate_of"] is None]
-    front = pareto_front(unique, objective.value_names)
-    feasible_front = pareto_front([r for r in unique if r["feasible"]], objective.value_names)
+    front = pareto_front(unique, objective.front_names)
+    feasible_front = pareto_front([r for r in unique if r["feasible"]], objective.front_names)
     return rows, front, objective.choose(feasible_front)
 
 
-def finish(study, session: Session, output_dir: Path, outcome: LoopOutcome) -> JobResult:
-    """Front, selection, final re-apply and the output files."""
+def finish(
+    study,
+    session: Session,
+    output_dir: Path,
+    outcome: LoopOutcome,
+    tracking: StudyTracking | None = None,
+) -> JobResult:
+    """Front, selection, final re-apply, plots, the output files, and the tracker's end."""
     settings = session.settings
     output_dir.mkdir(parents=True, exist_ok=True)
     rows, front, chosen = select(study, settings.objective)
@@ -258,14 +289,26 @@ def finish(study, session: Session, output_dir: Path, outcome: LoopOutcome) -> J
     write_csv(front, output_dir / "pareto.csv")
 
     final: Evaluation | None = None
+    chosen_plan: Plan | None = None
     status = STATUS_OK
     if outcome.interrupted:
         status = STATUS_INTERRUPTED
     elif chosen is None:
         status = STATUS_NO_FEASIBLE
-    else:
+    if chosen is not None:
         trial = study.trials[int(chosen["number"])]
-        final = export_trial(session, trial.params, output_dir, source=f"trial {trial.number}")
+        chosen_plan = session.space(FixedTrial(trial.params))
+        if status == STATUS_OK:
+            final = export_trial(session, trial.params, output_dir, source=f"trial {trial.number}")
+    write_plots(
+        study,
+        output_dir,
+        settings=settings,
+        space=session.space,
+        rows=rows,
+        chosen=chosen,
+        chosen_plan=chosen_plan,
+    )
 
     references = [r for r in unique if r["reference"]]
     searched = [r for r in unique if not r["reference"]]
@@ -291,7 +334,24 @@ def finish(study, session: Session, output_dir: Path, outcome: LoopOutcome) -> J
         outcome=outcome,
         space=session.space,
     )
+    if settings.tracking.name != "none":
+        summary["tracking"] = settings.tracking.uri
     report.write_json(output_dir / "summary.json", summary)
+    if tracking is not None:
+        tracking.end(
+            study,
+            output_dir,
+            settings=settings,
+            rows=rows,
+            chosen=chosen,
+            final_metrics=None if final is None else final.metrics,
+            status=status,
+        )
+        missing = tracking.not_logged()
+        if missing:
+            log.warning(f"tracking {missing}")
+            summary["tracking_not_logged"] = missing
+            report.write_json(output_dir / "summary.json", summary)
     return JobResult(status, study.study_name, settings.study.storage, output_dir, summary)
 
 

@@ -1,13 +1,20 @@
 """Objectives, budgets and the rule that picks the model to ship from the Pareto set.
 
-Every objective optimizes the same values: accuracy (maximize) and latency p10 (minimize), plus
-size when ``include_size`` is set. Budgets are constraints (``trial.set_constraint``, feasible when
-<= 0), never penalties (DESIGN.md decision 6). What differs is the budget and the selection rule:
+Budgets are constraints (``trial.set_constraint``, feasible when <= 0), never penalties
+(DESIGN.md decision 6). What Optuna optimizes follows what the objective ships:
 
-- ``pareto``: no budget; ships the fastest trial within ``select_max_drop`` of dense accuracy.
-- ``fastest_within_drop``: accuracy drop <= ``max_accuracy_drop``; ships the fastest feasible.
-- ``best_within_latency``: latency <= ``max_latency_ms`` (or speedup >= ``min_speedup``);
-  ships the most accurate feasible trial.
+- ``pareto``: maximize accuracy, minimize latency p10 (and size with ``include_size``); no budget;
+  ships the fastest trial within ``select_max_drop`` of dense accuracy.
+- ``fastest_within_drop``: minimize latency subject to accuracy drop <= ``max_accuracy_drop``;
+  ships the fastest feasible trial.
+- ``best_within_latency``: maximize accuracy subject to latency <= ``max_latency_ms`` (or speedup
+  >= ``min_speedup``); ships the most accurate feasible trial.
+
+A budgeted objective is a single-objective study: the sampler's "good" trials are then the fast
+(or accurate) feasible ones. As a two-objective study, the lossless end of the front (dense int8
+at 0 points) always ranked first, and TPE kept proposing it instead of fast plans within budget.
+The Pareto front of accuracy against latency (``front_names``) is computed from every trial's
+metrics either way, for the report, ``pareto.csv`` and the tracker.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ MINIMIZE = "minimize"
 DROP_BUDGET = "accuracy_drop_budget"
 LATENCY_BUDGET = "latency_budget"
 SPEEDUP_BUDGET = "speedup_budget"
+SLACK = 1.03  # timing noise allowed before a plan is ruled out on latency alone
 
 
 @dataclass(frozen=True)
@@ -86,15 +94,25 @@ class Objective:
                 raise ConfigError(f"objective.min_speedup: {self.min_speedup} must be > 0")
 
     @property
-    def value_names(self) -> tuple[str, ...]:
-        """The metrics Optuna optimizes, in order."""
+    def front_names(self) -> tuple[str, ...]:
+        """The metrics of the Pareto front: accuracy, latency p10 (and size)."""
         if self.include_size:
             return (names.ACCURACY, names.LATENCY_P10, names.SIZE_MB)
         return (names.ACCURACY, names.LATENCY_P10)
 
     @property
+    def value_names(self) -> tuple[str, ...]:
+        """The metrics Optuna optimizes, in order."""
+        size = (names.SIZE_MB,) if self.include_size else ()
+        if self.name == "fastest_within_drop":
+            return (names.LATENCY_P10, *size)
+        if self.name == "best_within_latency":
+            return (names.ACCURACY, *size)
+        return self.front_names
+
+    @property
     def directions(self) -> list[str]:
-        return [MAXIMIZE] + [MINIMIZE] * (len(self.value_names) - 1)
+        return [MAXIMIZE if n == names.ACCURACY else MINIMIZE for n in self.value_names]
 
     @property
     def tag(self) -> str:
@@ -130,6 +148,31 @@ class Objective:
                 return {LATENCY_BUDGET: metrics[names.LATENCY_P10] - self.max_latency_ms}
             return {SPEEDUP_BUDGET: self.min_speedup - metrics[names.SPEEDUP]}
         return {}
+
+    def rules_out(
+        self, metrics: Mapping[str, float], fastest_feasible: Mapping[str, float] | None
+    ) -> str | None:
+        """Why a plan timed before fine-tuning cannot be shipped whatever its accuracy, or None.
+
+        ``fastest_within_drop``: slower than the fastest trial within the budget so far (3 %
+        slack for timing noise). ``best_within_latency``: over the latency budget (3 % slack).
+        ``pareto`` never rules out: a slower plan may still be more accurate.
+        """
+        ms = metrics[names.LATENCY_P10]
+        if self.name == "fastest_within_drop" and fastest_feasible is not None:
+            best = fastest_feasible[names.LATENCY_P10]
+            if ms > best * SLACK:
+                return (
+                    f"{ms:.3f} ms, slower than trial {fastest_feasible['number']} "
+                    f"({best:.3f} ms) which is within the budget"
+                )
+        if self.name == "best_within_latency":
+            if self.max_latency_ms is not None and ms > self.max_latency_ms * SLACK:
+                return f"{ms:.3f} ms, over the {self.max_latency_ms:g} ms budget"
+            speedup = metrics[names.SPEEDUP]
+            if self.min_speedup is not None and speedup * SLACK < self.min_speedup:
+                return f"{speedup:.2f}x, under the {self.min_speedup:g}x budget"
+        return None
 
     def choose(self, rows: Sequence[Mapping[str, float]]) -> Mapping[str, float] | None:
         """The row to ship among feasible ones, or None when no row meets the budget.

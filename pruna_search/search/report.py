@@ -90,6 +90,7 @@ def summary(
         "evaluated": sum(r.get("duplicate_of") is None for r in rows),
         "evaluated_now": outcome.evaluated,
         "failed_now": outcome.failed,
+        "pruned_now": outcome.pruned,
         "dense_accuracy": baseline[names.ACCURACY],
         "dense_size_mb": baseline[names.SIZE_MB],
         "hypervolume_searched": hv_searched,
@@ -201,10 +202,16 @@ def write_markdown(
         f"({hardware.cpu_model()})",
         f"- objective `{s['objective']}`, budget: {s['budget']}; sampler `{s['sampler']}`",
         f"- {s['evaluated']} plans evaluated, {s['trials']} completed trials with repeats "
-        f"({s['evaluated_now']} evaluated in this run, {s['failed_now']} failed); "
+        f"({s['evaluated_now']} evaluated in this run, {s['failed_now']} failed, "
+        f"{s.get('pruned_now', 0)} ruled out on latency before fine-tuning); "
         f"space: {len(space.prune_params)} pruning and "
         f"{len(space.bits_params)} precision choices ({space.size:.3g} plans)",
         f"- status: **{s['status']}**",
+        "",
+        "![Pareto front: accuracy against measured latency](pareto.png)",
+        "",
+        "Plots: `pareto.png`, `history.png`, `importance.png`, `layers.png` (the chosen plan), "
+        "and all of them interactive in `plots.html`.",
         "",
     ]
     if final is not None:

@@ -14,6 +14,7 @@ What the loop guarantees (issue 3):
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import signal
@@ -34,9 +35,11 @@ from .objectives import Objective
 from .study import (
     DUPLICATE_ATTR,
     FAIL_ATTR,
+    PRUNED_ATTR,
     REFERENCE_ATTR,
     FrozenTrial,
     Trial,
+    TrialPruned,
     TrialState,
     completed,
     evaluated,
@@ -58,6 +61,7 @@ class LoopOutcome:
 
     evaluated: int = 0
     duplicates: int = 0
+    pruned: int = 0  # ruled out on latency before fine-tuning (latency_first)
     failed: int = 0
     interrupted: bool = False
     exhausted: bool = False
@@ -103,6 +107,11 @@ def trial_line(trial: FrozenTrial, objective: Objective) -> str:
     tail = f" [{label}]" if label else ""
     if trial.state is TrialState.FAIL:
         return f"{head} FAIL  {attrs.get(PLAN_ATTR, '')}: {attrs.get(FAIL_ATTR, 'no reason')}"
+    if trial.state is TrialState.PRUNED and PRUNED_ATTR in attrs:
+        return (
+            f"{head} {attrs.get(PLAN_ATTR, ''):<38} not fine-tuned: {attrs[PRUNED_ATTR]} "
+            f"{attrs.get(names.TRIAL_SECONDS, 0.0):.1f} s"
+        )
     if trial.state is not TrialState.COMPLETE:
         return f"{head} {trial.state.name}"
     if DUPLICATE_ATTR in attrs:
@@ -166,9 +175,16 @@ def run_trials(
     max_consecutive_failures: int = 5,
     max_consecutive_duplicates: int = 25,
     on_trial: Callable[[FrozenTrial], None] | None = None,
+    latency_first: bool = False,
 ) -> LoopOutcome:
     """Run trials until the study has evaluated ``n_trials`` distinct plans (or timeout, Ctrl-C,
-    too many failures, or only duplicates proposed ``max_consecutive_duplicates`` times)."""
+    too many failures, or only duplicates proposed ``max_consecutive_duplicates`` times).
+
+    With ``latency_first``, a searched plan is timed before it is fine-tuned; if the objective
+    rules it out on latency alone (``Objective.rules_out``) it is PRUNED without fine-tuning
+    (a few seconds instead of a fine-tune) and does not count toward ``n_trials``. Reference
+    trials are always evaluated in full.
+    """
     outcome = LoopOutcome()
     done = {params_key(t.params): t for t in completed(study)}
     if len(evaluated(study)) >= n_trials:
@@ -184,6 +200,8 @@ def run_trials(
         if key in done:
             return _reuse(trial, done[key], objective)
         try:
+            if latency_first and not trial.user_attrs.get(REFERENCE_ATTR):
+                _screen(trial, plan, start)
             evaluation = evaluator.evaluate(plan, name="trial")
         except KeyboardInterrupt:
             trial.set_user_attr(FAIL_ATTR, "interrupted (Ctrl-C); enqueued again")
@@ -191,6 +209,8 @@ def run_trials(
             study.enqueue_trial(
                 dict(trial.params), user_attrs={REFERENCE_ATTR: label} if label else None
             )
+            raise
+        except TrialPruned:
             raise
         except PrunaSearchError as exc:
             trial.set_user_attr(FAIL_ATTR, str(exc))
@@ -210,7 +230,25 @@ def run_trials(
             trial.set_constraint(name, value)
         return objective.values(metrics)
 
+    def _screen(trial: Trial, plan: Plan, start: float) -> None:
+        """Time the plan without fine-tuning; prune the trial when latency alone rules it out."""
+        feasible = [row_of(t) for t in completed(study) if is_feasible(t)]
+        fastest = min(feasible, key=lambda r: r[names.LATENCY_P10], default=None)
+        if objective.name == "fastest_within_drop" and fastest is None:
+            return  # nothing to compare with yet
+        untuned = dataclasses.replace(plan.finetune, steps=0, bn_recalibration=0)
+        probe = evaluator.evaluate(plan.with_finetune(untuned), name="probe")
+        reason = objective.rules_out(probe.metrics, fastest)
+        if reason is None:
+            return
+        for name in (names.LATENCY_P10, names.LATENCY_P50, names.LATENCY_P90, names.SPEEDUP):
+            trial.set_user_attr(name, float(probe.metrics[name]))
+        trial.set_user_attr(names.TRIAL_SECONDS, time.perf_counter() - start)
+        trial.set_user_attr(PRUNED_ATTR, reason)
+        raise TrialPruned(reason)
+
     consecutive_failures = 0
+    consecutive_pruned = 0
     progress = bar(total=n_trials, desc="trials", leave=True)
     progress.update(min(len(evaluated(study)), n_trials))
     consecutive_duplicates = 0
@@ -218,7 +256,15 @@ def run_trials(
     loop_start = time.perf_counter()
 
     def after_trial(study_, trial: FrozenTrial) -> None:
-        nonlocal consecutive_failures, consecutive_duplicates, best
+        nonlocal consecutive_failures, consecutive_duplicates, consecutive_pruned, best
+        if trial.state is TrialState.PRUNED:
+            outcome.pruned += 1
+            consecutive_pruned += 1
+            if consecutive_pruned >= max_consecutive_duplicates:
+                outcome.exhausted = True
+                study_.stop()
+        else:
+            consecutive_pruned = 0
         if trial.state is TrialState.COMPLETE:
             consecutive_failures = 0
             if DUPLICATE_ATTR in trial.user_attrs:
@@ -269,9 +315,10 @@ def run_trials(
         outcome.seconds = time.perf_counter() - loop_start
     if outcome.exhausted:
         log.warning(
-            f"the sampler proposed only already-evaluated plans {max_consecutive_duplicates} "
-            f"times in a row: stopping with {len(evaluated(study))} distinct plans (the space "
-            "is small or the sampler has converged; widen the space or change sampler)"
+            f"the sampler proposed only already-evaluated plans (or plans ruled out on latency) "
+            f"{max_consecutive_duplicates} times in a row: stopping with "
+            f"{len(evaluated(study))} distinct plans (the space is small or the sampler has "
+            "converged; widen the space or change sampler)"
         )
     return outcome
 

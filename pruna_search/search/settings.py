@@ -16,10 +16,21 @@ from ..core.names import did_you_mean
 from ..core.plan import Finetune
 from ..core.target import Target, get_target
 from ..space import SpaceOptions
+from ..tracking import DEFAULT_URI, TRACKERS, check_uri
 from .objectives import Objective
 from .study import StudySettings
 
-SECTIONS = ("model", "data", "target", "space", "objective", "sampler", "study", "finetune")
+SECTIONS = (
+    "model",
+    "data",
+    "target",
+    "space",
+    "objective",
+    "sampler",
+    "study",
+    "finetune",
+    "tracking",
+)
 MODEL_KEYS = (
     "name",
     "width",
@@ -32,8 +43,36 @@ MODEL_KEYS = (
     "in_channels",
 )
 TARGET_KEYS = ("name", "intra_op_threads", "batch_size", "warmup", "repeats", "reduce_range")
-SPACE_KEYS = ("ratios", "precisions", "tie", "round_to")
+SPACE_KEYS = ("ratios", "precisions", "tie", "precision_tie", "round_to")
 FINETUNE_KEYS = tuple(f.name for f in dataclasses.fields(Finetune) if f.name != "steps")
+
+
+@dataclass(frozen=True)
+class TrackingSettings:
+    """Where trials are tracked (``conf/tracking/``).
+
+    Attributes:
+        name: ``mlflow`` or ``none``.
+        uri: the MLflow tracking store: ``sqlite:///mlflow.db`` (artifacts in ``mlartifacts/``
+            beside it) or a server's ``http://host:port``.
+        experiment: the MLflow experiment; None: ``<model>-<data>``.
+        register: register the chosen model as ``registered_model`` in the model registry.
+        registered_model: None: ``pruna-<model>-<target>``.
+    """
+
+    name: str = "none"
+    uri: str = DEFAULT_URI
+    experiment: str | None = None
+    register: bool = True
+    registered_model: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.name not in TRACKERS:
+            raise ConfigError(
+                f"tracking.name: {self.name!r} is unknown; {did_you_mean(self.name, TRACKERS)}"
+            )
+        if self.name != "none":
+            check_uri(str(self.uri))
 
 
 def _section(config: Mapping[str, Any], name: str) -> dict[str, Any]:
@@ -66,6 +105,7 @@ class JobSettings:
     study: StudySettings
     trial_finetune: Finetune
     final_finetune: Finetune
+    tracking: TrackingSettings = field(default_factory=TrackingSettings)
     raw: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -111,6 +151,7 @@ class JobSettings:
             ratios=tuple(space_config.get("ratios", SpaceOptions.ratios)),
             precisions=bool(space_config.get("precisions", True)),
             tie=space_config.get("tie", "none"),
+            precision_tie=space_config.get("precision_tie"),
             finetune=trial_finetune,
             round_to=int(space_config.get("round_to", 8)),
         )
@@ -131,6 +172,11 @@ class JobSettings:
             study_config["reference_ratios"] = tuple(study_config["reference_ratios"] or ())
         study = StudySettings(**study_config)
 
+        tracking_config = _section(config, "tracking")
+        fields = {f.name for f in dataclasses.fields(TrackingSettings)}
+        _check_keys("tracking", tracking_config, tuple(fields))
+        tracking = TrackingSettings(**tracking_config)
+
         unknown = [k for k in config if k not in (*SECTIONS, "seed", "verbose", "experiment")]
         if unknown:
             raise ConfigError(
@@ -150,6 +196,7 @@ class JobSettings:
             study=study,
             trial_finetune=trial_finetune,
             final_finetune=final_finetune,
+            tracking=tracking,
             raw=config,
         )
 
@@ -157,6 +204,11 @@ class JobSettings:
     def model_name(self) -> str:
         name = str(self.model["name"])
         return name.rsplit(":", 1)[-1].rsplit(".", 1)[-1] if ":" in name else name
+
+    @property
+    def registered_model(self) -> str:
+        """The model registry name of the chosen model: ``pruna-<model>-<target>``."""
+        return self.tracking.registered_model or f"pruna-{self.model_name}-{self.target.name}"
 
     def identity(self, weights_digest: str) -> dict[str, Any]:
         """What must not change when a study is resumed: a trial's values depend on it."""
@@ -168,6 +220,7 @@ class JobSettings:
                 "ratios": list(self.space.ratios),
                 "precisions": self.space.precisions,
                 "tie": self.space.tie,
+                "precision_tie": self.space.precision_tie,
                 "round_to": self.space.round_to,
             },
             "finetune": dataclasses.asdict(self.trial_finetune),

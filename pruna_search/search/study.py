@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+from optuna import TrialPruned
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FixedTrial, FrozenTrial, Trial, TrialState
 
@@ -33,13 +34,16 @@ IDENTITY_ATTR = "pruna.identity"  # what must not change when a study is resumed
 REFERENCE_ATTR = "pruna.reference"
 FAIL_ATTR = "pruna.fail_reason"
 DUPLICATE_ATTR = "pruna.duplicate_of"
+PRUNED_ATTR = "pruna.pruned"  # why a trial was not fine-tuned (latency_first)
 
 __all__ = [
+    "PRUNED_ATTR",
     "FixedTrial",
     "FrozenTrial",
     "SAMPLERS",
     "StudySettings",
     "Trial",
+    "TrialPruned",
     "TrialState",
     "completed",
     "enqueue_references",
@@ -73,6 +77,10 @@ class StudySettings:
         max_retry: retries of one killed trial.
         max_consecutive_failures: stop (with an error) after this many failed trials in a row.
         reference_ratios: uniform pruning ratios enqueued (with int8) as reference trials.
+        latency_first: time a plan before fine-tuning it (latency does not depend on the
+            weights) and skip the fine-tune when the timing alone rules the plan out: slower
+            than the fastest trial within the accuracy budget (``fastest_within_drop``) or
+            over the latency budget (``best_within_latency``). Such a trial is PRUNED.
     """
 
     name: str | None = None
@@ -84,6 +92,7 @@ class StudySettings:
     max_retry: int = 2
     max_consecutive_failures: int = 5
     reference_ratios: tuple[float, ...] = (0.5, 0.75)
+    latency_first: bool = True
 
     def __post_init__(self) -> None:
         if isinstance(self.n_trials, bool) or not isinstance(self.n_trials, int):
@@ -273,3 +282,27 @@ def evaluated(study: optuna.Study) -> list[FrozenTrial]:
     """Completed trials that evaluated their plan (not answered from an earlier trial with the
     same parameters): what ``study.n_trials`` counts."""
     return [t for t in completed(study) if DUPLICATE_ATTR not in t.user_attrs]
+
+
+def param_importances(
+    study: optuna.Study, targets: Mapping[str, str]
+) -> dict[str, dict[str, float]]:
+    """fANOVA importance of each parameter for each named metric (a trial user attribute);
+    empty when the study has too few distinct completed trials to rank anything."""
+    trials = [t for t in completed(study) if DUPLICATE_ATTR not in t.user_attrs]
+    if len(trials) < 3:
+        return {}
+    out: dict[str, dict[str, float]] = {}
+    for label, attr in targets.items():
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                values = optuna.importance.get_param_importances(
+                    study,
+                    evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0),
+                    target=lambda t, a=attr: float(t.user_attrs.get(a, float("nan"))),
+                )
+        except (ValueError, RuntimeError, ZeroDivisionError):
+            continue
+        out[label] = {k: float(v) for k, v in values.items()}
+    return out

@@ -3,7 +3,8 @@
 This is the only place that calls ``trial.suggest_*`` (DESIGN.md decision 4). The export replays
 it on ``optuna.trial.FixedTrial(best.params)`` and gets the identical Plan, so there is no second
 code path. Parameter names: ``prune/<group>`` and ``bits/<layer>`` (decision 8); with
-``tie="stage"`` choices are shared by every group or layer of one stage (``prune/layer1``).
+``tie="stage"`` choices are shared by every group or layer of one stage (``prune/layer1``), and
+with ``precision_tie="model"`` one ``bits/all`` choice sets every layer's precision.
 """
 
 from __future__ import annotations
@@ -15,11 +16,13 @@ from typing import Any, Protocol
 from ..core.errors import ConfigError
 from ..core.model_info import ModelInfo
 from ..core.names import BITS_PARAM, PRUNE_PARAM
-from ..core.plan import MAX_RATIO, Finetune, Plan
+from ..core.plan import MAX_RATIO, Finetune, Plan, kept_channels
 from ..core.precision import Precision
 from ..core.target import Target, get_target
 
 TIES = ("none", "stage")
+PRECISION_TIES = ("none", "stage", "model")
+ALL_LAYERS = "all"
 
 
 class SuggestsCategorical(Protocol):
@@ -37,6 +40,11 @@ class SpaceOptions:
         precisions: search per-layer precision among what the target runs; False keeps fp32.
         tie: ``none`` (one choice per group / layer) or ``stage`` (one per top-level module,
             e.g. ``layer2``), which shrinks large spaces.
+        precision_tie: how precision choices are shared: ``none`` / ``stage`` as for ``tie``,
+            ``model`` (one choice for the whole model: each layer takes the lowest precision it
+            runs with at least the chosen bits), or None to follow ``tie``. On CPUs where each
+            fp32/int8 boundary costs more than an int8 layer saves, ``model`` keeps the search
+            out of mixed plans that are slower than both uniform ones.
         finetune: the fine-tune budget written into every Plan.
         round_to: kept channels are a multiple of this.
     """
@@ -44,6 +52,7 @@ class SpaceOptions:
     ratios: tuple[float, ...] = (0.0, 0.25, 0.5, 0.625, 0.75)
     precisions: bool = True
     tie: str = "none"
+    precision_tie: str | None = None
     finetune: Finetune = field(default_factory=Finetune)
     round_to: int = 8
 
@@ -59,6 +68,13 @@ class SpaceOptions:
         object.__setattr__(self, "ratios", tuple(sorted(set(ratios))))
         if self.tie not in TIES:
             raise ConfigError(f"space.tie: {self.tie!r} is unknown; use one of {TIES}")
+        if self.precision_tie is None:
+            object.__setattr__(self, "precision_tie", self.tie)
+        if self.precision_tie not in PRECISION_TIES:
+            raise ConfigError(
+                f"space.precision_tie: {self.precision_tie!r} is unknown; use one of "
+                f"{PRECISION_TIES} (or null to follow space.tie)"
+            )
 
 
 def _stage(name: str) -> str:
@@ -81,28 +97,70 @@ class SearchSpace:
             for group in info.groups:
                 key = PRUNE_PARAM + (_stage(group.name) if tie else group.name)
                 self.prune_params.setdefault(key, []).append(group.name)
+        # param name -> the ratios it offers: one per distinct model (with round_to, 0.5, 0.625
+        # and 0.75 of a 16-channel group all keep 8 channels; only 0.5 is offered)
+        self.ratio_choices: dict[str, tuple[float, ...]] = {
+            key: self._distinct_ratios(groups) for key, groups in self.prune_params.items()
+        }
         self.bits_params: dict[str, tuple[list[str], tuple[str, ...]]] = {}
         if self.options.precisions:
-            kinds_per_stage: dict[str, set[str]] = {}
-            for layer in info.layers:
-                kinds_per_stage.setdefault(_stage(layer.name), set()).add(layer.kind)
-            for layer in info.layers:
-                choices = tuple(p.value for p in self.target.choices(layer.kind))
-                if len(choices) < 2:
-                    continue
-                if tie:
-                    stage = _stage(layer.name)
-                    many = len(kinds_per_stage[stage]) > 1
-                    key = BITS_PARAM + (f"{stage}:{layer.kind}" if many else stage)
-                else:
-                    key = BITS_PARAM + layer.name
-                layers, _ = self.bits_params.setdefault(key, ([], choices))
-                layers.append(layer.name)
+            self._tie_precisions(info, self.options.precision_tie)
+
+    def _tie_precisions(self, info: ModelInfo, how: str) -> None:
+        """One ``bits/`` choice per layer, per stage (and layer kind) or for the whole model."""
+        kinds_per_stage: dict[str, set[str]] = {}
+        for layer in info.layers:
+            kinds_per_stage.setdefault(_stage(layer.name), set()).add(layer.kind)
+        searched = [
+            (layer, self.target.choices(layer.kind))
+            for layer in info.layers
+            if len(self.target.choices(layer.kind)) > 1
+        ]
+        if how == "model":
+            if searched:
+                offered = {p for _, choices in searched for p in choices}
+                levels = sorted(offered, key=lambda p: -p.bits)
+                self.bits_params[BITS_PARAM + ALL_LAYERS] = (
+                    [layer.name for layer, _ in searched],
+                    tuple(p.value for p in levels),
+                )
+            return
+        for layer, choices in searched:
+            if how == "stage":
+                stage = _stage(layer.name)
+                many = len(kinds_per_stage[stage]) > 1
+                key = BITS_PARAM + (f"{stage}:{layer.kind}" if many else stage)
+            else:
+                key = BITS_PARAM + layer.name
+            layers, _ = self.bits_params.setdefault(key, ([], tuple(p.value for p in choices)))
+            layers.append(layer.name)
+
+    def _precisions(self, layers: Sequence[str], value: str) -> dict[str, Precision]:
+        """What one ``bits/`` choice gives each of its layers: the lowest precision the layer's
+        kind runs with at least the chosen bits (the identity unless tied across kinds)."""
+        bits = Precision(value).bits
+        return {
+            layer: self.target.lowest_at_least(self.info.layer(layer).kind, bits)
+            for layer in layers
+        }
+
+    def _kept(self, groups: Sequence[str], ratio: float) -> tuple[int, ...]:
+        round_to = self.options.round_to
+        return tuple(kept_channels(self.info.group(g).channels, ratio, round_to) for g in groups)
+
+    def _distinct_ratios(self, groups: Sequence[str]) -> tuple[float, ...]:
+        """The smallest ratio for each distinct set of kept channel counts."""
+        seen: dict[tuple[int, ...], float] = {}
+        for ratio in self.options.ratios:
+            seen.setdefault(self._kept(groups, ratio), ratio)
+        return tuple(seen.values())
 
     @property
     def size(self) -> int:
         """Number of distinct plans in the space."""
-        count = len(self.options.ratios) ** len(self.prune_params)
+        count = 1
+        for choices in self.ratio_choices.values():
+            count *= len(choices)
         for _, choices in self.bits_params.values():
             count *= len(choices)
         return count
@@ -111,14 +169,14 @@ class SearchSpace:
         """The Plan this trial picks. Deterministic in the trial's parameters."""
         prune: dict[str, float] = {}
         for key, groups in self.prune_params.items():
-            ratio = float(trial.suggest_categorical(key, self.options.ratios))
+            ratio = float(trial.suggest_categorical(key, self.ratio_choices[key]))
             if ratio > 0:
                 prune.update({g: ratio for g in groups})
         precision: dict[str, Precision] = {}
         for key, (layers, choices) in self.bits_params.items():
-            value = Precision(trial.suggest_categorical(key, choices))
-            if value is not Precision.FP32:
-                precision.update({layer: value for layer in layers})
+            value = trial.suggest_categorical(key, choices)
+            chosen = self._precisions(layers, value)
+            precision.update({n: p for n, p in chosen.items() if p is not Precision.FP32})
         return Plan(
             prune=prune,
             precision=precision,
@@ -137,20 +195,27 @@ class SearchSpace:
         params: dict[str, Any] = {}
         for key, groups in self.prune_params.items():
             ratios = {plan.ratio(g) for g in groups}
-            if len(ratios) != 1 or next(iter(ratios)) not in self.options.ratios:
+            kept = tuple(
+                kept_channels(self.info.group(g).channels, plan.ratio(g), plan.round_to)
+                for g in groups
+            )
+            matching = [r for r in self.ratio_choices[key] if self._kept(groups, r) == kept]
+            if plan.round_to != self.options.round_to or not matching:
                 raise ConfigError(
                     f"space: the plan's ratios {sorted(ratios)} for {key!r} are not one of "
                     f"{list(self.options.ratios)}; add them to space.ratios"
                 )
-            params[key] = ratios.pop()
+            params[key] = matching[0]
         for key, (layers, choices) in self.bits_params.items():
-            values = {plan.precision_of(layer).value for layer in layers}
-            if len(values) != 1 or next(iter(values)) not in choices:
+            wanted = {layer: plan.precision_of(layer) for layer in layers}
+            matching = [c for c in choices if self._precisions(layers, c) == wanted]
+            if not matching:
+                values = sorted({p.value for p in wanted.values()})
                 raise ConfigError(
-                    f"space: the plan's precisions {sorted(values)} for {key!r} are not one of "
+                    f"space: the plan's precisions {values} for {key!r} are not one of "
                     f"{list(choices)}"
                 )
-            params[key] = values.pop()
+            params[key] = matching[0]
         unsearched = [g for g, r in plan.prune.items() if r > 0 and not self.prune_params]
         unsearched += [
             n

@@ -1,0 +1,261 @@
+"""End-of-study plots (the only importer of matplotlib and plotly).
+
+PNG files for the report and the MLflow artifact view, and one self-contained interactive HTML
+(``plots.html``, plotly.js embedded so it opens offline): the Pareto front (accuracy against
+latency, reference trials and the chosen trial marked), the optimization history, parameter
+importances, and the chosen plan layer by layer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, never a window
+
+import matplotlib.pyplot as plt  # noqa: E402
+import plotly.graph_objects as go  # noqa: E402
+
+from ..core import names  # noqa: E402
+from ..core.files import atomic_write_text  # noqa: E402
+from .front import hypervolume, pareto_front  # noqa: E402
+
+Row = Mapping[str, Any]
+PNG_FILES = ("pareto.png", "history.png", "importance.png", "layers.png")
+HTML_FILE = "plots.html"
+
+
+def _groups(rows: Sequence[Row], chosen: int | None) -> dict[str, list[Row]]:
+    out: dict[str, list[Row]] = {"searched": [], "reference": [], "chosen": []}
+    for r in rows:
+        if r.get("duplicate_of") is not None:
+            continue
+        key = "chosen" if r["number"] == chosen else "reference" if r["reference"] else "searched"
+        out[key].append(r)
+    return out
+
+
+def _save(fig, path: Path) -> Path:
+    tmp = path.with_name(f".{path.name}.tmp")
+    fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
+    plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
+def pareto_figures(rows: Sequence[Row], front: Sequence[Row], chosen: int | None, budget: str):
+    groups = _groups(rows, chosen)
+    front_sorted = sorted(front, key=lambda r: r[names.LATENCY_P10])
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    ax.plot(
+        [r[names.LATENCY_P10] for r in front_sorted],
+        [r[names.ACCURACY] for r in front_sorted],
+        "-",
+        color="0.6",
+        lw=1,
+        label="Pareto front",
+        zorder=1,
+    )
+    styles = {
+        "searched": dict(marker="o", color="tab:blue", s=22),
+        "reference": dict(marker="s", color="tab:orange", s=40),
+        "chosen": dict(marker="*", color="tab:red", s=220),
+    }
+    html = go.Figure()
+    html.add_trace(
+        go.Scatter(
+            x=[r[names.LATENCY_P10] for r in front_sorted],
+            y=[r[names.ACCURACY] for r in front_sorted],
+            mode="lines",
+            name="Pareto front",
+            line={"color": "gray"},
+        )
+    )
+    for key, group in groups.items():
+        if not group:
+            continue
+        ax.scatter(
+            [r[names.LATENCY_P10] for r in group],
+            [r[names.ACCURACY] for r in group],
+            label=f"{key} ({len(group)})",
+            zorder=2 if key != "chosen" else 3,
+            alpha=0.85 if key == "searched" else 1.0,
+            **styles[key],
+        )
+        html.add_trace(
+            go.Scatter(
+                x=[r[names.LATENCY_P10] for r in group],
+                y=[r[names.ACCURACY] for r in group],
+                mode="markers",
+                name=key,
+                marker={
+                    "size": 16 if key == "chosen" else 9,
+                    "symbol": {"searched": "circle", "reference": "square", "chosen": "star"}[key],
+                },
+                text=[
+                    f"trial {r['number']}: {r.get('plan', '')}"
+                    + (f" [{r['reference']}]" if r.get("reference") else "")
+                    + f"<br>{r[names.SPEEDUP]:.2f}x, drop {r[names.ACCURACY_DROP] * 100:.2f} pt"
+                    for r in group
+                ],
+                hoverinfo="text",
+            )
+        )
+    ax.set_xlabel("latency p10 (ms, lower is better)")
+    ax.set_ylabel("accuracy (ONNX model, validation split)")
+    ax.set_title(f"Accuracy against measured latency — budget: {budget}", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    html.update_layout(
+        title=f"Pareto front — budget: {budget}",
+        xaxis_title="latency p10 (ms)",
+        yaxis_title="accuracy",
+    )
+    return fig, html
+
+
+def history_figures(rows: Sequence[Row]):
+    ordered = sorted((r for r in rows if r.get("duplicate_of") is None), key=lambda r: r["number"])
+    numbers = [r["number"] for r in ordered]
+    volumes = [hypervolume(ordered[: i + 1]) for i in range(len(ordered))]
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 5), sharex=True)
+    colors = ["tab:blue" if r["feasible"] else "tab:gray" for r in ordered]
+    top.scatter(numbers, [r[names.SPEEDUP] for r in ordered], c=colors, s=18)
+    top.set_ylabel("speedup (x dense)")
+    top.set_title("Trials in order (gray: over budget)", fontsize=10)
+    top.grid(alpha=0.3)
+    bottom.step(numbers, volumes, where="post", color="tab:green")
+    bottom.set_ylabel("hypervolume so far")
+    bottom.set_xlabel("trial")
+    bottom.grid(alpha=0.3)
+    html = go.Figure()
+    html.add_trace(
+        go.Scatter(
+            x=numbers,
+            y=[r[names.SPEEDUP] for r in ordered],
+            mode="markers",
+            name="speedup",
+            marker={"color": ["steelblue" if r["feasible"] else "gray" for r in ordered]},
+            text=[f"trial {r['number']}: {r.get('plan', '')}" for r in ordered],
+        )
+    )
+    html.add_trace(
+        go.Scatter(
+            x=numbers,
+            y=volumes,
+            mode="lines",
+            name="hypervolume so far",
+            yaxis="y2",
+            line={"shape": "hv"},
+        )
+    )
+    html.update_layout(
+        title="Optimization history",
+        xaxis_title="trial",
+        yaxis={"title": "speedup"},
+        yaxis2={"title": "hypervolume", "overlaying": "y", "side": "right"},
+    )
+    return fig, html
+
+
+def importance_figures(importances: Mapping[str, Mapping[str, float]]):
+    """``importances``: objective name -> {param: importance}."""
+    params = sorted({p for values in importances.values() for p in values})
+    fig, ax = plt.subplots(figsize=(7, max(2.5, 0.32 * len(params) + 1)))
+    html = go.Figure()
+    if not params:
+        ax.text(0.5, 0.5, "not enough trials to rank parameters", ha="center", va="center")
+        ax.axis("off")
+        return fig, html
+    height = 0.8 / max(1, len(importances))
+    for i, (objective, values) in enumerate(importances.items()):
+        ax.barh(
+            [j + i * height for j in range(len(params))],
+            [values.get(p, 0.0) for p in params],
+            height=height,
+            label=objective,
+        )
+        html.add_trace(
+            go.Bar(
+                y=params, x=[values.get(p, 0.0) for p in params], orientation="h", name=objective
+            )
+        )
+    ax.set_yticks([j + height * (len(importances) - 1) / 2 for j in range(len(params))])
+    ax.set_yticklabels(params, fontsize=8)
+    ax.set_xlabel("importance (fANOVA)")
+    ax.set_title("Which choices matter", fontsize=10)
+    ax.legend(fontsize=8)
+    html.update_layout(title="Parameter importances (fANOVA)", barmode="group")
+    return fig, html
+
+
+def layer_figures(layers: Sequence[Mapping[str, Any]], title: str):
+    """``layers``: one row per quantizable layer: name, ratio, precision, channels kept/total."""
+    names_ = [row["name"] for row in layers]
+    ratios = [row["ratio"] for row in layers]
+    colors = {"fp32": "tab:blue", "int8": "tab:orange", "int4": "tab:red"}
+    fig, ax = plt.subplots(figsize=(max(6, 0.32 * len(layers) + 2), 4))
+    ax.bar(range(len(layers)), ratios, color=[colors.get(r["precision"], "k") for r in layers])
+    ax.set_xticks(range(len(layers)))
+    ax.set_xticklabels(names_, rotation=75, fontsize=7)
+    ax.set_ylabel("channels removed")
+    ax.set_ylim(0, 1)
+    ax.set_title(title, fontsize=10)
+    for precision, color in colors.items():
+        ax.bar([0], [0], color=color, label=precision)
+    ax.legend(fontsize=8)
+    html = go.Figure(
+        go.Bar(
+            x=names_,
+            y=ratios,
+            marker={
+                "color": [
+                    colors.get(r["precision"], "black").removeprefix("tab:") for r in layers
+                ]
+            },
+            text=[f"{r['precision']}, {r['kept']}/{r['channels']} kept" for r in layers],
+        )
+    )
+    html.update_layout(title=title, yaxis_title="channels removed", yaxis_range=[0, 1])
+    return fig, html
+
+
+def write_plots(
+    output_dir: Path,
+    *,
+    rows: Sequence[Row],
+    chosen: int | None,
+    budget: str,
+    importances: Mapping[str, Mapping[str, float]],
+    layers: Sequence[Mapping[str, Any]] | None,
+    layers_title: str = "",
+    front_names: Sequence[str] = (names.ACCURACY, names.LATENCY_P10),
+) -> list[Path]:
+    """Write the PNGs and ``plots.html``; returns the files written."""
+    unique = [r for r in rows if r.get("duplicate_of") is None]
+    front = pareto_front(unique, front_names)
+    figures = [
+        ("pareto.png", *pareto_figures(rows, front, chosen, budget)),
+        ("history.png", *history_figures(rows)),
+        ("importance.png", *importance_figures(importances)),
+    ]
+    if layers:
+        figures.append(("layers.png", *layer_figures(layers, layers_title)))
+    written = []
+    parts = []
+    for i, (file_name, figure, html) in enumerate(figures):
+        written.append(_save(figure, output_dir / file_name))
+        parts.append(html.to_html(full_html=False, include_plotlyjs=(i == 0)))
+    page = (
+        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>pruna_search plots</title>"
+        "</head><body>" + "\n".join(parts) + "</body></html>"
+    )
+    atomic_write_text(output_dir / HTML_FILE, page)
+    written.append(output_dir / HTML_FILE)
+    return written
+
+
+__all__ = ["HTML_FILE", "PNG_FILES", "write_plots"]

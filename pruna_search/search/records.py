@@ -1,0 +1,162 @@
+"""What the tracker is told: Optuna trials and the job's settings turned into plain records.
+
+Names are the ones the search uses everywhere (DESIGN decision 8): params ``prune/<group>`` and
+``bits/<layer>``, metrics ``accuracy`` ... ``trial_seconds``, tags ``pruna.*``; so the MLflow
+compare view lines up across studies, models and targets.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import subprocess
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from ..core import names
+from ..core.precision import Precision
+from ..measure import hardware
+from ..space import SearchSpace
+from ..tracking import (
+    DUPLICATE_TAG,
+    FAIL_TAG,
+    FEASIBLE_TAG,
+    REFERENCE_TAG,
+    SWEEP_TAG,
+    StudyRecord,
+    TrialRecord,
+)
+from .runner import PLAN_ATTR, is_feasible
+from .settings import JobSettings
+from .study import (
+    DUPLICATE_ATTR,
+    FAIL_ATTR,
+    PRUNED_ATTR,
+    REFERENCE_ATTR,
+    FixedTrial,
+    FrozenTrial,
+    TrialState,
+)
+
+PACKAGES = ("pruna_search", "torch", "onnx", "onnxruntime", "torch-pruning", "optuna", "mlflow")
+
+
+def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"space": {"tie": "stage"}}`` -> ``{"space.tie": "stage"}``; lists stay whole."""
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(flatten(value, f"{name}."))
+        else:
+            out[name] = value
+    return out
+
+
+def git_commit(where: Path) -> str | None:
+    """The commit of the checkout ``where`` lies in (None outside a git checkout)."""
+    try:
+        done = subprocess.run(
+            ["git", "-C", str(where), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip() or None if done.returncode == 0 else None
+
+
+def _version(package: str) -> str:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def study_record(
+    settings: JobSettings,
+    study_name: str,
+    *,
+    overrides: Sequence[str] = (),
+    sweep: str | None = None,
+) -> StudyRecord:
+    """The parent run: tags that tell studies apart, and the resolved config as params."""
+    tags: dict[str, str] = {
+        "pruna.model": settings.model_name,
+        "pruna.data": str(settings.data["name"]),
+        "pruna.target": settings.target.name,
+        "pruna.objective": settings.objective.tag,
+        "pruna.sampler": settings.sampler,
+        "pruna.overrides": " ".join(overrides) or "(none)",
+    }
+    if sweep:
+        tags[SWEEP_TAG] = sweep
+    commit = git_commit(Path.cwd()) or git_commit(Path(__file__).resolve().parent)
+    if commit:
+        tags["pruna.git_commit"] = commit
+    for package in PACKAGES:
+        tags[f"pruna.version.{package}"] = _version(package)
+    for key, value in hardware.fingerprint().items():
+        tags[f"pruna.hardware.{key}"] = str(value)
+    experiment = settings.tracking.experiment or f"{settings.model_name}-{settings.data['name']}"
+    raw = {k: v for k, v in settings.raw.items() if k not in ("hydra",)}
+    return StudyRecord(study=study_name, experiment=experiment, tags=tags, params=flatten(raw))
+
+
+def plan_params(space: SearchSpace, params: Mapping[str, Any]) -> dict[str, Any]:
+    """Summaries beside the raw choices: mean pruning ratio, layers at int8 / int4."""
+    plan = space(FixedTrial(dict(params)))
+    ratios = [plan.ratio(g.name) for g in space.info.groups]
+    return {
+        "mean_ratio": round(sum(ratios) / len(ratios), 4) if ratios else 0.0,
+        "int8_layers": len(plan.layers_at(Precision.INT8)),
+        "int4_layers": len(plan.layers_at(Precision.INT4)),
+    }
+
+
+def trial_record(trial: FrozenTrial, space: SearchSpace) -> TrialRecord:
+    """A finished trial as a child run: params, metrics, plan, state and why it failed."""
+    attrs = trial.user_attrs
+    params: dict[str, Any] = dict(trial.params)
+    plan_yaml = None
+    if trial.params:
+        try:
+            params.update(plan_params(space, trial.params))
+            plan_yaml = space(FixedTrial(dict(trial.params))).to_yaml()
+        except Exception:  # noqa: BLE001 - a plan that cannot be replayed still gets its run
+            plan_yaml = None
+    metrics = {m: float(attrs[m]) for m in names.METRICS if attrs.get(m) is not None}
+    tags: dict[str, str] = {"pruna.plan": str(attrs.get(PLAN_ATTR, ""))}
+    if attrs.get(REFERENCE_ATTR):
+        tags[REFERENCE_TAG] = str(attrs[REFERENCE_ATTR])
+    if attrs.get(DUPLICATE_ATTR) is not None:
+        tags[DUPLICATE_TAG] = str(attrs[DUPLICATE_ATTR])
+    if trial.state is TrialState.FAIL:
+        tags[FAIL_TAG] = str(attrs.get(FAIL_ATTR, "no reason recorded"))[:5000]
+    if trial.state is TrialState.PRUNED:
+        tags["pruna.pruned"] = str(attrs.get(PRUNED_ATTR, "pruned"))
+    if trial.state is TrialState.COMPLETE:
+        tags[FEASIBLE_TAG] = "true" if is_feasible(trial) else "false"
+
+    def ms(when) -> int | None:
+        return None if when is None else int(when.timestamp() * 1000)
+
+    return TrialRecord(
+        number=trial.number,
+        state=trial.state.name,
+        params=params,
+        metrics=metrics,
+        tags=tags,
+        plan_yaml=plan_yaml,
+        start_ms=ms(trial.datetime_start),
+        end_ms=ms(trial.datetime_complete),
+    )
+
+
+def is_finished(trial: FrozenTrial) -> bool:
+    return trial.state in (TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED)
+
+
+__all__ = ["flatten", "git_commit", "is_finished", "plan_params", "study_record", "trial_record"]

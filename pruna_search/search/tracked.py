@@ -1,0 +1,197 @@
+"""The study's life in the tracker: parent run, a child per trial, and the end-of-study files.
+
+Every call goes through a :class:`~pruna_search.tracking.GuardedTracker`, so tracking problems
+are one warning and a line in the summary, never a failed study. A resumed study finds its
+parent run by the ``pruna.study`` tag and logs the trials that have no child run yet (the new
+ones, and any finished while the tracking server was down).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from ..core import names
+from ..core.plan import Plan, kept_channels
+from ..space import SearchSpace
+from ..tracking import GuardedTracker, StudyEnd, make_tracker
+from . import plots
+from .front import pareto_front
+from .records import is_finished, study_record, trial_record
+from .settings import JobSettings
+from .study import FrozenTrial, param_importances
+
+log = logging.getLogger("pruna_search")
+
+ARTIFACTS = ("pareto.csv", "report.md", "plan.yaml", "summary.json")
+MODEL_TAGS = (
+    names.ACCURACY,
+    names.ACCURACY_DROP,
+    names.LATENCY_P10,
+    names.SPEEDUP,
+    names.SIZE_MB,
+    names.COMPRESSION,
+)
+
+
+class StudyTracking:
+    """Tracks one study (one Hydra job)."""
+
+    def __init__(self, tracker: GuardedTracker, space: SearchSpace) -> None:
+        self.tracker = tracker
+        self.space = space
+
+    @classmethod
+    def start(
+        cls,
+        settings: JobSettings,
+        space: SearchSpace,
+        study,
+        *,
+        overrides: Sequence[str] = (),
+        sweep: str | None = None,
+    ) -> StudyTracking:
+        tracker = make_tracker(
+            settings.tracking.name, settings.tracking.uri, register=settings.tracking.register
+        )
+        tracking = cls(tracker, space)
+        if settings.tracking.name == "none":
+            return tracking
+        tracker.start_study(
+            study_record(settings, study.study_name, overrides=overrides, sweep=sweep)
+        )
+        tracking.log_missing(study.get_trials(deepcopy=False))
+        return tracking
+
+    def log_missing(self, trials: Sequence[FrozenTrial]) -> None:
+        """Child runs for the finished trials that have none yet (a resumed study)."""
+        finished = [t for t in trials if is_finished(t)]
+        if not finished:
+            return
+        logged = self.tracker.logged_trials()
+        for trial in finished:
+            if trial.number not in logged:
+                self.on_trial(trial)
+
+    def on_trial(self, trial: FrozenTrial) -> None:
+        self.tracker.log_trial(trial_record(trial, self.space))
+
+    def end(
+        self,
+        study,
+        output_dir: Path,
+        *,
+        settings: JobSettings,
+        rows: Sequence[Mapping[str, Any]],
+        chosen: Mapping[str, Any] | None,
+        final_metrics: Mapping[str, float] | None,
+        status: str,
+    ) -> None:
+        """Plots and files on the parent run, tags on the front and the chosen trial, the
+        model in the registry; then the parent run's status."""
+        self.log_missing(study.get_trials(deepcopy=False))
+        chosen_number = None if chosen is None else int(chosen["number"])
+        files = [output_dir / name for name in ARTIFACTS]
+        files += sorted(output_dir.glob("*.png")) + [output_dir / plots.HTML_FILE]
+        metrics = dict(final_metrics or {})
+        self.tracker.end_study(
+            StudyEnd(
+                pareto=pareto_numbers(rows),
+                chosen=chosen_number,
+                metrics=metrics,
+                artifacts=[f for f in files if f.is_file()],
+                model=output_dir / "best.onnx" if final_metrics else None,
+                model_name=settings.registered_model,
+                model_tags={
+                    **{m: f"{metrics[m]:.6g}" for m in MODEL_TAGS if m in metrics},
+                    "pruna.study": study.study_name,
+                    "pruna.target": settings.target.name,
+                    "pruna.trial": str(chosen_number),
+                },
+            )
+        )
+        self.tracker.close("KILLED" if status == "interrupted" else "FINISHED")
+
+    def fail(self, interrupted: bool) -> None:
+        self.tracker.close("KILLED" if interrupted else "FAILED")
+
+    def not_logged(self) -> str | None:
+        return self.tracker.summary()
+
+
+def pareto_numbers(rows: Sequence[Mapping[str, Any]]) -> list[int]:
+    """Trials on the feasible Pareto front (what Optuna's ``best_trials`` is for a two-objective
+    study), duplicates of those included."""
+    feasible = [r for r in rows if r["feasible"] and r.get("duplicate_of") is None]
+    front = {int(r["number"]) for r in pareto_front(feasible, (names.ACCURACY, names.LATENCY_P10))}
+    front |= {
+        int(r["number"])
+        for r in rows
+        if r.get("duplicate_of") is not None and r["duplicate_of"] in front
+    }
+    return sorted(front)
+
+
+def layer_rows(space: SearchSpace, plan: Plan) -> list[dict[str, Any]]:
+    """The chosen plan layer by layer: channels removed and precision."""
+    owner: dict[str, str] = {}
+    for group in space.info.groups:
+        for layer in (group.name, *group.members):
+            owner.setdefault(layer, group.name)
+    rows = []
+    for layer in space.info.layers:
+        group = owner.get(layer.name)
+        ratio = plan.ratio(group) if group else 0.0
+        kept = (
+            kept_channels(layer.out_channels, ratio, plan.round_to)
+            if group
+            else layer.out_channels
+        )
+        rows.append(
+            {
+                "name": layer.name,
+                "ratio": 1 - kept / layer.out_channels,
+                "precision": plan.precision_of(layer.name).value,
+                "kept": kept,
+                "channels": layer.out_channels,
+            }
+        )
+    return rows
+
+
+def write_plots(
+    study,
+    output_dir: Path,
+    *,
+    settings: JobSettings,
+    space: SearchSpace,
+    rows: Sequence[Mapping[str, Any]],
+    chosen: Mapping[str, Any] | None,
+    chosen_plan: Plan | None,
+) -> list[Path]:
+    """The end-of-study plots in the output folder (also when tracking is off)."""
+    importances = param_importances(
+        study,
+        {names.ACCURACY: names.ACCURACY, names.LATENCY_P10: names.LATENCY_P10},
+    )
+    title = ""
+    if chosen is not None:
+        title = (
+            f"Chosen trial {chosen['number']}: {chosen[names.SPEEDUP]:.2f}x, "
+            f"drop {chosen[names.ACCURACY_DROP] * 100:.2f} pt (trial fine-tune)"
+        )
+    return plots.write_plots(
+        output_dir,
+        rows=rows,
+        chosen=None if chosen is None else int(chosen["number"]),
+        budget=settings.objective.budget,
+        importances=importances,
+        layers=layer_rows(space, chosen_plan) if chosen_plan is not None else None,
+        layers_title=title,
+        front_names=settings.objective.front_names,
+    )
+
+
+__all__ = ["StudyTracking", "layer_rows", "pareto_numbers", "write_plots"]
