@@ -43,7 +43,11 @@ def config(data: str, args, storage: str) -> dict:
         "data": data_cfg,
         "target": {"name": "cpu", "repeats": args.repeats},
         "space": {"ratios": RATIOS, "tie": args.tie, "precision_tie": args.precision_tie},
-        "objective": {"name": "fastest_within_drop", "max_accuracy_drop": 0.01},
+        "objective": (
+            {"name": "pareto", "select_max_drop": 0.01}
+            if args.objective == "pareto"
+            else {"name": "fastest_within_drop", "max_accuracy_drop": 0.01}
+        ),
         "sampler": {"name": args.sampler, "seed": args.seed},
         "study": {"storage": storage, "n_trials": args.trials, "reference_ratios": [0.5, 0.75]},
         "finetune": {"trial_steps": args.trial_steps, "final_steps": args.final_steps},
@@ -178,6 +182,10 @@ def main() -> int:
         choices=("none", "stage", "model"),
         help="model (the conf default): one precision for the whole model",
     )
+    parser.add_argument(
+        "--objective", default="fastest_within_drop", choices=("fastest_within_drop", "pareto"),
+        help="pareto: two objectives, no budget, ships the fastest within 1 point",
+    )
     parser.add_argument("--sampler", default="tpe")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--repeats", type=int, default=300)
@@ -193,7 +201,8 @@ def main() -> int:
     print(
         f"machine: {hardware.cpu_model()}, {os.cpu_count()} cores, VNNI {hardware.has_vnni()}, "
         f"load {os.getloadavg()[0]:.2f}; {args.trials} trials, {args.trial_steps} steps each, "
-        f"space tie={args.tie} precision_tie={args.precision_tie}, sampler {args.sampler}"
+        f"space tie={args.tie} precision_tie={args.precision_tie}, sampler {args.sampler}, "
+        f"objective {args.objective}"
     )
     for data in datasets:
         bench(data, args)

@@ -123,6 +123,10 @@ def test_multirun_writes_a_sweep_summary(tmp_path, resnet20_trained):
     assert all(r["status"] == "ok" for r in rows)
     assert rows[0]["study"] != rows[1]["study"], "one study per job"
     assert all(float(r["speedup"]) > 0 and float(r["accuracy"]) > 0.5 for r in rows)
+    # both studies' runs carry the sweep's id, so the MLflow UI can filter one sweep
+    with sqlite3.connect(tmp_path / "mlflow.db") as db:
+        sweeps = db.execute("select value from tags where key = 'pruna.sweep'").fetchall()
+    assert sweeps == [("sweep",), ("sweep",)]
     for job in ("0", "1"):
         assert (tmp_path / "sweep" / job / "best.onnx").is_file()
     assert (tmp_path / "sweep" / "sweep_summary.md").is_file()

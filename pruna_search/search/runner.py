@@ -248,33 +248,30 @@ def run_trials(
         raise TrialPruned(reason)
 
     consecutive_failures = 0
-    consecutive_pruned = 0
+    consecutive_idle = 0
     progress = bar(total=n_trials, desc="trials", leave=True)
     progress.update(min(len(evaluated(study)), n_trials))
-    consecutive_duplicates = 0
     best: dict[str, Any] | None = None
     loop_start = time.perf_counter()
 
     def after_trial(study_, trial: FrozenTrial) -> None:
-        nonlocal consecutive_failures, consecutive_duplicates, consecutive_pruned, best
+        nonlocal consecutive_failures, consecutive_idle, best
+        # a repeat or a plan ruled out on latency adds nothing new; many in a row mean the
+        # sampler has nothing new to offer
+        idle = trial.state is TrialState.PRUNED or DUPLICATE_ATTR in trial.user_attrs
         if trial.state is TrialState.PRUNED:
             outcome.pruned += 1
-            consecutive_pruned += 1
-            if consecutive_pruned >= max_consecutive_duplicates:
+        if idle:
+            consecutive_idle += 1
+            if consecutive_idle >= max_consecutive_duplicates:
                 outcome.exhausted = True
                 study_.stop()
-        else:
-            consecutive_pruned = 0
         if trial.state is TrialState.COMPLETE:
             consecutive_failures = 0
             if DUPLICATE_ATTR in trial.user_attrs:
                 outcome.duplicates += 1
-                consecutive_duplicates += 1
-                if consecutive_duplicates >= max_consecutive_duplicates:
-                    outcome.exhausted = True
-                    study_.stop()
             else:
-                consecutive_duplicates = 0
+                consecutive_idle = 0
                 progress.update(1)
                 outcome.evaluated += 1
                 done[params_key(trial.params)] = trial

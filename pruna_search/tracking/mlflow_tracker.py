@@ -8,6 +8,8 @@ the parent, ``best.onnx`` logged as an ONNX model and registered. Logging goes t
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import os
 import time
@@ -209,7 +211,9 @@ class MlflowTracker(Tracker):
         model = onnx.load(str(end.model))
         mlflow.set_tracking_uri(self.uri)
         mlflow.set_registry_uri(self.uri)
-        with warnings.catch_warnings(), mlflow.start_run(run_id=self.parent_id):
+        # MLflow prints "Successfully registered model ..." on stderr: our log line says it
+        quiet = contextlib.redirect_stderr(io.StringIO())
+        with warnings.catch_warnings(), quiet, mlflow.start_run(run_id=self.parent_id):
             warnings.simplefilter("ignore")
             info = mlflow.onnx.log_model(
                 model,
