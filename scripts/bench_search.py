@@ -183,7 +183,9 @@ def main() -> int:
         help="model (the conf default): one precision for the whole model",
     )
     parser.add_argument(
-        "--objective", default="fastest_within_drop", choices=("fastest_within_drop", "pareto"),
+        "--objective",
+        default="fastest_within_drop",
+        choices=("fastest_within_drop", "pareto"),
         help="pareto: two objectives, no budget, ships the fastest within 1 point",
     )
     parser.add_argument("--sampler", default="tpe")

@@ -212,9 +212,7 @@ def layer_figures(layers: Sequence[Mapping[str, Any]], title: str):
             x=names_,
             y=ratios,
             marker={
-                "color": [
-                    colors.get(r["precision"], "black").removeprefix("tab:") for r in layers
-                ]
+                "color": [colors.get(r["precision"], "black").removeprefix("tab:") for r in layers]
             },
             text=[f"{r['precision']}, {r['kept']}/{r['channels']} kept" for r in layers],
         )
