@@ -10,6 +10,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -428,3 +429,33 @@ def test_the_mlflow_ui_shows_the_trials(tracked_study):
             browser.quit()
     with Image.open(SCREENSHOT) as image:
         assert image.size[0] >= 1200
+
+
+@pytest.mark.slow
+def test_pruna_search_ui_serves_the_store_and_stops_with_its_server(tmp_path):
+    ui = Path(sys.executable).parent / "pruna-search-ui"
+    missing = subprocess.run([str(ui)], cwd=tmp_path, capture_output=True, text=True)
+    assert missing.returncode == 2
+    assert missing.stderr.startswith("error: --uri: 'sqlite:///mlflow.db' has no tracked study")
+    make_tracker("mlflow", f"sqlite:///{tmp_path}/mlflow.db").start_study(
+        StudyRecord(study="s", experiment="e")
+    )
+    port = free_port()
+    proc = subprocess.Popen(
+        [str(ui), "--port", str(port)], cwd=tmp_path, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        deadline = time.time() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
+                    assert r.status == 200
+                    break
+            except OSError:
+                assert time.time() < deadline and proc.poll() is None
+                time.sleep(0.5)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 130
+    with pytest.raises(OSError):  # the server went with it
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)

@@ -10,6 +10,8 @@ until Ctrl-C.
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import subprocess
 import sys
 
@@ -46,13 +48,28 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"MLflow UI for {args.uri}: http://{args.host}:{args.port} (Ctrl-C stops it)", flush=True
     )
-    server = subprocess.Popen(command, env=env)
+    # its own process group, so stopping this command stops the server and its workers
+    server = subprocess.Popen(command, env=env, start_new_session=True)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # also when started in background
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
         return server.wait()
     except KeyboardInterrupt:
-        server.terminate()
-        server.wait(timeout=10)
+        _stop(server)
         return EXIT_INTERRUPTED
+
+
+def _stop(server: subprocess.Popen) -> None:
+    for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 5)):
+        try:
+            os.killpg(server.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            server.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
 
 
 if __name__ == "__main__":
