@@ -26,12 +26,7 @@ COLUMNS = (
     "status",
     "study",
     "chosen_trial",
-    names.ACCURACY,
-    names.ACCURACY_DROP,
-    names.LATENCY_P10,
-    names.SPEEDUP,
-    names.SIZE_MB,
-    names.COMPRESSION,
+    *names.HEADLINE,
     "trials",
 )
 

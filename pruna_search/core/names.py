@@ -32,6 +32,9 @@ METRICS = (
     TRIAL_SECONDS,
 )
 
+# what one line about a chosen model shows (sweep summary rows, registered model version tags)
+HEADLINE = (ACCURACY, ACCURACY_DROP, LATENCY_P10, SPEEDUP, SIZE_MB, COMPRESSION)
+
 PRUNE_PARAM = "prune/"
 BITS_PARAM = "bits/"
 

@@ -26,14 +26,6 @@ from .study import FrozenTrial, param_importances
 log = logging.getLogger("pruna_search")
 
 ARTIFACTS = ("pareto.csv", "report.md", "plan.yaml", "summary.json")
-MODEL_TAGS = (
-    names.ACCURACY,
-    names.ACCURACY_DROP,
-    names.LATENCY_P10,
-    names.SPEEDUP,
-    names.SIZE_MB,
-    names.COMPRESSION,
-)
 
 
 class StudyTracking:
@@ -105,7 +97,7 @@ class StudyTracking:
                 model=output_dir / "best.onnx" if final_metrics else None,
                 model_name=settings.registered_model,
                 model_tags={
-                    **{m: f"{metrics[m]:.6g}" for m in MODEL_TAGS if m in metrics},
+                    **{m: f"{metrics[m]:.6g}" for m in names.HEADLINE if m in metrics},
                     "pruna.study": study.study_name,
                     "pruna.target": settings.target.name,
                     "pruna.trial": str(chosen_number),
