@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core import names
+from ..core.plan import Plan
 from ..core.precision import Precision
 from ..measure import hardware
 from ..space import SearchSpace
@@ -101,13 +102,13 @@ def study_record(
     for key, value in hardware.fingerprint().items():
         tags[f"pruna.hardware.{key}"] = str(value)
     experiment = settings.tracking.experiment or f"{settings.model_name}-{settings.data['name']}"
-    raw = {k: v for k, v in settings.raw.items() if k not in ("hydra",)}
-    return StudyRecord(study=study_name, experiment=experiment, tags=tags, params=flatten(raw))
+    return StudyRecord(
+        study=study_name, experiment=experiment, tags=tags, params=flatten(settings.raw)
+    )
 
 
-def plan_params(space: SearchSpace, params: Mapping[str, Any]) -> dict[str, Any]:
+def plan_params(space: SearchSpace, plan: Plan) -> dict[str, Any]:
     """Summaries beside the raw choices: mean pruning ratio, layers at int8 / int4."""
-    plan = space(FixedTrial(dict(params)))
     ratios = [plan.ratio(g.name) for g in space.info.groups]
     return {
         "mean_ratio": round(sum(ratios) / len(ratios), 4) if ratios else 0.0,
@@ -123,8 +124,9 @@ def trial_record(trial: FrozenTrial, space: SearchSpace) -> TrialRecord:
     plan_yaml = None
     if trial.params:
         try:
-            params.update(plan_params(space, trial.params))
-            plan_yaml = space(FixedTrial(dict(trial.params))).to_yaml()
+            plan = space(FixedTrial(dict(trial.params)))
+            params.update(plan_params(space, plan))
+            plan_yaml = plan.to_yaml()
         except Exception:  # noqa: BLE001 - a plan that cannot be replayed still gets its run
             plan_yaml = None
     metrics = {m: float(attrs[m]) for m in names.METRICS if attrs.get(m) is not None}

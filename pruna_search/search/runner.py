@@ -232,7 +232,8 @@ def run_trials(
 
     def _screen(trial: Trial, plan: Plan, start: float) -> None:
         """Time the plan without fine-tuning; prune the trial when latency alone rules it out."""
-        feasible = [row_of(t) for t in completed(study) if is_feasible(t)]
+        # ``done`` was refreshed from the storage just before (the plan is new)
+        feasible = [row_of(t) for t in done.values() if is_feasible(t)]
         fastest = min(feasible, key=lambda r: r[names.LATENCY_P10], default=None)
         if objective.name == "fastest_within_drop" and fastest is None:
             return  # nothing to compare with yet
