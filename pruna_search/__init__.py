@@ -14,27 +14,49 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from . import data, models  # noqa: E402
-from .analysis import analyze  # noqa: E402
-from .api import Config, Result, optimize  # noqa: E402
-from .core import (  # noqa: E402
-    CheckpointError,
-    CompressionError,
-    ConfigError,
-    DataError,
-    ExportError,
-    Finetune,
-    MeasurementError,
-    ModelError,
-    ModelInfo,
-    Plan,
-    PlanError,
-    Precision,
-    PrunaSearchError,
-    Target,
-    TargetError,
-    get_target,
+# Names are imported on first use (PEP 562), so ``pruna_search.core`` and the device agent
+# (``pruna_search.agent``: onnxruntime, numpy and its web library only) load without torch.
+_LAZY = {
+    "data": ".data",
+    "models": ".models",
+    "analyze": ".analysis",
+    "Config": ".api",
+    "Result": ".api",
+    "optimize": ".api",
+}
+_CORE = (
+    "CheckpointError",
+    "CompressionError",
+    "ConfigError",
+    "DataError",
+    "ExportError",
+    "Finetune",
+    "MeasurementError",
+    "ModelError",
+    "ModelInfo",
+    "Plan",
+    "PlanError",
+    "Precision",
+    "PrunaSearchError",
+    "Target",
+    "TargetError",
+    "get_target",
 )
+
+
+def __getattr__(name: str):
+    import importlib
+
+    if name in _LAZY:
+        module = importlib.import_module(_LAZY[name], __name__)
+        value = module if name in ("data", "models") else getattr(module, name)
+    elif name in _CORE:
+        value = getattr(importlib.import_module(".core", __name__), name)
+    else:
+        raise AttributeError(f"module 'pruna_search' has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "CheckpointError",

@@ -17,9 +17,8 @@ import sys
 import time
 
 import pruna_search as ps
-from pruna_search.core import names
+from pruna_search.core import hardware, names
 from pruna_search.core.target import CPU
-from pruna_search.measure import hardware
 
 OVERHEAD_STAGES = ("analyze", "export_dense", "prune", "export", "quantize")
 

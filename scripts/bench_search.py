@@ -23,9 +23,8 @@ from pathlib import Path
 
 import optuna
 
-from pruna_search.core import names
+from pruna_search.core import hardware, names
 from pruna_search.core.plan import Plan
-from pruna_search.measure import hardware
 from pruna_search.search.front import hypervolume, pareto_front
 from pruna_search.search.job import open_session, run_job
 from pruna_search.search.runner import SECONDS_ATTR, row_of

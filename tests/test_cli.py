@@ -24,7 +24,7 @@ TINY = [
     "study.reference_ratios=[0.5]",
     "sampler=random",
     "target.warmup=5",
-    "target.repeats=30",
+    "target.min_runs=20, max_runs=40",
     "finetune.trial_steps=5",
     "finetune.final_steps=10",
     "finetune.distill=0.0",

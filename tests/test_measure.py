@@ -1,19 +1,31 @@
-"""Latency (separate process, alternating with the baseline), its cache, and ORT accuracy."""
+"""Latency (separate process, alternating with the baseline, adaptive runs, noise gate), its
+SQLite cache, failures of hanging / crashing / broken models, and ORT accuracy."""
 
 from __future__ import annotations
 
 import dataclasses
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 import torch
+from onnx import TensorProto, helper
 
-from pruna_search import MeasurementError, models
-from pruna_search.core.target import CPU
+from pruna_search import MeasurementError, TargetError, models
+from pruna_search.core import hardware
+from pruna_search.core.target import CPU, Target
+from pruna_search.core.timing import ModelRunError, p10_confidence
 from pruna_search.export import export_onnx
-from pruna_search.measure import LatencyCache, compare_latency, hardware, onnx_accuracy
+from pruna_search.measure import LatencyCache, compare_latency, onnx_accuracy
 
-QUICK = dataclasses.replace(CPU, warmup=5, repeats=40)
+QUICK = dataclasses.replace(CPU, warmup=5, min_runs=20, max_runs=40, noise_retries=0)
+X = np.zeros((1, 1, 32, 32), np.float32)
 
 
 @pytest.fixture(scope="module")
@@ -26,36 +38,223 @@ def two_models(tmp_path_factory):
     return export_onnx(small, x, folder / "small.onnx"), export_onnx(big, x, folder / "big.onnx")
 
 
-def test_alternating_measurement_ranks_models(two_models, tmp_path):
+def hanging_model(path: Path) -> Path:
+    """A real ONNX model that never finishes: a Loop with 2^62 iterations feeding the output."""
+    body = helper.make_graph(
+        [
+            helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+            helper.make_node("Identity", ["v_in"], ["v_out"]),
+        ],
+        "body",
+        [
+            helper.make_tensor_value_info("i", TensorProto.INT64, []),
+            helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("v_in", TensorProto.FLOAT, []),
+        ],
+        [
+            helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("v_out", TensorProto.FLOAT, []),
+        ],
+    )
+    const = helper.make_tensor
+    graph = helper.make_graph(
+        [
+            helper.make_node("Constant", [], ["trips"], value=const("t", 7, [], [2**62])),
+            helper.make_node("Constant", [], ["cond"], value=const("c", 9, [], [True])),
+            helper.make_node("Constant", [], ["v"], value=const("v0", 1, [], [0.0])),
+            helper.make_node("Loop", ["trips", "cond", "v"], ["v_final"], body=body),
+            helper.make_node("Add", ["x", "v_final"], ["y"]),
+        ],
+        "hang",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 1, 32, 32])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 1, 32, 32])],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+def failing_model(path: Path) -> Path:
+    """Loads fine, fails at run time: reshapes 1024 values of a batch-1 input into [3, 7]."""
+    graph = helper.make_graph(
+        [
+            helper.make_node(
+                "Constant", [], ["shape"], value=helper.make_tensor("s", 7, [2], [3, 7])
+            ),
+            helper.make_node("Reshape", ["x", "shape"], ["y"]),
+        ],
+        "fails",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 1, 32, 32])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 7])],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+def test_alternating_measurement_ranks_models(two_models):
     small, big = two_models
     x = np.random.default_rng(0).standard_normal((1, 1, 32, 32)).astype(np.float32)
     result = compare_latency(small, big, x, QUICK)
-    assert result.candidate.runs == result.baseline.runs == 40
+    assert result.candidate.runs == result.baseline.runs
+    assert 20 <= result.candidate.runs <= 40
     assert result.candidate.p10 <= result.candidate.p50 <= result.candidate.p90
+    assert result.candidate.iqr >= 0
     assert result.speedup > 1.5  # a quarter-width CNN against a ResNet-20
-    assert result.load >= 0
+    assert result.other_load is None or result.other_load >= 0
+    for key in ("cpu", "cores", "onnxruntime", "providers", "threads", "provider", "batch"):
+        assert key in result.fingerprint
+    assert result.fingerprint["threads"] == 1 and result.fingerprint["batch"] == 1
+
+
+def test_runs_until_the_p10_is_known(two_models):
+    """Adaptive protocol: a tight tolerance needs more runs than a loose one, within bounds."""
+    small, big = two_models
+    loose = compare_latency(small, big, X, dataclasses.replace(QUICK, max_runs=2000))
+    assert loose.converged and loose.candidate.ci <= QUICK.ci_tolerance
+    tight = dataclasses.replace(QUICK, ci_tolerance=0.0, max_runs=200, time_budget_s=30)
+    capped = compare_latency(small, big, X, tight)
+    assert not capped.converged and capped.candidate.runs == 200
+    budget = dataclasses.replace(tight, max_runs=10**6, time_budget_s=0.3)
+    timed = compare_latency(small, big, X, budget)
+    assert not timed.converged and 0.3 <= timed.window_s < 2.0
+
+
+def test_p10_confidence_narrows_with_runs():
+    rng = np.random.default_rng(0)
+    few = p10_confidence(np.sort(rng.gamma(4, 0.1, 50) + 1))
+    many = p10_confidence(np.sort(rng.gamma(4, 0.1, 5000) + 1))
+    assert 0 < many < few < 0.2
+    assert p10_confidence(np.sort(rng.gamma(4, 0.1, 5))) == float("inf")
 
 
 def test_cache_hits_on_same_content(two_models, tmp_path):
     small, big = two_models
-    cache = LatencyCache(tmp_path / "cache")
-    x = np.zeros((1, 1, 32, 32), np.float32)
-    first = compare_latency(small, big, x, QUICK, cache=cache)
-    second = compare_latency(small, big, x, QUICK, cache=cache)
+    cache = LatencyCache(tmp_path / "latency.sqlite")
+    first = compare_latency(small, big, X, QUICK, cache=cache)
+    second = compare_latency(small, big, X, QUICK, cache=cache)
     assert not first.cached and second.cached
-    assert second.candidate == first.candidate
-    other = compare_latency(small, big, x, dataclasses.replace(QUICK, repeats=41), cache=cache)
-    assert not other.cached and other.candidate.runs == 41
-    assert len(list((tmp_path / "cache").glob("*.json"))) == 2
+    assert second.candidate == first.candidate and second.fingerprint == first.fingerprint
+    # a copy of the file is the same content: a hit
+    copy = tmp_path / "copy.onnx"
+    copy.write_bytes(Path(small).read_bytes())
+    assert compare_latency(copy, big, X, QUICK, cache=cache).cached
+    # other settings that change the figure, or caching off: measured
+    other = compare_latency(
+        small, big, X, dataclasses.replace(QUICK, intra_op_threads=2), cache=cache
+    )
+    assert not other.cached and other.fingerprint["threads"] == 2
+    off = compare_latency(small, big, X, dataclasses.replace(QUICK, cache=False), cache=cache)
+    assert not off.cached
+    assert len(cache) == 2
 
 
-def test_broken_model_gives_measurement_error(tmp_path, two_models):
+def test_noise_gate_measures_again_and_flags(two_models, tmp_path):
+    """Two busy processes on the machine: the window is measured again and flagged noisy,
+    and the flagged figure is not cached."""
+    small, big = two_models
+    busy = [
+        subprocess.Popen([sys.executable, "-c", "while True: pass"])
+        for _ in range(os.cpu_count() or 2)
+    ]
+    try:
+        time.sleep(0.5)
+        gate = dataclasses.replace(QUICK, noise_retries=1, noise_wait_s=0.2, max_other_load=0.3)
+        cache = LatencyCache(tmp_path / "latency.sqlite")
+        result = compare_latency(small, big, X, gate, cache=cache)
+    finally:
+        for proc in busy:
+            proc.kill()
+            proc.wait()
+    assert result.attempts == 2
+    assert result.noisy and result.other_load > 0.3
+    assert len(cache) == 0
+
+
+def test_hanging_model_times_out(tmp_path, two_models):
+    hang = hanging_model(tmp_path / "hang.onnx")
+    start = time.perf_counter()
+    with pytest.raises(ModelRunError, match="did not finish within 3 s") as info:
+        compare_latency(hang, two_models[1], X, dataclasses.replace(QUICK, timeout_s=3))
+    assert info.value.stage == "timeout"
+    assert time.perf_counter() - start < 20
+
+
+def test_crashing_worker_is_an_error(tmp_path, two_models):
+    """The measuring process dies (as on a segfault or an ONNX Runtime abort): an error that
+    names the signal, and the caller goes on."""
+    hang = hanging_model(tmp_path / "hang.onnx")
+
+    def kill_worker() -> None:
+        for _ in range(200):
+            for pid in os.listdir("/proc"):
+                if not pid.isdigit():
+                    continue
+                try:
+                    cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+                except OSError:
+                    continue
+                if b"_timing_worker" in cmd:
+                    time.sleep(0.5)
+                    os.kill(int(pid), 11)  # SIGSEGV
+                    return
+            time.sleep(0.05)
+
+    killer = threading.Thread(target=kill_worker)
+    killer.start()
+    with pytest.raises(ModelRunError, match="crashed \\(SIGSEGV\\)") as info:
+        compare_latency(hang, two_models[1], X, dataclasses.replace(QUICK, timeout_s=60))
+    killer.join()
+    assert info.value.stage == "crash"
+
+
+def test_broken_and_failing_models(tmp_path, two_models):
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"not a model")
-    with pytest.raises(MeasurementError, match="measuring process failed"):
-        compare_latency(bad, two_models[1], np.zeros((1, 1, 32, 32), np.float32), QUICK)
+    with pytest.raises(ModelRunError, match="not an ONNX model") as info:
+        compare_latency(bad, two_models[1], X, QUICK)
+    assert info.value.stage == "load"
+    fails = failing_model(tmp_path / "fails.onnx")
+    with pytest.raises(ModelRunError, match="fails at run time") as info:
+        compare_latency(fails, two_models[1], X, QUICK)
+    assert info.value.stage == "run"
     with pytest.raises(MeasurementError, match="cannot load"):
         onnx_accuracy(bad, np.zeros((2, 1, 32, 32), np.float32), np.zeros(2, np.int64))
+
+
+def test_providers_beyond_cpu_need_onnxruntime_to_have_them(two_models):
+    with pytest.raises(TargetError, match="target.provider: 'cuda' is not in this ONNX Runtime"):
+        compare_latency(*two_models, X, dataclasses.replace(QUICK, provider="cuda"))
+
+
+@pytest.mark.parametrize(
+    "config, message",
+    [
+        ({"name": "cpu", "repeats": 3}, "target.repeats: unknown option"),
+        ({"name": "cpu", "min_runs": 0}, "target.min_runs: 0 must be an integer >= 1"),
+        ({"name": "cpu", "min_runs": 50, "max_runs": 10}, "max_runs: 10 is below min_runs 50"),
+        ({"name": "cpu", "runner": "ssh"}, "target.runner: 'ssh' is unknown"),
+        ({"name": "cpu", "runner": "remote"}, "target.url: missing"),
+        ({"name": "cpu", "capabilities": {"conv": ["int2"]}}, "'int2' is not a precision"),
+        ({"name": "cpu", "capabilities": {"attention": ["int8"]}}, "unknown layer kind"),
+        ({"name": "tpu"}, "unknown target 'tpu' without capabilities"),
+    ],
+)
+def test_target_config_errors(config, message):
+    with pytest.raises(TargetError, match=message.replace("(", r"\(")) as info:
+        Target.from_config(config)
+    assert "\n" not in str(info.value)
+
+
+def test_target_capabilities_from_config():
+    target = Target.from_config(
+        {"name": "edge", "capabilities": {"conv": ["int8"], "linear": ["fp32"]}, "batch_size": 4}
+    )
+    assert [p.value for p in target.choices("conv")] == ["fp32", "int8"]
+    assert [p.value for p in target.choices("linear")] == ["fp32"]
+    assert target.batch_size == 4 and target.timing().batch == 4
+    # how long it is measured is not part of what a figure depends on
+    assert Target.from_config({"name": "cpu", "min_runs": 7, "cache": False}).identity() == (
+        CPU.identity()
+    )
 
 
 def test_accuracy_counts_argmax(two_models):
@@ -70,4 +269,5 @@ def test_accuracy_counts_argmax(two_models):
 def test_hardware_fingerprint():
     fp = hardware.fingerprint()
     assert fp["cores"] >= 1 and fp["onnxruntime"]
+    assert "CPUExecutionProvider" in fp["providers"]
     assert isinstance(hardware.has_vnni(), bool)

@@ -34,7 +34,7 @@ def tiny(tmp_path, **study) -> dict:
     return {
         "model": {"name": "resnet20", "pretrained": True},
         "data": {"name": "digits"},
-        "target": {"name": "cpu", "warmup": 5, "repeats": 30},
+        "target": {"name": "cpu", "warmup": 5, "min_runs": 20, "max_runs": 40},
         "space": {"ratios": [0.0, 0.5], "tie": "stage"},
         "objective": {"name": "fastest_within_drop", "max_accuracy_drop": 0.05},
         "sampler": {"name": "random", "seed": 0},

@@ -12,8 +12,6 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from .errors import PlanError
 from .model_info import ModelInfo
 from .names import did_you_mean
@@ -254,10 +252,14 @@ class Plan:
         )
 
     def to_yaml(self) -> str:
+        import yaml  # imported here: the device agent imports core without PyYAML
+
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
     @classmethod
     def from_yaml(cls, text: str) -> Plan:
+        import yaml
+
         try:
             data = yaml.safe_load(text)
         except yaml.YAMLError as exc:

@@ -1,46 +1,85 @@
 """Targets: what a device really executes and how latency is measured on it.
 
 A target declares, per layer kind, the precisions it runs faster or smaller than fp32
-(DESIGN.md decision 3). The search space never offers anything else.
+(DESIGN.md decision 3) — its *capabilities*; the search space never offers anything else. It
+also says how latency is measured: the ONNX Runtime session (provider, threads, graph
+optimization), the batch, the timing protocol (``core/timing.py``) and where: in a local
+process (``runner: local``) or on a device agent over HTTP (``runner: remote``, ``url``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from .errors import TargetError
 from .names import did_you_mean
 from .precision import Precision
+from .timing import ModelRunError, TimingSettings
 
 # Layer kinds, as analysis reports them: "conv" (Conv2d, depthwise included) and "linear".
 CONV = "conv"
 LINEAR = "linear"
+KINDS = (CONV, LINEAR)
+RUNNERS = ("local", "remote")
+DEFAULT_TOKEN_ENV = "PRUNA_AGENT_TOKEN"
 
 
 @dataclass(frozen=True)
 class Target:
-    """A deployment target: supported precisions and measurement settings.
+    """A deployment target: capabilities and measurement settings.
 
     Attributes:
         name: short name used in study names and MLflow tags.
-        precisions: layer kind -> precisions the target executes for that kind.
-        intra_op_threads: ONNX Runtime intra-op threads used for latency (1 is stable on a
-            busy machine; see STACK.md).
+        precisions: layer kind -> precisions the target executes for that kind
+            (``capabilities`` in ``conf/target/*.yaml``).
+        provider: ONNX Runtime execution provider (``cpu``, ``cuda``, ``openvino``, ... or the
+            full name); it must be in the ONNX Runtime that measures.
+        provider_options: options passed to that provider.
+        intra_op_threads: intra-op threads used for latency (1 is stable on a busy machine;
+            see STACK.md).
         batch_size: batch size of the latency measurement.
-        warmup: untimed runs before timing.
-        repeats: timed runs per model (alternating with the baseline).
+        graph_optimization: ``all`` (default), ``extended``, ``basic`` or ``disabled``.
+        warmup: untimed runs of each model before timing (at least 20 in a search).
+        min_runs / max_runs: timed runs per model (alternating with the baseline).
+        time_budget_s: seconds of timed runs per window before it stops unconverged.
+        ci_tolerance: stop timing once the p10's 95 % interval is within this fraction.
+        max_other_load: cores of other work on the machine above which a window is measured
+            again (the noise gate), at most ``noise_retries`` times, ``noise_wait_s`` apart.
+        timeout_s: a measurement taking longer is killed (a hanging model) and fails.
         reduce_range: quantize int8 weights to 7 bits. ``None`` decides from the measuring
             CPU: on x86 without VNNI, full-range int8 weights saturate and lose accuracy.
+        runner: ``local`` (a separate process here) or ``remote`` (a device agent).
+        url: the agent's address for ``runner: remote``.
+        token_env: the environment variable holding the agent's token.
+        retries: tries of a request to the agent before the measurement fails.
+        cache: reuse figures of identical models measured with identical settings.
     """
 
     name: str
     precisions: Mapping[str, tuple[Precision, ...]] = field(default_factory=dict)
+    provider: str = "cpu"
+    provider_options: Mapping[str, Any] = field(default_factory=dict)
     intra_op_threads: int = 1
     batch_size: int = 1
+    graph_optimization: str = "all"
     warmup: int = 20
-    repeats: int = 300
+    min_runs: int = 100
+    max_runs: int = 1000
+    time_budget_s: float = 10.0
+    ci_tolerance: float = 0.015
+    max_other_load: float = 0.5
+    noise_retries: int = 2
+    noise_wait_s: float = 5.0
+    timeout_s: float = 120.0
     reduce_range: bool | None = None
+    runner: str = "local"
+    url: str | None = None
+    token_env: str = DEFAULT_TOKEN_ENV
+    retries: int = 3
+    cache: bool = True
 
     def supports(self, kind: str, precision: Precision) -> bool:
         return precision in self.precisions.get(kind, (Precision.FP32,))
@@ -54,6 +93,132 @@ class Target:
         ok = [p for p in self.choices(kind) if p.bits >= bits]
         return min(ok, key=lambda p: p.bits) if ok else Precision.FP32
 
+    def timing(self) -> TimingSettings:
+        """The timing protocol's settings (what the worker and the agent receive)."""
+        return TimingSettings(
+            batch=self.batch_size,
+            threads=self.intra_op_threads,
+            warmup=self.warmup,
+            min_runs=self.min_runs,
+            max_runs=self.max_runs,
+            budget=self.time_budget_s,
+            ci_tolerance=self.ci_tolerance,
+            provider=self.provider,
+            provider_options=dict(self.provider_options),
+            graph_optimization=self.graph_optimization,
+            max_other_load=self.max_other_load,
+            noise_retries=self.noise_retries,
+            noise_wait_s=self.noise_wait_s,
+        )
+
+    def identity(self) -> dict[str, Any]:
+        """The settings a latency figure depends on (study identity and cache key); how long
+        or how often it is measured, and whether it is cached, are left out."""
+        return {
+            "name": self.name,
+            "capabilities": {k: [p.value for p in v] for k, v in sorted(self.precisions.items())},
+            "provider": self.provider,
+            "provider_options": dict(self.provider_options),
+            "intra_op_threads": self.intra_op_threads,
+            "batch_size": self.batch_size,
+            "graph_optimization": self.graph_optimization,
+            "reduce_range": self.reduce_range,
+            "runner": self.runner,
+            "url": self.url if self.runner == "remote" else None,
+        }
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> Target:
+        """A target from a ``conf/target/*.yaml`` mapping: a built-in name, then overrides.
+
+        Every value is checked; the error names the field, the value and the fix.
+        """
+        config = dict(config)
+        known = (
+            "capabilities",
+            *(f.name for f in dataclasses.fields(cls) if f.name != "precisions"),
+        )
+        for key in config:
+            if key not in known:
+                raise TargetError(f"target.{key}: unknown option; {did_you_mean(key, known)}")
+        name = config.pop("name", "cpu")
+        capabilities = config.pop("capabilities", None)
+        if str(name) not in TARGETS and capabilities is None:
+            raise TargetError(
+                f"target: unknown target {name!r} without capabilities; "
+                f"{did_you_mean(str(name), TARGETS)}, or declare target.capabilities"
+            )
+        base = TARGETS.get(str(name), CPU)
+        values: dict[str, Any] = {"name": str(name)}
+        if capabilities is not None:
+            values["precisions"] = _capabilities(capabilities)
+        values.update({k: v for k, v in config.items() if v is not None})
+        if "reduce_range" in config:
+            values["reduce_range"] = config["reduce_range"]
+        for key in ("intra_op_threads", "batch_size", "min_runs", "max_runs", "retries"):
+            _check_int(key, values.get(key, getattr(base, key)), 1)
+        for key in ("warmup", "noise_retries"):
+            _check_int(key, values.get(key, getattr(base, key)), 0)
+        for key in ("time_budget_s", "ci_tolerance", "max_other_load", "noise_wait_s"):
+            _check_number(key, values.get(key, getattr(base, key)), 0)
+        _check_number("timeout_s", values.get("timeout_s", base.timeout_s), 1e-9)
+        target = dataclasses.replace(base, **values)
+        if target.runner not in RUNNERS:
+            raise TargetError(
+                f"target.runner: {target.runner!r} is unknown; "
+                f"{did_you_mean(target.runner, RUNNERS)}"
+            )
+        if target.runner == "remote" and not target.url:
+            raise TargetError(
+                "target.url: missing for runner remote; set it to the agent's address, e.g. "
+                "target.url=http://127.0.0.1:8765"
+            )
+        if not isinstance(target.cache, bool):
+            raise TargetError(f"target.cache: {target.cache!r} must be true or false")
+        try:
+            target.timing()
+        except ModelRunError as exc:
+            raise TargetError(f"target.{exc}") from None
+        return target
+
+
+def _check_int(key: str, value: Any, minimum: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise TargetError(f"target.{key}: {value!r} must be an integer >= {minimum}")
+
+
+def _check_number(key: str, value: Any, minimum: float) -> None:
+    if not isinstance(value, int | float) or isinstance(value, bool) or value < minimum:
+        raise TargetError(f"target.{key}: {value!r} must be a number >= {minimum:g}")
+
+
+def _capabilities(value: Any) -> dict[str, tuple[Precision, ...]]:
+    if not isinstance(value, Mapping):
+        raise TargetError(
+            f"target.capabilities: {value!r} must map layer kinds to precisions, e.g. "
+            "{conv: [fp32, int8], linear: [fp32, int8, int4]}"
+        )
+    result: dict[str, tuple[Precision, ...]] = {}
+    for kind, precisions in value.items():
+        if kind not in KINDS:
+            raise TargetError(
+                f"target.capabilities.{kind}: unknown layer kind; {did_you_mean(str(kind), KINDS)}"
+            )
+        items = [precisions] if isinstance(precisions, str) else list(precisions or [])
+        parsed = []
+        for item in items:
+            try:
+                parsed.append(Precision(str(item)))
+            except ValueError:
+                raise TargetError(
+                    f"target.capabilities.{kind}: {item!r} is not a precision; use "
+                    f"{', '.join(p.value for p in Precision)}"
+                ) from None
+        if Precision.FP32 not in parsed:
+            parsed.insert(0, Precision.FP32)
+        result[kind] = tuple(sorted(set(parsed), key=lambda p: -p.bits))
+    return result
+
 
 CPU = Target(
     name="cpu",
@@ -65,7 +230,10 @@ CPU = Target(
     },
 )
 
-TARGETS: dict[str, Target] = {"cpu": CPU}
+TARGETS: dict[str, Target] = {
+    "cpu": CPU,
+    "cpu_batch32": dataclasses.replace(CPU, name="cpu_batch32", batch_size=32),
+}
 
 
 def get_target(target: str | Target) -> Target:

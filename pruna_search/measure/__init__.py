@@ -2,17 +2,30 @@
 
 from __future__ import annotations
 
-from . import hardware
 from .accuracy import onnx_accuracy
 from .cache import LatencyCache
-from .latency import Latency, LatencyComparison, compare_latency, file_hash
+from .latency import (
+    Latency,
+    LatencyComparison,
+    LatencyRunner,
+    LocalRunner,
+    RemoteRunner,
+    compare_latency,
+    file_hash,
+    runner_for,
+)
+from .remote import AgentClient
 
 __all__ = [
-    "hardware",
+    "AgentClient",
     "Latency",
     "LatencyCache",
     "LatencyComparison",
+    "LatencyRunner",
+    "LocalRunner",
+    "RemoteRunner",
     "compare_latency",
     "file_hash",
     "onnx_accuracy",
+    "runner_for",
 ]

@@ -1,40 +1,49 @@
-"""Latency measured in a separate process, alternately with the dense baseline.
+"""Latency measured on the target, alternately with the dense baseline, never estimated.
 
-Never estimated (DESIGN.md decision 5): warm-up runs, then ``repeats`` timed runs of each model
-interleaved, ``target.intra_op_threads`` threads, batch ``target.batch_size``. The 10th
-percentile is the steady figure on a noisy machine; the speedup is baseline p10 / candidate p10.
+DESIGN.md decision 5. A *runner* times models with the protocol of ``core/timing.py``:
+``LocalRunner`` in a separate process on this machine, ``RemoteRunner`` on a device agent over
+HTTP. Both return the same figures — p10/p50/p90, IQR, runs, the p10's confidence, the other
+CPU load seen during the window and whether the noise gate gave up (``noisy``) — with the
+hardware fingerprint of the machine that measured. The speedup is baseline p10 / candidate p10
+from one window.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
-import subprocess
-import sys
+import os
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 
-from ..core.errors import MeasurementError
+from ..core import hardware, runtime
+from ..core.errors import TargetError
 from ..core.target import Target
+from ..core.timing import run_isolated
 from .cache import LatencyCache
+from .remote import AgentClient
 
 
 @dataclass(frozen=True)
 class Latency:
-    """Percentiles of one model's timed runs, in milliseconds."""
+    """One model's timed runs, in milliseconds: percentiles, IQR, number of runs, and the
+    relative half-width of the p10's 95 % confidence interval (None: too few runs)."""
 
     p10: float
     p50: float
     p90: float
     runs: int
+    iqr: float = 0.0
+    ci: float | None = None
 
     @classmethod
     def of(cls, times_ms: list[float]) -> Latency:
-        p10, p50, p90 = np.percentile(np.asarray(times_ms), [10, 50, 90])
-        return cls(float(p10), float(p50), float(p90), len(times_ms))
+        from ..core.timing import summarize
+
+        return cls(**summarize(times_ms))
 
 
 @dataclass(frozen=True)
@@ -43,7 +52,13 @@ class LatencyComparison:
 
     candidate: Latency
     baseline: Latency
-    load: float  # 1-minute load average during the measurement (other work on the machine)
+    other_load: float | None = None  # cores busy with other work during the window
+    noisy: bool = False  # the noise gate never saw the machine settle
+    converged: bool = True  # both p10s reached the target's ci_tolerance
+    attempts: int = 1  # windows measured (the noise gate measures again while busy)
+    window_s: float = 0.0
+    runner: str = "local"
+    fingerprint: dict[str, Any] = field(default_factory=dict)
     cached: bool = False
 
     @property
@@ -52,6 +67,130 @@ class LatencyComparison:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict, *, cached: bool = False) -> LatencyComparison:
+        values = dict(values, cached=cached)
+        values["candidate"] = Latency(**values["candidate"])
+        values["baseline"] = Latency(**values["baseline"])
+        return cls(**values)
+
+    @classmethod
+    def from_reply(cls, reply: dict, runner: str) -> LatencyComparison:
+        """From a worker's (or agent's) reply timing [baseline, candidate]."""
+        base, cand = (Latency(**m) for m in reply["models"])
+        return cls(
+            candidate=cand,
+            baseline=base,
+            other_load=reply.get("other_load"),
+            noisy=bool(reply.get("noisy")),
+            converged=bool(reply.get("converged", True)),
+            attempts=len(reply.get("attempts") or [1]),
+            window_s=float(reply.get("window_s", 0.0)),
+            runner=runner,
+            fingerprint=dict(reply.get("fingerprint") or {}),
+        )
+
+
+class LatencyRunner(Protocol):
+    """Times ONNX models on a target. Invariant: a measurement never modifies the model files.
+
+    ``measure`` times ``models`` alternately and returns the worker's reply (``models`` holds
+    one summary per model, in order); it raises ``MeasurementError`` (``ModelRunError`` with a
+    stage for a model that cannot be loaded, fails, hangs or crashes). ``identity`` names the
+    measuring machine for the cache; ``fingerprint`` describes it.
+    """
+
+    name: str
+
+    def identity(self) -> dict[str, Any]: ...
+
+    def fingerprint(self) -> dict[str, Any]: ...
+
+    def measure(self, models: list[Path], x: np.ndarray) -> dict[str, Any]: ...
+
+
+class LocalRunner:
+    """A separate process on this machine, killed after ``target.timeout_s``."""
+
+    name = "local"
+
+    def __init__(self, target: Target) -> None:
+        runtime.check_provider(target.provider)
+        self.target = target
+
+    def fingerprint(self) -> dict[str, Any]:
+        return hardware.fingerprint()
+
+    def identity(self) -> dict[str, Any]:
+        facts = self.fingerprint()
+        return {"runner": "local", **{k: facts[k] for k in ("cpu", "cores", "onnxruntime")}}
+
+    def measure(self, models: list[Path], x: np.ndarray) -> dict[str, Any]:
+        with tempfile.TemporaryDirectory(prefix="pruna_lat_") as tmp:
+            input_path = Path(tmp) / "input.npy"
+            np.save(input_path, np.ascontiguousarray(x, dtype=np.float32))
+            return run_isolated(
+                models,
+                self.target.timing(),
+                input_path=input_path,
+                timeout_s=self.target.timeout_s,
+            )
+
+
+class RemoteRunner:
+    """A device agent at ``target.url``; its token is read from ``target.token_env``.
+
+    The agent is asked for its health once, here: an agent that is down, refuses the token or
+    lacks the target's provider is a ``TargetError`` before any study starts.
+    """
+
+    name = "remote"
+
+    def __init__(self, target: Target) -> None:
+        self.target = target
+        self.client = AgentClient(
+            str(target.url),
+            os.environ.get(target.token_env) or None,
+            retries=target.retries,
+            timeout_s=target.timeout_s,
+        )
+        try:
+            self._health = self.client.health()
+        except TargetError:
+            raise
+        except Exception as exc:
+            raise TargetError(str(exc)) from None
+        providers = self._health.get("providers") or []
+        wanted = runtime.provider_name(target.provider)
+        if wanted not in providers:
+            raise TargetError(
+                f"target.provider: {target.provider!r} is not available on the agent at "
+                f"{target.url} (it has {', '.join(providers) or 'none'})"
+            )
+
+    def fingerprint(self) -> dict[str, Any]:
+        return dict(self._health.get("fingerprint") or {})
+
+    def identity(self) -> dict[str, Any]:
+        facts = self.fingerprint()
+        return {
+            "runner": "remote",
+            "url": self.target.url,
+            **{k: facts.get(k) for k in ("cpu", "cores", "onnxruntime")},
+        }
+
+    def measure(self, models: list[Path], x: np.ndarray) -> dict[str, Any]:
+        # the agent times a seeded random input of the model's shape (latency does not depend
+        # on the values); the wire timeout leaves the agent time to answer its own timeout
+        return self.client.measure(
+            models, self.target.timing().to_dict(), timeout_s=self.target.timeout_s + 30
+        )
+
+
+def runner_for(target: Target) -> LatencyRunner:
+    """The runner a target's ``runner`` setting names."""
+    return RemoteRunner(target) if target.runner == "remote" else LocalRunner(target)
 
 
 def file_hash(path: str | Path) -> str:
@@ -62,33 +201,6 @@ def file_hash(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def _run_worker(models: list[Path], x: np.ndarray, target: Target) -> dict:
-    with tempfile.TemporaryDirectory(prefix="pruna_lat_") as tmp:
-        input_path = Path(tmp) / "input.npy"
-        np.save(input_path, np.ascontiguousarray(x, dtype=np.float32))
-        request = {
-            "models": [str(m) for m in models],
-            "input": str(input_path),
-            "threads": target.intra_op_threads,
-            "warmup": target.warmup,
-            "repeats": target.repeats,
-        }
-        proc = subprocess.run(
-            [sys.executable, "-m", "pruna_search.measure._latency_worker"],
-            input=json.dumps(request),
-            capture_output=True,
-            text=True,
-            check=False,
-            # its own process group: a Ctrl-C at the terminal reaches the search (which then
-            # finishes the running trial) but not the measurement in flight
-            process_group=0,
-        )
-    if proc.returncode != 0:
-        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        raise MeasurementError(f"latency: the measuring process failed ({tail})")
-    return json.loads(proc.stdout)
-
-
 def compare_latency(
     candidate: str | Path,
     baseline: str | Path,
@@ -96,29 +208,37 @@ def compare_latency(
     target: Target,
     *,
     cache: LatencyCache | None = None,
+    runner: LatencyRunner | None = None,
 ) -> LatencyComparison:
     """Time ``candidate`` and ``baseline`` alternately on ``example`` (batch of the target).
 
-    Results are cached by both files' content hashes and the target's settings.
+    With ``cache`` (and ``target.cache``), a result for the same two files, target settings,
+    machine and input shape is reused; results the noise gate flagged are not stored.
     """
+    runner = runner or runner_for(target)
     x = np.ascontiguousarray(example[: target.batch_size], dtype=np.float32)
     if len(x) < target.batch_size:
         x = np.concatenate([x] * (target.batch_size // max(len(x), 1) + 1))[: target.batch_size]
-    key = None
-    if cache is not None:
-        key = cache.key(file_hash(candidate), file_hash(baseline), target, x.shape)
+    use_cache = cache is not None and target.cache
+    key = settings = None
+    cand_hash = base_hash = ""
+    if use_cache:
+        cand_hash, base_hash = file_hash(candidate), file_hash(baseline)
+        settings = {
+            "target": target.identity(),
+            "machine": runner.identity(),
+            "shape": list(x.shape),
+        }
+        key = cache.key(cand_hash, base_hash, settings)
         hit = cache.get(key)
         if hit is not None:
-            return LatencyComparison(
-                Latency(**hit["candidate"]), Latency(**hit["baseline"]), hit["load"], cached=True
-            )
-    result = _run_worker([Path(baseline), Path(candidate)], x, target)
-    base_ms, cand_ms = result["times_ms"]
-    comparison = LatencyComparison(
-        candidate=Latency.of(cand_ms),
-        baseline=Latency.of(base_ms),
-        load=max(result["load_before"], result["load_after"]),
+            return LatencyComparison.from_dict(hit, cached=True)
+    reply = runner.measure([Path(baseline), Path(candidate)], x)
+    comparison = LatencyComparison.from_reply(
+        reply, runner.name if runner.name == "local" else f"remote {target.url}"
     )
-    if cache is not None and key is not None:
-        cache.put(key, comparison.to_dict())
+    if use_cache and key is not None and not comparison.noisy:
+        cache.put(
+            key, comparison.to_dict(), candidate=cand_hash, baseline=base_hash, settings=settings
+        )
     return comparison

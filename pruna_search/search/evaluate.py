@@ -16,11 +16,18 @@ from torch import nn
 from ..analysis import analyze as analyze_model
 from ..analysis import count_macs, count_params, example_input
 from ..compress import Candidate, apply_plan
-from ..core import names
+from ..core import hardware, names
 from ..core.plan import Plan
 from ..core.target import Target, get_target
 from ..export import export_onnx
-from ..measure import LatencyCache, LatencyComparison, compare_latency, hardware, onnx_accuracy
+from ..measure import (
+    LatencyCache,
+    LatencyComparison,
+    LatencyRunner,
+    compare_latency,
+    onnx_accuracy,
+    runner_for,
+)
 
 
 @dataclass
@@ -49,6 +56,8 @@ class Evaluator:
         exporter: ``torchscript`` or ``dynamo``.
         measure_latency: time candidates against the dense model.
         latency_cache: reuse latency figures of identical files on identical settings.
+        runner: where latency is measured; None: the target's (a local process, or the device
+            agent for ``runner: remote``, asked for its health here).
     """
 
     def __init__(
@@ -61,6 +70,7 @@ class Evaluator:
         exporter: str = "torchscript",
         measure_latency: bool = True,
         latency_cache: LatencyCache | None = None,
+        runner: LatencyRunner | None = None,
     ) -> None:
         self.model = model.eval()
         self.data = data
@@ -69,11 +79,14 @@ class Evaluator:
         self.exporter = exporter
         self.measure_latency = measure_latency
         self.latency_cache = latency_cache
+        self.runner = runner or (runner_for(self.target) if measure_latency else None)
         self.example = example_input(data)
         self.x_val, self.y_val = data.val_arrays()
         self.x_calib, _ = data.calib_arrays()
         if self.target.reduce_range is None:
-            self.reduce_range = not hardware.has_vnni()
+            # the CPU that runs the model decides (the device's, for a remote target)
+            vnni = self.runner.fingerprint().get("vnni") if self.runner else None
+            self.reduce_range = not (hardware.has_vnni() if vnni is None else bool(int(vnni)))
         else:
             self.reduce_range = self.target.reduce_range
         self.seconds: dict[str, float] = {}
@@ -130,6 +143,7 @@ class Evaluator:
                 self.x_val,
                 self.target,
                 cache=self.latency_cache,
+                runner=self.runner,
             )
             seconds["measure"] = time.perf_counter() - start
             metrics.update(

@@ -115,7 +115,7 @@ def open_session(settings: JobSettings) -> Session:
         splits,
         settings.target,
         workdir=workdir.name,
-        latency_cache=LatencyCache(cache_dir() / "latency"),
+        latency_cache=LatencyCache(cache_dir() / "latency.sqlite"),
     )
     space = SearchSpace(evaluator.info, settings.target, settings.space)
     base = evaluator.baseline
@@ -226,8 +226,14 @@ def run_job(
             + f"{max(0, settings.study.n_trials - already)} plans to evaluate "
             f"({len(references)} uniform reference plans first), sampler {settings.sampler}"
         )
+        runner = session.evaluator.runner
         tracking = StudyTracking.start(
-            settings, session.space, study, overrides=overrides, sweep=sweep
+            settings,
+            session.space,
+            study,
+            overrides=overrides,
+            sweep=sweep,
+            machine=runner.fingerprint() if runner is not None else None,
         )
 
         def after_trial(trial) -> None:

@@ -13,10 +13,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..core import names
+from ..core import hardware, names
 from ..core.plan import Plan
 from ..core.precision import Precision
-from ..measure import hardware
 from ..space import SearchSpace
 from ..tracking import (
     DUPLICATE_TAG,
@@ -27,7 +26,7 @@ from ..tracking import (
     StudyRecord,
     TrialRecord,
 )
-from .runner import PLAN_ATTR, is_feasible
+from .runner import LATENCY_ATTR, NOISY_ATTR, PLAN_ATTR, is_feasible
 from .settings import JobSettings
 from .study import (
     DUPLICATE_ATTR,
@@ -82,8 +81,13 @@ def study_record(
     *,
     overrides: Sequence[str] = (),
     sweep: str | None = None,
+    machine: Mapping[str, Any] | None = None,
 ) -> StudyRecord:
-    """The parent run: tags that tell studies apart, and the resolved config as params."""
+    """The parent run: tags that tell studies apart, and the resolved config as params.
+
+    ``machine``: the fingerprint of the machine that measures latency (the device's, for a
+    remote target); None: this machine's.
+    """
     tags: dict[str, str] = {
         "pruna.model": settings.model_name,
         "pruna.data": str(settings.data["name"]),
@@ -99,7 +103,7 @@ def study_record(
         tags["pruna.git_commit"] = commit
     for package in PACKAGES:
         tags[f"pruna.version.{package}"] = _version(package)
-    for key, value in hardware.fingerprint().items():
+    for key, value in (machine or hardware.fingerprint()).items():
         tags[f"pruna.hardware.{key}"] = str(value)
     experiment = settings.tracking.experiment or f"{settings.model_name}-{settings.data['name']}"
     return StudyRecord(
@@ -139,6 +143,13 @@ def trial_record(trial: FrozenTrial, space: SearchSpace) -> TrialRecord:
         tags[FAIL_TAG] = str(attrs.get(FAIL_ATTR, "no reason recorded"))[:5000]
     if trial.state is TrialState.PRUNED:
         tags["pruna.pruned"] = str(attrs.get(PRUNED_ATTR, "pruned"))
+    if attrs.get(NOISY_ATTR):
+        tags["pruna.noisy"] = str(attrs[NOISY_ATTR])
+    for key, value in (attrs.get(LATENCY_ATTR) or {}).items():
+        if key != "fingerprint" and value is not None:
+            tags[f"pruna.latency.{key}"] = (
+                f"{value:.4g}" if isinstance(value, float) else str(value)
+            )
     if trial.state is TrialState.COMPLETE:
         tags[FEASIBLE_TAG] = "true" if is_feasible(trial) else "false"
 

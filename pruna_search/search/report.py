@@ -8,9 +8,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..core import names
+from ..core import hardware, names
 from ..core.files import atomic_write_text
-from ..measure import hardware
 
 STATUS_OK = "ok"
 STATUS_NO_FEASIBLE = "no feasible trial"

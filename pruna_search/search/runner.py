@@ -49,6 +49,8 @@ log = logging.getLogger("pruna_search")
 
 SECONDS_ATTR = "seconds"  # per-stage seconds of a trial (dict)
 PLAN_ATTR = "pruna.plan"  # short plan summary
+LATENCY_ATTR = "pruna.latency"  # how the latency was measured (runs, load, noise gate, machine)
+NOISY_ATTR = "pruna.noisy"  # the noise gate never saw the machine settle during the window
 
 
 class TrialFailed(Exception):
@@ -117,6 +119,8 @@ def trial_line(trial: FrozenTrial, objective: Objective) -> str:
     if DUPLICATE_ATTR in attrs:
         tail += f" [same params as trial {attrs[DUPLICATE_ATTR]}, not re-evaluated]"
     feasible = is_feasible(trial)
+    if attrs.get(NOISY_ATTR):
+        tail += f" (noisy: {attrs[NOISY_ATTR]})"
     return (
         f"{head} {attrs.get(PLAN_ATTR, ''):<38} acc {attrs[names.ACCURACY]:.4f} "
         f"({-attrs[names.ACCURACY_DROP] * 100:+.2f} pt) "
@@ -125,6 +129,29 @@ def trial_line(trial: FrozenTrial, objective: Objective) -> str:
         + ("" if feasible else " (over budget)")
         + tail
     )
+
+
+def _record_latency(trial: Trial, latency) -> None:
+    """The measurement's protocol figures and the machine that measured, on the trial."""
+    trial.set_user_attr(
+        LATENCY_ATTR,
+        {
+            "runs": latency.candidate.runs,
+            "ci": latency.candidate.ci,
+            "iqr_ms": latency.candidate.iqr,
+            "baseline_ms_p10": latency.baseline.p10,
+            "other_load": latency.other_load,
+            "converged": latency.converged,
+            "attempts": latency.attempts,
+            "cached": latency.cached,
+            "runner": latency.runner,
+            "fingerprint": latency.fingerprint,
+        },
+    )
+    if latency.noisy:
+        trial.set_user_attr(
+            NOISY_ATTR, f"other load {latency.other_load:.2f} cores in {latency.attempts} windows"
+        )
 
 
 def row_of(trial: FrozenTrial) -> dict[str, Any]:
@@ -224,6 +251,8 @@ def run_trials(
         for name, value in metrics.items():
             trial.set_user_attr(name, float(value))
         trial.set_user_attr(SECONDS_ATTR, {k: round(v, 4) for k, v in evaluation.seconds.items()})
+        if evaluation.latency is not None:
+            _record_latency(trial, evaluation.latency)
         for stage, value in evaluation.seconds.items():
             outcome.stage_seconds.setdefault(stage, []).append(value)
         for name, value in objective.constraints(metrics).items():

@@ -14,7 +14,7 @@ from typing import Any
 from ..core.errors import ConfigError, PrunaSearchError
 from ..core.names import did_you_mean
 from ..core.plan import Finetune
-from ..core.target import Target, get_target
+from ..core.target import Target
 from ..space import SpaceOptions
 from ..tracking import DEFAULT_URI, TRACKERS, check_uri
 from .objectives import Objective
@@ -42,7 +42,6 @@ MODEL_KEYS = (
     "num_classes",
     "in_channels",
 )
-TARGET_KEYS = ("name", "intra_op_threads", "batch_size", "warmup", "repeats", "reduce_range")
 SPACE_KEYS = ("ratios", "precisions", "tie", "precision_tie", "round_to")
 FINETUNE_KEYS = tuple(f.name for f in dataclasses.fields(Finetune) if f.name != "steps")
 
@@ -124,13 +123,7 @@ class JobSettings:
             raise ConfigError("data.name: missing; e.g. data=digits")
 
         target_config = _section(config, "target")
-        _check_keys("target", target_config, TARGET_KEYS)
-        base = get_target(target_config.get("name", "cpu"))
-        overrides = {k: v for k, v in target_config.items() if k != "name" and v is not None}
-        for key in ("intra_op_threads", "batch_size", "warmup", "repeats"):
-            if key in overrides and (not isinstance(overrides[key], int) or overrides[key] < 1):
-                raise ConfigError(f"target.{key}: {overrides[key]!r} must be an integer >= 1")
-        target = dataclasses.replace(base, **overrides)
+        target = Target.from_config(target_config)
 
         space_config = _section(config, "space")
         _check_keys("space", space_config, SPACE_KEYS)
@@ -186,7 +179,7 @@ class JobSettings:
             model=model,
             data=data,
             target=target,
-            target_config={"name": base.name, **overrides},
+            target_config=target_config,
             space=space,
             space_config=space_config,
             objective=objective,
@@ -215,7 +208,7 @@ class JobSettings:
         return {
             "model": {**self.model, "weights": weights_digest},
             "data": self.data,
-            "target": self.target_config,
+            "target": self.target.identity(),
             "space": {
                 "ratios": list(self.space.ratios),
                 "precisions": self.space.precisions,

@@ -44,6 +44,7 @@ class StudyTracking:
         *,
         overrides: Sequence[str] = (),
         sweep: str | None = None,
+        machine: Mapping[str, Any] | None = None,
     ) -> StudyTracking:
         tracker = make_tracker(
             settings.tracking.name, settings.tracking.uri, register=settings.tracking.register
@@ -52,7 +53,9 @@ class StudyTracking:
         if settings.tracking.name == "none":
             return tracking
         tracker.start_study(
-            study_record(settings, study.study_name, overrides=overrides, sweep=sweep)
+            study_record(
+                settings, study.study_name, overrides=overrides, sweep=sweep, machine=machine
+            )
         )
         tracking.log_missing(study.get_trials(deepcopy=False))
         return tracking

@@ -7,7 +7,7 @@ import os
 import platform
 from pathlib import Path
 
-from ..core import runtime
+from . import runtime
 
 VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
 
@@ -48,13 +48,16 @@ def has_vnni() -> bool:
     return any(flag in cpu_flags() for flag in VNNI_FLAGS)
 
 
-def fingerprint() -> dict[str, str | int]:
-    """What is recorded next to every latency figure."""
+def fingerprint(**settings: str | int) -> dict[str, str | int]:
+    """What is recorded next to every latency figure: the CPU, ONNX Runtime and its providers,
+    plus the measurement's own ``settings`` (threads, provider, batch, ...)."""
     return {
         "cpu": cpu_model(),
         "machine": platform.machine(),
         "cores": os.cpu_count() or 0,
         "vnni": int(has_vnni()),
         "onnxruntime": runtime.version(),
+        "providers": ",".join(runtime.available_providers()),
         "python": platform.python_version(),
+        **settings,
     }

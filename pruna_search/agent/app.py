@@ -1,0 +1,210 @@
+"""The device agent's web service (FastAPI; the only importer of fastapi and starlette).
+
+``GET /health``: the device's fingerprint, its ONNX Runtime providers and the queue.
+``POST /measure``: multipart field ``model`` (the ONNX file), optional ``baseline`` (timed
+alternately with it, so ``speedup`` is a same-window ratio) and ``settings`` (JSON: ``batch``,
+``threads``, ``warmup``, ``budget`` seconds, and the other ``TimingSettings`` fields) -> the
+figures as JSON.
+
+Rules: with a token, every request needs ``Authorization: Bearer <token>`` (401 otherwise); a
+body over the size limit is refused with 413 before it is stored; a file ONNX Runtime cannot
+load is 400, one that fails, hangs or crashes at run time 422, each with the reason; one
+measurement runs at a time and the others wait in arrival order; uploads live in the agent's
+own temporary folder only, and are deleted after their measurement.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import secrets
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import FastAPI, File, Form, HTTPException, UploadFile
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from ..core import hardware, runtime
+from ..core.timing import ModelRunError, TimingSettings, run_isolated
+
+log = logging.getLogger("pruna_search.agent")
+# HTTP status of each stage a measurement can fail at
+STATUS = {"settings": 400, "load": 400, "run": 422, "timeout": 422, "crash": 422}
+FORM_OVERHEAD = 64 * 1024  # multipart headers and the settings field
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    """How the agent runs: ``token`` (None: no authentication, loopback only), the largest
+    model accepted, the timeout of one measurement, and its temporary folder."""
+
+    workdir: Path
+    token: str | None = None
+    max_model_bytes: int = 200_000_000
+    timeout_s: float = 120.0
+
+
+class Guard:
+    """ASGI middleware: the token first, then the body size, before anything is parsed.
+
+    A refused request's body is read and discarded (never stored), so the client always gets
+    the answer instead of a broken connection.
+    """
+
+    def __init__(self, app: ASGIApp, config: AgentConfig) -> None:
+        self.app = app
+        self.config = config
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
+        refusal = None
+        if self.config.token is not None:
+            given = headers.get("authorization", "")
+            expected = f"Bearer {self.config.token}"
+            if not secrets.compare_digest(given.encode(), expected.encode()):
+                refusal = (401, "missing or wrong token: send 'Authorization: Bearer <token>'")
+        if refusal is None and "content-length" in headers:
+            try:
+                length = int(headers["content-length"])
+            except ValueError:
+                length = 0
+            if length > self.config.max_model_bytes * 2 + FORM_OVERHEAD:
+                refusal = (413, too_large("request", length, self.config.max_model_bytes))
+        if refusal is None:
+            await self.app(scope, receive, send)
+            return
+        while True:  # drain the body
+            message = await receive()
+            if message["type"] != "http.request" or not message.get("more_body"):
+                break
+        status, detail = refusal
+        extra = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+        await JSONResponse({"detail": detail}, status_code=status, headers=extra)(
+            scope, receive, send
+        )
+
+
+def create_app(config: AgentConfig) -> FastAPI:
+    """The agent's app; ``config.workdir`` must exist and belong to this agent alone."""
+    app = FastAPI(title="pruna-search-agent", docs_url=None, redoc_url=None)
+    lock = asyncio.Lock()  # FIFO: waiters acquire it in arrival order
+    state: dict[str, Any] = {"waiting": 0, "measuring": False, "served": 0, "next": 0}
+
+    @app.get("/health")
+    def health() -> dict[str, Any]:
+        return {
+            "status": "ok",
+            "version": _version(),
+            "fingerprint": hardware.fingerprint(),
+            "providers": runtime.available_providers(),
+            "measuring": state["measuring"],
+            "waiting": state["waiting"],
+            "served": state["served"],
+            "max_model_mb": config.max_model_bytes / 1e6,
+        }
+
+    @app.post("/measure")
+    async def measure(
+        model: Annotated[UploadFile, File()],
+        baseline: Annotated[UploadFile | None, File()] = None,
+        settings: Annotated[str, Form()] = "{}",
+    ) -> dict[str, Any]:
+        timing = _settings(settings)
+        uploads = [("model", model)] + ([("baseline", baseline)] if baseline else [])
+        for field, upload in uploads:
+            size = upload.size if upload.size is not None else 0
+            if size > config.max_model_bytes:
+                raise HTTPException(413, too_large(field, size, config.max_model_bytes))
+            if size == 0:
+                raise HTTPException(400, f"{field}: the file is empty; send the ONNX file")
+        state["next"] += 1
+        folder = config.workdir / f"request-{state['next']}"
+        folder.mkdir()
+        try:
+            paths = {}
+            for field, upload in uploads:
+                paths[field] = folder / f"{field}.onnx"
+                with open(paths[field], "wb") as handle:
+                    shutil.copyfileobj(upload.file, handle)
+            # timed as [baseline, model], like the local runner
+            order = (
+                [paths["baseline"], paths["model"]] if "baseline" in paths else [paths["model"]]
+            )
+            arrived = time.time()
+            state["waiting"] += 1
+            async with lock:
+                state["waiting"] -= 1
+                state["measuring"] = True
+                started = time.time()
+                try:
+                    reply = await asyncio.to_thread(
+                        run_isolated, order, timing, timeout_s=config.timeout_s
+                    )
+                except ModelRunError as exc:
+                    raise HTTPException(STATUS.get(exc.stage, 422), f"model: {exc}") from None
+                finally:
+                    finished = time.time()
+                    state["measuring"] = False
+                    state["served"] += 1
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        stats = reply.pop("models")
+        result: dict[str, Any] = {"model": stats[-1], "baseline": None, "speedup": None}
+        if len(stats) == 2:
+            result["baseline"] = stats[0]
+            result["speedup"] = stats[0]["p10"] / stats[1]["p10"]
+        result.update(reply)
+        result.update(started=started, finished=finished, queued_s=started - arrived)
+        log.info(
+            f"measured {model.filename} ({model.size / 1e6:.2f} MB): p10 "
+            f"{stats[-1]['p10']:.3f} ms, {stats[-1]['runs']} runs, other load "
+            f"{_cores(reply.get('other_load'))}, waited {started - arrived:.1f} s"
+        )
+        return result
+
+    app.add_middleware(Guard, config=config)
+    return app
+
+
+def too_large(field: str, size: int, limit: int) -> str:
+    return (
+        f"{field}: {size / 1e6:.1f} MB is over this agent's limit of {limit / 1e6:.1f} MB per "
+        "model; start the agent with a larger --max-model-mb"
+    )
+
+
+def _settings(text: str) -> TimingSettings:
+    try:
+        values = json.loads(text or "{}")
+    except json.JSONDecodeError as exc:
+        raise HTTPException(400, f"settings: not valid JSON ({exc.msg}); send an object") from None
+    if not isinstance(values, dict):
+        raise HTTPException(400, f"settings: {values!r} is not a JSON object")
+    try:
+        settings = TimingSettings.from_mapping(values)
+        runtime.check_provider(settings.provider, field="settings.provider")
+    except ModelRunError as exc:
+        raise HTTPException(
+            400, str(exc) if str(exc).startswith("settings") else f"settings.{exc}"
+        ) from None
+    except Exception as exc:  # TargetError: a provider this agent lacks
+        raise HTTPException(400, str(exc)) from None
+    return settings
+
+
+def _cores(value: float | None) -> str:
+    return "unknown" if value is None else f"{value:.2f} cores"
+
+
+def _version() -> str:
+    from .. import __version__
+
+    return __version__
