@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 # make run ARGS="study.n_trials=40" passes options to pruna-search
 ARGS ?=
 
-.PHONY: setup run ui test test-fast lint format bench bench-search bench-tracking clean
+.PHONY: setup run ui test test-fast lint format bench bench-search bench-tracking bench-latency clean
 
 setup: $(STAMP)
 
@@ -45,6 +45,9 @@ bench-search: setup
 
 bench-tracking: setup
 	$(BIN)/python scripts/bench_tracking.py
+
+bench-latency: setup
+	$(BIN)/python scripts/bench_latency.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

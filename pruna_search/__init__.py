@@ -14,6 +14,14 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+import os as _os  # noqa: E402
+
+# ONNX Runtime 1.32 records telemetry by default: an event store in
+# ~/.cache/Microsoft/DeveloperTools/.onnxruntime/ and a session file $TMPDIR/.ses in every
+# process that loads it. A measuring tool (and the device agent) must not write outside its
+# own folders; set ORT_DISABLE_TELEMETRY=0 to allow it.
+_os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+
 # Names are imported on first use (PEP 562), so ``pruna_search.core`` and the device agent
 # (``pruna_search.agent``: onnxruntime, numpy and its web library only) load without torch.
 _LAZY = {

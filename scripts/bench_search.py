@@ -40,7 +40,7 @@ def config(data: str, args, storage: str) -> dict:
     return {
         "model": {"name": "resnet20", "pretrained": True},
         "data": data_cfg,
-        "target": {"name": "cpu", "repeats": args.repeats},
+        "target": {"name": "cpu", "min_runs": args.min_runs},
         "space": {"ratios": RATIOS, "tie": args.tie, "precision_tie": args.precision_tie},
         "objective": (
             {"name": "pareto", "select_max_drop": 0.01}
@@ -189,7 +189,7 @@ def main() -> int:
     )
     parser.add_argument("--sampler", default="tpe")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--repeats", type=int, default=300)
+    parser.add_argument("--min-runs", type=int, default=300, help="timed runs per model, at least")
     parser.add_argument("-v", "--verbose", action="store_true", help="print each report.md")
     args = parser.parse_args()
     os.environ.setdefault("PRUNA_SEARCH_PROGRESS", "0")

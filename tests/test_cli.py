@@ -24,7 +24,9 @@ TINY = [
     "study.reference_ratios=[0.5]",
     "sampler=random",
     "target.warmup=5",
-    "target.min_runs=20, max_runs=40",
+    "target.min_runs=20",
+    "target.max_runs=40",
+    "target.noise_retries=0",
     "finetune.trial_steps=5",
     "finetune.final_steps=10",
     "finetune.distill=0.0",
@@ -57,6 +59,16 @@ def cli(tmp_path: Path, *args: str, script: str = "pruna-search", timeout: int =
         ("objective.max_accuracy_drop=-0.5", "error: objective.max_accuracy_drop: -0.5 must be"),
         ("tracking.uri=./mlruns", "error: tracking.uri: './mlruns' is not a tracking store"),
         ("tracking=mlfow", "error: tracking=mlfow: no such option; did you mean 'mlflow'?"),
+        (
+            "target=gpu",
+            "error: target=gpu: no such option; did you mean 'cpu'?",
+        ),
+        ("target.provider=cuda", "error: target.provider: 'cuda' is not in this ONNX Runtime"),
+        ("target.min_runs=0", "error: target.min_runs: 0 must be an integer >= 1"),
+        (
+            "target=remote",
+            "error: target.url: the agent at http://127.0.0.1:8765 is not answering",
+        ),
     ],
 )
 def test_bad_input_is_one_line_and_leaves_nothing(tmp_path, override, message):
@@ -212,3 +224,44 @@ def test_ctrl_c_finishes_the_running_trial_and_the_study_resumes(tmp_path, resne
     trials = optuna.load_study(study_name="interrupted", storage=storage).get_trials()
     assert sum(t.state.name == "COMPLETE" for t in trials) == 4
     assert (tmp_path / "second" / "best.onnx").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_search_measures_through_a_loopback_agent(tmp_path, resnet20_trained):
+    """target=remote: every latency figure comes from a pruna-search-agent over HTTP."""
+    from test_agent import TOKEN, start_agent, stop
+
+    agent, url = start_agent(tmp_path, "--quiet")
+    try:
+        proc = subprocess.run(
+            [
+                str(BIN / "pruna-search"),
+                *TINY,
+                "study.n_trials=3",
+                "hydra.run.dir=run",
+                "target=remote",
+                f"target.url={url}",
+                "tracking=none",
+                "--no-cache",
+            ],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env={**os.environ, "PRUNA_SEARCH_PROGRESS": "0", "PRUNA_AGENT_TOKEN": TOKEN},
+        )
+    finally:
+        stop(agent)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["evaluated"] == 3 and summary["speedup"] > 0
+    study = optuna.load_study(
+        study_name=summary["study"],
+        storage="sqlite:///pruna_search.db".replace(
+            "pruna_search.db", str(tmp_path / "pruna_search.db")
+        ),
+    )
+    done = [t for t in study.get_trials() if t.state.name == "COMPLETE"]
+    assert done and all(t.user_attrs["pruna.latency"]["runner"] == f"remote {url}" for t in done)
+    assert all(not t.user_attrs["pruna.latency"]["cached"] for t in done)

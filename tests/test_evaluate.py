@@ -12,7 +12,7 @@ from pruna_search.core import names
 from pruna_search.core.target import CPU
 from pruna_search.search import Evaluator
 
-QUICK = dataclasses.replace(CPU, warmup=5, min_runs=20, max_runs=40)
+QUICK = dataclasses.replace(CPU, warmup=5, min_runs=20, max_runs=40, noise_retries=0)
 
 
 def test_many_plans_against_one_dense_export(digits, tmp_path):

@@ -34,7 +34,7 @@ def tiny(tmp_path, **study) -> dict:
     return {
         "model": {"name": "resnet20", "pretrained": True},
         "data": {"name": "digits"},
-        "target": {"name": "cpu", "warmup": 5, "min_runs": 20, "max_runs": 40},
+        "target": {"name": "cpu", "warmup": 5, "min_runs": 20, "max_runs": 40, "noise_retries": 0},
         "space": {"ratios": [0.0, 0.5], "tie": "stage"},
         "objective": {"name": "fastest_within_drop", "max_accuracy_drop": 0.05},
         "sampler": {"name": "random", "seed": 0},
@@ -235,3 +235,56 @@ def test_unreachable_latency_budget_is_refused_before_the_study(tmp_path, resnet
     storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path}/study.db")
     assert storage.get_all_studies() == []
     assert np.isfinite(0.0)
+
+
+class HangsOnSecondMeasurement:
+    """The real local runner, except that the second model it is given to time is a real ONNX
+    model that hangs ONNX Runtime (what a broken candidate does to the search)."""
+
+    def __init__(self, runner, hang):
+        self.runner, self.hang, self.calls = runner, hang, 0
+        self.name = runner.name
+
+    def identity(self):
+        return self.runner.identity()
+
+    def fingerprint(self):
+        return self.runner.fingerprint()
+
+    def measure(self, models, x):
+        self.calls += 1
+        if self.calls == 2:
+            models = [models[0], self.hang]
+        return self.runner.measure(models, x)
+
+
+def test_hanging_model_is_a_fail_trial_and_the_study_finishes(tmp_path, resnet20_trained):
+    import dataclasses
+
+    from onnx_models import hanging_model
+
+    settings = JobSettings.parse(tiny(tmp_path))
+    session = open_session(settings)
+    try:
+        evaluator = session.evaluator
+        evaluator.target = dataclasses.replace(evaluator.target, timeout_s=3, cache=False)
+        evaluator.runner.target = evaluator.target
+        evaluator.runner = HangsOnSecondMeasurement(
+            evaluator.runner, hanging_model(tmp_path / "hang.onnx")
+        )
+        study = optuna.create_study(
+            storage=f"sqlite:///{tmp_path}/hang.db", directions=settings.objective.directions
+        )
+        references = reference_plans(session.space, [0.5])
+        enqueue_references(study, references)
+        outcome = run_trials(study, session.space, evaluator, settings.objective, n_trials=3)
+    finally:
+        session.close()
+    trials = study.get_trials()
+    assert [t.state.name for t in trials] == ["COMPLETE", "FAIL", "COMPLETE", "COMPLETE"]
+    assert "did not finish within 3 s" in trials[1].user_attrs[FAIL_ATTR]
+    assert (outcome.evaluated, outcome.failed) == (3, 1)
+    latency = trials[2].user_attrs["pruna.latency"]
+    assert (
+        latency["runner"] == "local" and latency["runs"] >= 20 and "cpu" in latency["fingerprint"]
+    )

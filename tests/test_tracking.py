@@ -179,7 +179,7 @@ def tracked_config(tmp_path, n_trials: int) -> dict:
     return {
         "model": {"name": "resnet20", "pretrained": True},
         "data": {"name": "digits"},
-        "target": {"name": "cpu", "warmup": 5, "min_runs": 20, "max_runs": 40},
+        "target": {"name": "cpu", "warmup": 5, "min_runs": 20, "max_runs": 40, "noise_retries": 0},
         "space": {"ratios": [0.0, 0.5], "tie": "stage", "precision_tie": "model"},
         "objective": {"name": "pareto", "select_max_drop": 0.05},
         "sampler": {"name": "random", "seed": 0},

@@ -1,0 +1,316 @@
+"""Benchmark latency measurement: are the figures stable from one round to the next?
+
+Builds the trained ResNet-20 on digits and 10 configurations (prune ratios 0, 0.25, 0.5,
+0.625, 0.75 x fp32 / int8; no fine-tune: latency does not depend on the weights), exports them
+once, then times each against dense fp32 with ``compare_latency`` on the CPU target's default
+protocol, never cached, in ``--rounds`` independent rounds (every other round in reversed
+order): first in a local process (``LocalRunner``), then through the device agent on loopback
+(``pruna-search-agent`` started here with a random token, ``RemoteRunner``).
+
+Prints per configuration p10 ms and speedup per round, the spread of the speedup between
+rounds (max - min over the mean), runs, other CPU load seen, the noise gate's flag and
+whether the p10s converged. Targets:
+Kendall tau-b between the rounds' p10 rankings >= 0.9; max and median speedup spread <= 3 %.
+
+    .venv/bin/python scripts/bench_latency.py [--ratios 0,0.25,0.5,0.625,0.75] [--rounds 2]
+        [--skip-agent | --only-local] [--skip-local]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import itertools
+import json
+import os
+import secrets
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+from scipy.stats import kendalltau
+
+import pruna_search as ps
+from pruna_search.core import hardware
+from pruna_search.core.plan import Finetune, Plan
+from pruna_search.core.target import CPU, DEFAULT_TOKEN_ENV, Target
+from pruna_search.measure.latency import (
+    LatencyComparison,
+    LatencyRunner,
+    RemoteRunner,
+    compare_latency,
+)
+from pruna_search.search.evaluate import Evaluator
+
+RATIOS = (0.0, 0.25, 0.5, 0.625, 0.75)
+PRECISIONS = (("fp32", 32), ("int8", 8))
+TAU_TARGET = 0.9
+SPREAD_TARGET = 0.03
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def ratios_arg(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: a comma-separated list of ratios") from None
+    if not values or any(not 0 <= v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"{text!r}: ratios must be in [0, 1)")
+    return values
+
+
+def export_configs(
+    ratios: tuple[float, ...], folder: Path
+) -> tuple[list[tuple[str, Path]], Path, np.ndarray]:
+    """The configurations' ONNX files (copied to ``folder``), the dense one and the input."""
+    data = ps.data.load("digits")
+    model = ps.models.build("resnet20", data=data, pretrained=True)
+    workdir = folder / "work"
+    evaluator = Evaluator(model, data, CPU, workdir=workdir, measure_latency=False)
+    no_finetune = Finetune(steps=0, bn_recalibration=0)
+    dense = folder / "dense.fp32.onnx"
+    shutil.copy2(evaluator.dense_path, dense)
+    configs = []
+    for ratio, (precision, bits) in itertools.product(ratios, PRECISIONS):
+        label = f"{ratio:g} {precision}"
+        plan = Plan.uniform(
+            evaluator.info,
+            target=CPU,
+            pruning_ratio=ratio,
+            quantization_bits=bits,
+            finetune=no_finetune,
+        )
+        name = f"r{ratio:g}-{precision}".replace(".", "_")
+        evaluation = evaluator.evaluate(plan, name=name)
+        path = folder / f"{name}.onnx"
+        shutil.copy2(evaluation.candidate.onnx_path, path)
+        configs.append((label, path))
+    shutil.rmtree(workdir, ignore_errors=True)
+    return configs, dense, evaluator.x_val
+
+
+def measure_rounds(
+    configs: list[tuple[str, Path]],
+    dense: Path,
+    x: np.ndarray,
+    target: Target,
+    rounds: int,
+    runner: LatencyRunner | None = None,
+) -> list[dict[str, LatencyComparison]]:
+    """``rounds`` independent rounds; odd rounds in the configurations' order, even reversed."""
+    results = []
+    for index in range(rounds):
+        order = configs if index % 2 == 0 else configs[::-1]
+        start = time.perf_counter()
+        measured: dict[str, LatencyComparison] = {}
+        for label, path in order:
+            measured[label] = compare_latency(path, dense, x, target, cache=None, runner=runner)
+        results.append(measured)
+        print(
+            f"  round {index + 1} ({'forward' if index % 2 == 0 else 'reversed'}): "
+            f"{time.perf_counter() - start:.1f} s",
+            flush=True,
+        )
+    return results
+
+
+def spread(values: list[float]) -> float:
+    return (max(values) - min(values)) / statistics.fmean(values)
+
+
+def report(labels: list[str], results: list[dict[str, LatencyComparison]]) -> bool:
+    """Print the table and the targets; True when every target is met."""
+    n = len(results)
+    cols = (
+        [f"p10 ms r{i + 1}" for i in range(n)]
+        + [f"speedup r{i + 1}" for i in range(n)]
+        + ["spread"]
+    )
+    header = (
+        f"{'config':<11} "
+        + " ".join(f"{c:>11}" for c in cols)
+        + f" {'runs':>11} {'other_load':>11} {'noisy':>7} {'converged':>9}"
+    )
+    print(header)
+    print("-" * len(header))
+    spreads = []
+    for label in labels:
+        per_round = [r[label] for r in results]
+        speedups = [c.speedup for c in per_round]
+        s = spread(speedups)
+        spreads.append(s)
+        runs = "/".join(str(c.candidate.runs) for c in per_round)
+        loads = "/".join("-" if c.other_load is None else f"{c.other_load:.2f}" for c in per_round)
+        noisy = "/".join("yes" if c.noisy else "no" for c in per_round)
+        converged = "/".join("yes" if c.converged else "no" for c in per_round)
+        print(
+            f"{label:<11} "
+            + " ".join(f"{c.candidate.p10:11.3f}" for c in per_round)
+            + " "
+            + " ".join(f"{v:10.3f}x" for v in speedups)
+            + f" {100 * s:10.2f}%"
+            + f" {runs:>11} {loads:>11} {noisy:>7} {converged:>9}"
+        )
+    dense_p10 = [statistics.fmean(c.baseline.p10 for c in r.values()) for r in results]
+    print(
+        "dense p10 ms (mean over the round's windows): "
+        + ", ".join(f"r{i + 1} {v:.3f}" for i, v in enumerate(dense_p10))
+    )
+    taus = []
+    for a, b in itertools.combinations(range(n), 2):
+        tau = kendalltau(
+            [results[a][label].candidate.p10 for label in labels],
+            [results[b][label].candidate.p10 for label in labels],
+        ).statistic
+        taus.append(float(tau))
+    tau = min(taus) if taus else float("nan")
+    worst, median = max(spreads), statistics.median(spreads)
+    ok_tau = tau >= TAU_TARGET
+    ok_max = worst <= SPREAD_TARGET
+    ok_median = median <= SPREAD_TARGET
+    print(
+        f"target Kendall tau-b of p10 rankings between rounds >= {TAU_TARGET:g}: "
+        f"{tau:.3f}{' (worst pair)' if len(taus) > 1 else ''} {'met' if ok_tau else 'MISSED'}"
+    )
+    print(
+        f"target max speedup spread <= {100 * SPREAD_TARGET:g} %: {100 * worst:.2f} % "
+        f"({labels[spreads.index(worst)]}) {'met' if ok_max else 'MISSED'}"
+    )
+    print(
+        f"target median speedup spread <= {100 * SPREAD_TARGET:g} %: {100 * median:.2f} % "
+        f"{'met' if ok_median else 'MISSED'}"
+    )
+    return ok_tau and ok_max and ok_median
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_for_health(url: str, token: str, agent: subprocess.Popen, log: Path) -> dict:
+    deadline = time.monotonic() + 60
+    request = urllib.request.Request(url + "/health", headers={"Authorization": f"Bearer {token}"})
+    while time.monotonic() < deadline:
+        if agent.poll() is not None:
+            raise RuntimeError(
+                f"the agent exited with {agent.returncode}: {log.read_text().strip()}"
+            )
+        try:
+            with urllib.request.urlopen(request, timeout=2) as response:
+                return json.loads(response.read())
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"the agent did not answer /health in 60 s: {log.read_text().strip()}")
+
+
+def run_agent_section(
+    configs: list[tuple[str, Path]], dense: Path, x: np.ndarray, rounds: int, folder: Path
+) -> bool:
+    token = secrets.token_hex(16)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = dict(os.environ, **{DEFAULT_TOKEN_ENV: token})
+    os.environ[DEFAULT_TOKEN_ENV] = token  # RemoteRunner reads the token from target.token_env
+    log = folder / "agent.log"
+    agent_bin = Path(sys.executable).parent / "pruna-search-agent"
+    with open(log, "w") as log_file:
+        agent = subprocess.Popen(
+            [str(agent_bin), "--port", str(port), "--quiet"],
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+        )
+    try:
+        start = time.perf_counter()
+        health = wait_for_health(url, token, agent, log)
+        print(
+            f"agent on {url} (pid {agent.pid}) answered /health in "
+            f"{time.perf_counter() - start:.1f} s; fingerprint {health.get('fingerprint')}",
+            flush=True,
+        )
+        target = dataclasses.replace(CPU, runner="remote", url=url)
+        runner = RemoteRunner(target)
+        results = measure_rounds(configs, dense, x, target, rounds, runner=runner)
+        print()
+        return report([label for label, _ in configs], results)
+    finally:
+        agent.terminate()
+        try:
+            agent.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            agent.kill()
+            agent.wait()
+        print(f"agent stopped (exit {agent.returncode})")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--ratios", type=ratios_arg, default=RATIOS, help="prune ratios, comma-separated"
+    )
+    parser.add_argument("--rounds", type=int, default=2, help="independent rounds (2)")
+    parser.add_argument(
+        "--skip-agent",
+        "--only-local",
+        "--rounds-only-local",
+        dest="skip_agent",
+        action="store_true",
+        help="only the local rounds, no agent",
+    )
+    parser.add_argument(
+        "--skip-local", action="store_true", help="only the rounds through the agent"
+    )
+    args = parser.parse_args()
+    if args.rounds < 2:
+        parser.error("--rounds: at least 2 (stability is compared between rounds)")
+    os.environ.setdefault("PRUNA_SEARCH_PROGRESS", "0")
+
+    total = time.perf_counter()
+    print(f"machine: {hardware.fingerprint()}")
+    print(
+        f"target cpu, default protocol: {CPU.intra_op_threads} thread, batch {CPU.batch_size}, "
+        f"{CPU.warmup} warm-up, {CPU.min_runs}-{CPU.max_runs} runs alternating with dense, "
+        f"budget {CPU.time_budget_s:g} s, ci {100 * CPU.ci_tolerance:g} %, noise gate "
+        f"{CPU.max_other_load:g} cores x {CPU.noise_retries} retries; no cache"
+    )
+    ok = True
+    with tempfile.TemporaryDirectory(prefix="bench_latency_") as tmp:
+        folder = Path(tmp)
+        start = time.perf_counter()
+        configs, dense, x = export_configs(args.ratios, folder)
+        print(
+            f"export: {len(configs)} configurations + dense in "
+            f"{time.perf_counter() - start:.1f} s",
+            flush=True,
+        )
+        labels = [label for label, _ in configs]
+        if not args.skip_local:
+            print()
+            print("== local (LocalRunner)")
+            start = time.perf_counter()
+            results = measure_rounds(configs, dense, x, CPU, args.rounds)
+            print()
+            ok &= report(labels, results)
+            print(f"local section: {time.perf_counter() - start:.1f} s", flush=True)
+        if not args.skip_agent:
+            print()
+            print("== agent on loopback (RemoteRunner)")
+            start = time.perf_counter()
+            ok &= run_agent_section(configs, dense, x, args.rounds, folder)
+            print(f"agent section: {time.perf_counter() - start:.1f} s", flush=True)
+    print(f"total: {time.perf_counter() - total:.1f} s")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

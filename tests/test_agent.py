@@ -1,0 +1,256 @@
+"""The device agent on loopback: a real ``pruna-search-agent`` process, real HTTP, real ORT."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from onnx_models import failing_model, hanging_model
+
+from pruna_search import MeasurementError, TargetError, models
+from pruna_search.core.target import CPU
+from pruna_search.export import export_onnx
+from pruna_search.measure import AgentClient, RemoteRunner, compare_latency
+from pruna_search.measure.remote import _multipart
+
+ROOT = Path(__file__).resolve().parents[1]
+AGENT = str(Path(sys.executable).with_name("pruna-search-agent"))
+TOKEN = "test-token-7f3a"
+QUICK = {"warmup": 2, "min_runs": 10, "max_runs": 20, "budget": 0.0, "noise_retries": 0}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_agent(tmp: Path, *args: str, token: str | None = TOKEN):
+    """The agent with its cwd and TMPDIR in ``tmp`` (to see what it writes)."""
+    port = free_port()
+    (tmp / "cwd").mkdir(exist_ok=True)
+    (tmp / "tmp").mkdir(exist_ok=True)
+    env = dict(os.environ, TMPDIR=str(tmp / "tmp"))
+    env.pop("PRUNA_AGENT_TOKEN", None)
+    if token:
+        env["PRUNA_AGENT_TOKEN"] = token
+    proc = subprocess.Popen(
+        [AGENT, "--port", str(port), *args],
+        cwd=tmp / "cwd",
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(200):
+        try:
+            urllib.request.urlopen(url + "/health", timeout=1)
+            break
+        except urllib.error.HTTPError:
+            break  # 401: it answers
+        except OSError:
+            if proc.poll() is not None:
+                raise RuntimeError(proc.stdout.read()) from None
+            time.sleep(0.05)
+    return proc, url
+
+
+def stop(proc: subprocess.Popen) -> str:
+    proc.terminate()
+    out, _ = proc.communicate(timeout=20)
+    return out
+
+
+def post(url: str, files: dict[str, Path], settings: dict | None = None, token=TOKEN):
+    body, kind = _multipart({"settings": json.dumps(settings or QUICK)}, files)
+    headers = {"Content-Type": kind}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    request = urllib.request.Request(url + "/measure", data=body, headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=120) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+@pytest.fixture(scope="module")
+def onnx_files(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("agent_models")
+    torch.manual_seed(0)
+    small = models.build("cnn", num_classes=10, in_channels=1, input_shape=(1, 32, 32), width=0.25)
+    big = models.build("resnet20", num_classes=10, in_channels=1, input_shape=(1, 32, 32))
+    x = torch.randn(2, 1, 32, 32)
+    return {
+        "small": export_onnx(small, x, folder / "small.onnx"),
+        "big": export_onnx(big, x, folder / "big.onnx"),
+        "hang": hanging_model(folder / "hang.onnx"),
+        "fails": failing_model(folder / "fails.onnx"),
+    }
+
+
+@pytest.fixture(scope="module")
+def agent(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("agent")
+    proc, url = start_agent(tmp, "--max-model-mb", "2", "--timeout-s", "5")
+    yield url, tmp
+    stop(proc)
+
+
+def test_health_needs_the_token(agent):
+    url, _ = agent
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(url + "/health", timeout=5)
+    assert info.value.code == 401
+    bad = AgentClient(url, "wrong", retries=1)
+    with pytest.raises(TargetError, match="refused the token"):
+        bad.health()
+    health = AgentClient(url, TOKEN).health()
+    assert health["status"] == "ok"
+    assert "CPUExecutionProvider" in health["providers"]
+    assert health["fingerprint"]["cores"] >= 1 and health["fingerprint"]["onnxruntime"]
+
+
+def test_real_measurement_with_baseline(agent, onnx_files):
+    url, _ = agent
+    status, reply = post(url, {"model": onnx_files["small"], "baseline": onnx_files["big"]})
+    assert status == 200, reply
+    assert (
+        10 <= reply["model"]["runs"] <= 20 and reply["baseline"]["runs"] == reply["model"]["runs"]
+    )
+    assert reply["model"]["p10"] <= reply["model"]["p50"] <= reply["model"]["p90"]
+    assert reply["speedup"] > 1.5
+    assert reply["input_shape"] == [1, 1, 32, 32]
+    assert reply["fingerprint"]["threads"] == 1
+    status, _ = post(url, {"model": onnx_files["small"]}, token=None)
+    assert status == 401
+
+
+def test_bad_files_are_refused_with_a_reason(agent, onnx_files, tmp_path):
+    url, _ = agent
+    garbage = tmp_path / "garbage.onnx"
+    garbage.write_bytes(np.random.default_rng(0).bytes(5000))
+    truncated = tmp_path / "truncated.onnx"
+    truncated.write_bytes(Path(onnx_files["big"]).read_bytes()[:40000])
+    oversized = tmp_path / "big.onnx"  # 3.3 MB > the 2 MB limit: refused after the upload
+    oversized.write_bytes(Path(onnx_files["big"]).read_bytes() * 3)
+    huge = tmp_path / "huge.onnx"  # 5.5 MB: refused from its Content-Length, never stored
+    huge.write_bytes(Path(onnx_files["big"]).read_bytes() * 5)
+    cases = [
+        (garbage, 400, "not an ONNX model"),
+        (truncated, 400, "not an ONNX model"),
+        (onnx_files["fails"], 422, "fails at run time"),
+        (onnx_files["hang"], 422, "did not finish within 5 s"),
+        (oversized, 413, "model: 3.3 MB is over this agent's limit of 2.0 MB"),
+        (huge, 413, "over this agent's limit of 2.0 MB"),
+    ]
+    for path, code, reason in cases:
+        status, reply = post(url, {"model": path})
+        assert status == code and reason in reply["detail"], (path.name, status, reply)
+    status, reply = post(url, {"model": onnx_files["small"]}, settings={"bogus": 1})
+    assert status == 400 and "bogus: unknown setting" in reply["detail"]
+    # it still measures afterwards
+    assert post(url, {"model": onnx_files["small"]})[0] == 200
+
+
+def test_concurrent_clients_are_served_one_at_a_time(agent, onnx_files):
+    url, tmp = agent
+
+    def client(i: int) -> list[dict]:
+        return [post(url, {"model": onnx_files["small"]})[1] for _ in range(10)]
+
+    with ThreadPoolExecutor(8) as pool:
+        replies = [r for batch in pool.map(client, range(8)) for r in batch]
+    assert len(replies) == 80 and all("model" in r for r in replies)
+    windows = sorted((r["started"], r["finished"]) for r in replies)
+    for (_, end), (start, _) in zip(windows, windows[1:], strict=False):
+        assert start >= end  # never two measurements at once
+    assert max(r["queued_s"] for r in replies) > 0
+    # nothing written outside the agent's own temporary folder
+    assert list((tmp / "cwd").iterdir()) == []
+    folders = list((tmp / "tmp").iterdir())
+    assert len(folders) == 1 and folders[0].name.startswith("pruna-agent-")
+    assert list(folders[0].iterdir()) == []  # uploads are deleted after their measurement
+
+
+def test_agent_refuses_unsafe_or_bad_options(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "PRUNA_AGENT_TOKEN"}
+    run = subprocess.run(
+        [AGENT, "--host", "0.0.0.0"], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert run.returncode == 2
+    assert run.stderr.strip().startswith("error: --host 0.0.0.0: refusing to listen beyond")
+    assert len(run.stderr.strip().splitlines()) == 1
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        run = subprocess.run(
+            [AGENT, "--port", str(port)], capture_output=True, text=True, env=env, timeout=60
+        )
+    assert run.returncode == 2 and f"--port {port}: cannot listen" in run.stderr
+
+
+def test_agent_imports_no_torch():
+    """What the agent loads: onnxruntime, numpy and the web library, never the search's."""
+    code = (
+        "import sys\n"
+        "for name in ('torch', 'torch_pruning', 'optuna', 'mlflow', 'hydra', 'onnx', 'yaml'):\n"
+        "    sys.modules[name] = None  # importing any of them now fails\n"
+        "import pruna_search.agent, pruna_search.agent.cli, pruna_search.core._timing_worker\n"
+        "print('ok')\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "ok"
+
+
+def test_remote_runner_measures_through_the_agent(agent, onnx_files):
+    url, _ = agent
+    import dataclasses
+
+    target = dataclasses.replace(
+        CPU, runner="remote", url=url, warmup=2, min_runs=10, max_runs=20, noise_retries=0
+    )
+    os.environ["PRUNA_AGENT_TOKEN"] = TOKEN
+    try:
+        runner = RemoteRunner(target)
+        result = compare_latency(
+            onnx_files["small"],
+            onnx_files["big"],
+            np.zeros((1, 1, 32, 32), np.float32),
+            target,
+            runner=runner,
+        )
+    finally:
+        os.environ.pop("PRUNA_AGENT_TOKEN")
+    assert result.runner == f"remote {url}" and result.speedup > 1.5
+    assert result.fingerprint["cores"] >= 1
+
+
+def test_remote_runner_down_is_one_clear_error():
+    import dataclasses
+
+    url = f"http://127.0.0.1:{free_port()}"
+    target = dataclasses.replace(CPU, runner="remote", url=url, retries=2)
+    start = time.perf_counter()
+    with pytest.raises(TargetError, match=f"the agent at {url} is not answering") as info:
+        RemoteRunner(target)
+    assert "after 2 tries" in str(info.value) and "\n" not in str(info.value)
+    assert time.perf_counter() - start < 10
+    client = AgentClient(url, None, retries=2)
+    client.backoff_s = 0.1
+    with pytest.raises(MeasurementError, match="not answering"):
+        client.measure([Path(__file__)], {}, timeout_s=5)
