@@ -163,6 +163,21 @@ def report(labels: list[str], results: list[dict[str, LatencyComparison]]) -> bo
         "dense p10 ms (mean over the round's windows): "
         + ", ".join(f"r{i + 1} {v:.3f}" for i, v in enumerate(dense_p10))
     )
+    clean = [
+        s
+        for label, s in zip(labels, spreads, strict=True)
+        if not any(r[label].noisy for r in results)
+    ]
+    if len(clean) < len(spreads):
+        print(
+            f"without the {len(spreads) - len(clean)} configuration(s) flagged noisy: "
+            + (
+                f"max spread {100 * max(clean):.2f} %, "
+                f"median {100 * statistics.median(clean):.2f} %"
+                if clean
+                else "none left"
+            )
+        )
     taus = []
     for a, b in itertools.combinations(range(n), 2):
         tau = kendalltau(
