@@ -66,28 +66,4 @@ def __getattr__(name: str):
     return value
 
 
-__all__ = [
-    "CheckpointError",
-    "CompressionError",
-    "Config",
-    "ConfigError",
-    "DataError",
-    "ExportError",
-    "Finetune",
-    "MeasurementError",
-    "ModelError",
-    "ModelInfo",
-    "Plan",
-    "PlanError",
-    "Precision",
-    "PrunaSearchError",
-    "Result",
-    "Target",
-    "TargetError",
-    "__version__",
-    "analyze",
-    "data",
-    "get_target",
-    "models",
-    "optimize",
-]
+__all__ = sorted([*_LAZY, *_CORE, "__version__"])

@@ -1,11 +1,25 @@
-"""Small real ONNX models that misbehave: one hangs ONNX Runtime, one fails at run time."""
+"""Small real ONNX models: a fast and a slow one to time against each other, one that hangs
+ONNX Runtime and one that fails at run time."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import onnx
+import torch
 from onnx import TensorProto, helper
+
+from pruna_search import models
+from pruna_search.export import export_onnx
+
+
+def small_and_big(folder: Path) -> tuple[Path, Path]:
+    """A quarter-width CNN and a ResNet-20 (random weights; 1x32x32 inputs), exported."""
+    torch.manual_seed(0)
+    small = models.build("cnn", num_classes=10, in_channels=1, input_shape=(1, 32, 32), width=0.25)
+    big = models.build("resnet20", num_classes=10, in_channels=1, input_shape=(1, 32, 32))
+    x = torch.randn(2, 1, 32, 32)
+    return export_onnx(small, x, folder / "small.onnx"), export_onnx(big, x, folder / "big.onnx")
 
 
 def hanging_model(path: Path) -> Path:

@@ -15,12 +15,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from onnx_models import failing_model, hanging_model
+from onnx_models import failing_model, hanging_model, small_and_big
 
-from pruna_search import MeasurementError, TargetError, models
+from pruna_search import MeasurementError, TargetError
 from pruna_search.core.target import CPU
-from pruna_search.export import export_onnx
 from pruna_search.measure import AgentClient, RemoteRunner, compare_latency
 from pruna_search.measure.remote import _multipart
 
@@ -89,13 +87,10 @@ def post(url: str, files: dict[str, Path], settings: dict | None = None, token=T
 @pytest.fixture(scope="module")
 def onnx_files(tmp_path_factory):
     folder = tmp_path_factory.mktemp("agent_models")
-    torch.manual_seed(0)
-    small = models.build("cnn", num_classes=10, in_channels=1, input_shape=(1, 32, 32), width=0.25)
-    big = models.build("resnet20", num_classes=10, in_channels=1, input_shape=(1, 32, 32))
-    x = torch.randn(2, 1, 32, 32)
+    small, big = small_and_big(folder)
     return {
-        "small": export_onnx(small, x, folder / "small.onnx"),
-        "big": export_onnx(big, x, folder / "big.onnx"),
+        "small": small,
+        "big": big,
         "hang": hanging_model(folder / "hang.onnx"),
         "fails": failing_model(folder / "fails.onnx"),
     }

@@ -13,14 +13,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from onnx_models import failing_model, hanging_model
+from onnx_models import failing_model, hanging_model, small_and_big
 
-from pruna_search import MeasurementError, TargetError, models
+from pruna_search import MeasurementError, TargetError
 from pruna_search.core import hardware
 from pruna_search.core.target import CPU, Target
 from pruna_search.core.timing import ModelRunError, p10_confidence
-from pruna_search.export import export_onnx
 from pruna_search.measure import LatencyCache, compare_latency, onnx_accuracy
 
 QUICK = dataclasses.replace(CPU, warmup=5, min_runs=20, max_runs=40, noise_retries=0)
@@ -29,12 +27,7 @@ X = np.zeros((1, 1, 32, 32), np.float32)
 
 @pytest.fixture(scope="module")
 def two_models(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("lat")
-    torch.manual_seed(0)
-    small = models.build("cnn", num_classes=10, in_channels=1, input_shape=(1, 32, 32), width=0.25)
-    big = models.build("resnet20", num_classes=10, in_channels=1, input_shape=(1, 32, 32))
-    x = torch.randn(2, 1, 32, 32)
-    return export_onnx(small, x, folder / "small.onnx"), export_onnx(big, x, folder / "big.onnx")
+    return small_and_big(tmp_path_factory.mktemp("lat"))
 
 
 def test_alternating_measurement_ranks_models(two_models):

@@ -25,6 +25,8 @@ LINEAR = "linear"
 KINDS = (CONV, LINEAR)
 RUNNERS = ("local", "remote")
 DEFAULT_TOKEN_ENV = "PRUNA_AGENT_TOKEN"
+# TimingSettings fields whose Target key has another name
+TIMING_KEYS = {"batch": "batch_size", "threads": "intra_op_threads", "budget": "time_budget_s"}
 
 
 @dataclass(frozen=True)
@@ -155,14 +157,14 @@ class Target:
         values.update({k: v for k, v in config.items() if v is not None})
         if "reduce_range" in config:
             values["reduce_range"] = config["reduce_range"]
-        for key in ("intra_op_threads", "batch_size", "min_runs", "max_runs", "retries"):
-            _check_int(key, values.get(key, getattr(base, key)), 1)
-        for key in ("warmup", "noise_retries"):
-            _check_int(key, values.get(key, getattr(base, key)), 0)
-        for key in ("time_budget_s", "ci_tolerance", "max_other_load", "noise_wait_s"):
-            _check_number(key, values.get(key, getattr(base, key)), 0)
+        _check_int("retries", values.get("retries", base.retries), 1)
         _check_number("timeout_s", values.get("timeout_s", base.timeout_s), 1e-9)
         target = dataclasses.replace(base, **values)
+        try:  # the timing protocol checks its own settings; the error names the target's key
+            target.timing()
+        except ModelRunError as exc:
+            field, _, rest = str(exc).partition(":")
+            raise TargetError(f"target.{TIMING_KEYS.get(field, field)}:{rest}") from None
         if target.runner not in RUNNERS:
             raise TargetError(
                 f"target.runner: {target.runner!r} is unknown; "
@@ -175,10 +177,6 @@ class Target:
             )
         if not isinstance(target.cache, bool):
             raise TargetError(f"target.cache: {target.cache!r} must be true or false")
-        try:
-            target.timing()
-        except ModelRunError as exc:
-            raise TargetError(f"target.{exc}") from None
         return target
 
 

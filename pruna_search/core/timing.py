@@ -288,9 +288,7 @@ def measure(
             break
     assert best is not None
     times, converged, seconds = best
-    other_load = None if math.isinf(best_load) else best_load
-    if attempts[-1]["other_load"] is None:
-        other_load = None
+    other_load = None if attempts[-1]["other_load"] is None else best_load
     return {
         "models": [summarize(t) for t in times],
         "other_load": other_load,

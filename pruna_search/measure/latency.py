@@ -22,7 +22,7 @@ import numpy as np
 from ..core import hardware, runtime
 from ..core.errors import TargetError
 from ..core.target import Target
-from ..core.timing import run_isolated
+from ..core.timing import run_isolated, summarize
 from .cache import LatencyCache
 from .remote import AgentClient
 
@@ -41,8 +41,6 @@ class Latency:
 
     @classmethod
     def of(cls, times_ms: list[float]) -> Latency:
-        from ..core.timing import summarize
-
         return cls(**summarize(times_ms))
 
 
