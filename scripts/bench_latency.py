@@ -8,8 +8,9 @@ order): first in a local process (``LocalRunner``), then through the device agen
 (``pruna-search-agent`` started here with a random token, ``RemoteRunner``).
 
 Prints per configuration p10 ms and speedup per round, the spread of the speedup between
-rounds (max - min over the mean), runs, other CPU load seen, the noise gate's flag and
-whether the p10s converged. Targets:
+rounds (max - min over the mean), quiet runs used, the share of rounds outside the host's slow
+phases, windows measured (more than 1: the noise gate or the baseline-drift check measured
+again), other CPU load seen, the noisy flag and whether the p10s converged. Targets:
 Kendall tau-b between the rounds' p10 rankings >= 0.9; max and median speedup spread <= 3 %.
 
     .venv/bin/python scripts/bench_latency.py [--ratios 0,0.25,0.5,0.625,0.75] [--rounds 2]
@@ -136,7 +137,8 @@ def report(labels: list[str], results: list[dict[str, LatencyComparison]]) -> bo
     header = (
         f"{'config':<11} "
         + " ".join(f"{c:>11}" for c in cols)
-        + f" {'runs':>11} {'other_load':>11} {'noisy':>7} {'converged':>9}"
+        + f" {'runs':>11} {'quiet %':>9} {'windows':>7} {'other_load':>11} {'noisy':>7}"
+        + f" {'converged':>9}"
     )
     print(header)
     print("-" * len(header))
@@ -149,6 +151,10 @@ def report(labels: list[str], results: list[dict[str, LatencyComparison]]) -> bo
         runs = "/".join(str(c.candidate.runs) for c in per_round)
         loads = "/".join("-" if c.other_load is None else f"{c.other_load:.2f}" for c in per_round)
         noisy = "/".join("yes" if c.noisy else "no" for c in per_round)
+        quiet = "/".join(
+            f"{100 * c.quiet_rounds / c.rounds:.0f}" if c.rounds else "-" for c in per_round
+        )
+        windows = "/".join(str(c.attempts) for c in per_round)
         converged = "/".join("yes" if c.converged else "no" for c in per_round)
         print(
             f"{label:<11} "
@@ -156,7 +162,7 @@ def report(labels: list[str], results: list[dict[str, LatencyComparison]]) -> bo
             + " "
             + " ".join(f"{v:10.3f}x" for v in speedups)
             + f" {100 * s:10.2f}%"
-            + f" {runs:>11} {loads:>11} {noisy:>7} {converged:>9}"
+            + f" {runs:>11} {quiet:>9} {windows:>7} {loads:>11} {noisy:>7} {converged:>9}"
         )
     dense_p10 = [statistics.fmean(c.baseline.p10 for c in r.values()) for r in results]
     print(
@@ -295,8 +301,10 @@ def main() -> int:
     print(
         f"target cpu, default protocol: {CPU.intra_op_threads} thread, batch {CPU.batch_size}, "
         f"{CPU.warmup} warm-up, {CPU.min_runs}-{CPU.max_runs} runs alternating with dense, "
-        f"budget {CPU.time_budget_s:g} s, ci {100 * CPU.ci_tolerance:g} %, noise gate "
-        f"{CPU.max_other_load:g} cores x {CPU.noise_retries} retries; no cache"
+        f"window {CPU.min_window_s:g}-{CPU.time_budget_s:g} s, ci {100 * CPU.ci_tolerance:g} %, "
+        f"quiet rounds within {100 * (CPU.quiet_tolerance or 0):g} %, noise gate "
+        f"{CPU.max_other_load:g} cores or dense {100 * (CPU.max_baseline_drift or 0):g} % above "
+        f"its floor x {CPU.noise_retries} retries; no cache"
     )
     ok = True
     with tempfile.TemporaryDirectory(prefix="bench_latency_") as tmp:

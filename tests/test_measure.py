@@ -18,8 +18,8 @@ from onnx_models import failing_model, hanging_model, small_and_big
 from pruna_search import MeasurementError, TargetError
 from pruna_search.core import hardware
 from pruna_search.core.target import CPU, Target
-from pruna_search.core.timing import ModelRunError, p10_confidence
-from pruna_search.measure import LatencyCache, compare_latency, onnx_accuracy
+from pruna_search.core.timing import ModelRunError, p10_confidence, quiet_rounds
+from pruna_search.measure import LatencyCache, compare_latency, latency, onnx_accuracy
 
 QUICK = dataclasses.replace(CPU, warmup=5, min_runs=20, max_runs=40, noise_retries=0)
 X = np.zeros((1, 1, 32, 32), np.float32)
@@ -52,10 +52,49 @@ def test_runs_until_the_p10_is_known(two_models):
     assert loose.converged and loose.candidate.ci <= QUICK.ci_tolerance
     tight = dataclasses.replace(QUICK, ci_tolerance=0.0, max_runs=200, time_budget_s=30)
     capped = compare_latency(small, big, X, tight)
-    assert not capped.converged and capped.candidate.runs == 200
+    # max_runs bounds all timed runs; the figures use the quiet rounds' (20 runs each)
+    assert not capped.converged and capped.rounds * 20 == 200
+    assert capped.candidate.runs == 20 * capped.quiet_rounds > 0
     budget = dataclasses.replace(tight, max_runs=10**6, time_budget_s=0.3)
     timed = compare_latency(small, big, X, budget)
     assert not timed.converged and 0.3 <= timed.window_s < 2.0
+
+
+def test_quiet_rounds_leave_out_slow_phases():
+    """A round is kept when every model's median is within the tolerance of its best round:
+    the slow phase measured on this VM (int8 +40 %, fp32 +10 %) is left out."""
+    medians = np.array(
+        [[0.330, 0.716], [0.332, 0.721], [0.466, 0.787], [0.331, 0.760], [0.340, 0.730]]
+    )
+    assert quiet_rounds(medians, 0.05).tolist() == [True, True, False, False, True]
+    assert quiet_rounds(medians, 0.01).tolist() == [True, True, False, False, False]
+    assert quiet_rounds(medians, None).all()
+
+
+def test_baseline_above_its_floor_is_measured_again_and_flagged(two_models, tmp_path):
+    """A window whose dense p10 stays above the lowest seen before (a slow phase longer than
+    the window) is measured again, flagged noisy with the reason, and not cached."""
+    small, big = two_models
+    target = dataclasses.replace(
+        QUICK, max_runs=2000, ci_tolerance=0.05, noise_retries=1, noise_wait_s=0.1
+    )
+    cache = LatencyCache(tmp_path / "latency.sqlite")
+    first = compare_latency(small, big, X, dataclasses.replace(target, cache=False))
+    assert first.attempts == 1 and first.converged
+    floors = list(latency._BASELINE_FLOOR)
+    assert floors, "the first window sets the floor"
+    for key in floors:  # as if an earlier window had seen the dense model twice as fast
+        latency._BASELINE_FLOOR[key] = first.baseline.p10 / 2
+    try:
+        slow = compare_latency(small, big, X, target, cache=cache)
+    finally:
+        for key in floors:
+            latency._BASELINE_FLOOR.pop(key)
+    assert slow.noisy and slow.attempts == 2
+    assert "above the" in slow.noise and "slow phase" in slow.noise
+    assert len(cache) == 0
+    off = compare_latency(small, big, X, dataclasses.replace(target, max_baseline_drift=None))
+    assert not off.noisy and off.attempts == 1
 
 
 def test_p10_confidence_narrows_with_runs():
@@ -98,6 +137,7 @@ def test_noise_gate_measures_again_and_flags(two_models, tmp_path):
     try:
         time.sleep(0.5)
         gate = dataclasses.replace(QUICK, noise_retries=1, noise_wait_s=0.2, max_other_load=0.3)
+        gate = dataclasses.replace(gate, max_baseline_drift=None)  # the other-load gate alone
         cache = LatencyCache(tmp_path / "latency.sqlite")
         result = compare_latency(small, big, X, gate, cache=cache)
     finally:

@@ -48,6 +48,9 @@ class Target:
         min_runs / max_runs: timed runs per model (alternating with the baseline).
         time_budget_s: seconds of timed runs per window before it stops unconverged.
         ci_tolerance: stop timing once the p10's 95 % interval is within this fraction.
+        min_window_s: a window lasts at least this long, to span the host's slow phases.
+        quiet_tolerance: rounds where a model's median is more than this fraction above its
+            best round are left out (slow phases); ``None`` keeps every round.
         max_other_load: cores of other work on the machine above which a window is measured
             again (the noise gate), at most ``noise_retries`` times, ``noise_wait_s`` apart.
         timeout_s: a measurement taking longer is killed (a hanging model) and fails.
@@ -69,9 +72,12 @@ class Target:
     graph_optimization: str = "all"
     warmup: int = 20
     min_runs: int = 100
-    max_runs: int = 1000
+    max_runs: int = 5000
     time_budget_s: float = 10.0
     ci_tolerance: float = 0.015
+    min_window_s: float = 1.0
+    quiet_tolerance: float | None = 0.05
+    max_baseline_drift: float | None = 0.03
     max_other_load: float = 0.5
     noise_retries: int = 2
     noise_wait_s: float = 5.0
@@ -105,6 +111,8 @@ class Target:
             max_runs=self.max_runs,
             budget=self.time_budget_s,
             ci_tolerance=self.ci_tolerance,
+            min_window_s=self.min_window_s,
+            quiet_tolerance=self.quiet_tolerance,
             provider=self.provider,
             provider_options=dict(self.provider_options),
             graph_optimization=self.graph_optimization,
@@ -155,8 +163,9 @@ class Target:
         if capabilities is not None:
             values["precisions"] = _capabilities(capabilities)
         values.update({k: v for k, v in config.items() if v is not None})
-        if "reduce_range" in config:
-            values["reduce_range"] = config["reduce_range"]
+        for nullable in ("reduce_range", "quiet_tolerance", "max_baseline_drift"):
+            if nullable in config:
+                values[nullable] = config[nullable]
         _check_int("retries", values.get("retries", base.retries), 1)
         _check_number("timeout_s", values.get("timeout_s", base.timeout_s), 1e-9)
         target = dataclasses.replace(base, **values)
@@ -174,6 +183,14 @@ class Target:
             raise TargetError(
                 "target.url: missing for runner remote; set it to the agent's address, e.g. "
                 "target.url=http://127.0.0.1:8765"
+            )
+        drift = target.max_baseline_drift
+        if drift is not None and (
+            not isinstance(drift, int | float) or isinstance(drift, bool) or drift <= 0
+        ):
+            raise TargetError(
+                f"target.max_baseline_drift: {drift!r} must be a number > 0, or null to turn "
+                "the check off"
             )
         if not isinstance(target.cache, bool):
             raise TargetError(f"target.cache: {target.cache!r} must be true or false")

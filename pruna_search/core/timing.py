@@ -2,9 +2,18 @@
 
 One *window* times one or more models alternately (model 0, model 1, model 0, ...) so that all
 see the same machine load (STACK.md): at least ``warmup`` untimed runs of each, then timed runs
-in rounds until the 10th percentile of every model is known to ``±ci_tolerance`` (a 95 %
-distribution-free confidence interval from order statistics), or ``budget`` seconds or
-``max_runs`` runs are spent. The CPU time the rest of the machine used during the window is
+in rounds of ``ROUND`` until, over the *quiet* rounds, the 10th percentile of every model is known
+to ``±ci_tolerance`` (a 95 % distribution-free confidence interval from order statistics) and
+the window has lasted ``min_window_s``, or ``budget`` seconds or ``max_runs`` runs are spent.
+
+A round is quiet when every model's median in it is within ``quiet_tolerance`` of that model's
+lowest round median in the window. On a shared host (a VM whose neighbours load the same
+physical core or memory) there are *slow phases* that last from a fraction of a second to
+several seconds, are invisible in ``/proc/stat``, and slow the models unequally (measured here:
+an int8 ResNet-20 +40 %, the fp32 one +10 %), so even a same-window ratio moves by 20 % or
+more; only rounds outside them are used. The figures report how many rounds were quiet.
+
+The CPU time the rest of the machine used during the window is
 measured (``other_load``, in cores); the **noise gate** measures the window again, after
 ``noise_wait_s``, while it exceeds ``max_other_load`` — at most ``noise_retries`` times —
 and flags the result ``noisy`` when it never settles.
@@ -34,10 +43,9 @@ import numpy as np
 
 from .errors import MeasurementError
 
-ROUND = 20  # timed runs of each model between two convergence checks
-# a window lasts at least this long (unless max_runs or the budget stop it): /proc/stat counts
-# CPU time in 10 ms ticks, so shorter windows cannot tell the other load
-MIN_WINDOW_S = 0.25
+ROUND = 20  # timed runs of each model per round (the unit the quiet filter keeps or drops)
+# /proc/stat counts CPU time in 10 ms ticks: a shorter window cannot tell the other load
+MIN_WINDOW_FLOOR_S = 0.25
 Z95 = 1.959964
 
 
@@ -59,9 +67,13 @@ class TimingSettings:
         threads: ONNX Runtime intra-op threads.
         warmup: untimed runs of each model first (at least 20 is the protocol's floor for
             searches; smaller values are for tests).
-        min_runs / max_runs: timed runs of each model, at least / at most.
+        min_runs / max_runs: timed runs of each model, at least (quiet ones) / at most (all).
         budget: seconds of timed runs after which the window stops even if not converged.
         ci_tolerance: stop when the p10's 95 % confidence half-width is within this fraction.
+        min_window_s: a window converges no sooner (it must span the host's slow phases;
+            never below 0.25 s, the resolution of the other-load figure).
+        quiet_tolerance: a round is kept when each model's median in it is within this
+            fraction of its lowest round median; None keeps every round.
         provider / provider_options / graph_optimization: the ONNX Runtime session.
         max_other_load: cores of other work above which a window is measured again.
         noise_retries / noise_wait_s: how often, and after how long a pause.
@@ -71,9 +83,11 @@ class TimingSettings:
     threads: int = 1
     warmup: int = 20
     min_runs: int = 100
-    max_runs: int = 1000
+    max_runs: int = 5000
     budget: float = 10.0
     ci_tolerance: float = 0.015
+    min_window_s: float = 1.0
+    quiet_tolerance: float | None = 0.05
     provider: str = "CPUExecutionProvider"
     provider_options: Mapping[str, Any] = field(default_factory=dict)
     graph_optimization: str = "all"
@@ -95,10 +109,18 @@ class TimingSettings:
                 f"max_runs: {self.max_runs} is below min_runs {self.min_runs}; raise max_runs",
                 "settings",
             )
-        for name in ("budget", "ci_tolerance", "max_other_load", "noise_wait_s"):
+        for name in ("budget", "ci_tolerance", "min_window_s", "max_other_load", "noise_wait_s"):
             value = getattr(self, name)
             if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
                 raise ModelRunError(f"{name}: {value!r} must be a number >= 0", "settings")
+        quiet = self.quiet_tolerance
+        if quiet is not None and (
+            not isinstance(quiet, int | float) or isinstance(quiet, bool) or quiet <= 0
+        ):
+            raise ModelRunError(
+                f"quiet_tolerance: {quiet!r} must be a number > 0, or null to keep every round",
+                "settings",
+            )
         if not isinstance(self.provider_options, Mapping):
             raise ModelRunError(
                 f"provider_options: {self.provider_options!r} must be a mapping", "settings"
@@ -213,26 +235,61 @@ def _feeds(sess, x: np.ndarray | None, batch: int) -> dict[str, np.ndarray]:
     return {spec.name: np.ascontiguousarray(x, dtype=np.float32)}
 
 
-def _window(sessions, feeds, settings: TimingSettings) -> tuple[list[list[float]], bool, float]:
-    times: list[list[float]] = [[] for _ in sessions]
+def quiet_rounds(medians: np.ndarray, tolerance: float | None) -> np.ndarray:
+    """Which rounds (rows of per-model medians) are quiet: every model within ``tolerance`` of
+    its lowest round median. ``None`` keeps every round."""
+    if tolerance is None or len(medians) == 0:
+        return np.ones(len(medians), dtype=bool)
+    return (medians <= medians.min(axis=0) * (1 + tolerance)).all(axis=1)
+
+
+@dataclass
+class Window:
+    """One window's timed runs: ``rounds[r][i]`` holds model ``i``'s times in round ``r``."""
+
+    rounds: list[list[list[float]]] = field(default_factory=list)
+    medians: list[list[float]] = field(default_factory=list)
+    converged: bool = False
+    seconds: float = 0.0
+
+    def quiet(self, tolerance: float | None) -> np.ndarray:
+        return quiet_rounds(np.asarray(self.medians, dtype=np.float64), tolerance)
+
+    def times(self, tolerance: float | None) -> list[list[float]]:
+        """Each model's times over the quiet rounds."""
+        keep = self.quiet(tolerance)
+        models = len(self.rounds[0]) if self.rounds else 0
+        return [
+            [t for r, ok in zip(self.rounds, keep, strict=True) if ok for t in r[i]]
+            for i in range(models)
+        ]
+
+
+def _window(sessions, feeds, settings: TimingSettings) -> Window:
+    window = Window()
     clock = time.perf_counter
     start = clock()
-    converged = False
+    min_seconds = max(MIN_WINDOW_FLOOR_S, settings.min_window_s)
     while True:
+        times: list[list[float]] = [[] for _ in sessions]
         for _ in range(ROUND):
             for i, sess in enumerate(sessions):
                 t0 = clock()
                 sess.run(None, feeds[i])
                 times[i].append((clock() - t0) * 1e3)
-        runs = len(times[0])
-        if runs >= settings.min_runs:
-            widths = [p10_confidence(np.sort(np.asarray(t))) for t in times]
-            if max(widths) <= settings.ci_tolerance and clock() - start >= MIN_WINDOW_S:
-                converged = True
-                break
-        if runs >= settings.max_runs or clock() - start >= settings.budget:
+        window.rounds.append(times)
+        window.medians.append([float(np.median(t)) for t in times])
+        elapsed = clock() - start
+        quiet = window.times(settings.quiet_tolerance)
+        window.converged = len(quiet[0]) >= settings.min_runs and (
+            max(p10_confidence(np.sort(np.asarray(t))) for t in quiet) <= settings.ci_tolerance
+        )
+        if window.converged and elapsed >= min_seconds:
             break
-    return times, converged, clock() - start
+        if len(window.rounds) * ROUND >= settings.max_runs or elapsed >= settings.budget:
+            break
+    window.seconds = clock() - start
+    return window
 
 
 def measure(
@@ -272,7 +329,7 @@ def measure(
     except Exception as exc:
         raise ModelRunError(f"the model fails at run time: {_short(exc)}", "run") from exc
     attempts: list[dict[str, Any]] = []
-    best: tuple[list[list[float]], bool, float] | None = None
+    best: Window | None = None
     best_load = math.inf
     for attempt in range(settings.noise_retries + 1):
         if attempt:
@@ -280,21 +337,31 @@ def measure(
         load = CpuLoad()
         window = _window(sessions, feeds, settings)
         other = load.cores()
-        attempts.append({"other_load": other, "seconds": window[2], "runs": len(window[0][0])})
+        attempts.append(
+            {
+                "other_load": other,
+                "seconds": window.seconds,
+                "runs": len(window.rounds) * ROUND,
+                "quiet_rounds": int(window.quiet(settings.quiet_tolerance).sum()),
+                "rounds": len(window.rounds),
+            }
+        )
         score = other if other is not None else 0.0
         if best is None or score < best_load:
             best, best_load = window, score
         if other is None or other <= settings.max_other_load:
             break
     assert best is not None
-    times, converged, seconds = best
     other_load = None if attempts[-1]["other_load"] is None else best_load
+    quiet = best.quiet(settings.quiet_tolerance)
     return {
-        "models": [summarize(t) for t in times],
+        "models": [summarize(t) for t in best.times(settings.quiet_tolerance)],
         "other_load": other_load,
         "noisy": other_load is not None and other_load > settings.max_other_load,
-        "converged": converged,
-        "window_s": seconds,
+        "converged": best.converged,
+        "window_s": best.seconds,
+        "rounds": len(quiet),
+        "quiet_rounds": int(quiet.sum()),
         "attempts": attempts,
         "input_shape": list(next(iter(feeds[0].values())).shape),
         "fingerprint": hardware.fingerprint(

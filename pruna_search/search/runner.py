@@ -143,15 +143,15 @@ def _record_latency(trial: Trial, latency) -> None:
             "other_load": latency.other_load,
             "converged": latency.converged,
             "attempts": latency.attempts,
+            "rounds": latency.rounds,
+            "quiet_rounds": latency.quiet_rounds,
             "cached": latency.cached,
             "runner": latency.runner,
             "fingerprint": latency.fingerprint,
         },
     )
     if latency.noisy:
-        trial.set_user_attr(
-            NOISY_ATTR, f"other load {latency.other_load:.2f} cores in {latency.attempts} windows"
-        )
+        trial.set_user_attr(NOISY_ATTR, latency.noise or f"in {latency.attempts} windows")
 
 
 def row_of(trial: FrozenTrial) -> dict[str, Any]:
