@@ -192,6 +192,7 @@ def report(labels: list[str], results: list[dict[str, LatencyComparison]]) -> bo
         ).statistic
         taus.append(float(tau))
     tau = min(taus) if taus else float("nan")
+    report_discordant(labels, results)
     worst, median = max(spreads), statistics.median(spreads)
     ok_tau = tau >= TAU_TARGET
     ok_max = worst <= SPREAD_TARGET
@@ -209,6 +210,32 @@ def report(labels: list[str], results: list[dict[str, LatencyComparison]]) -> bo
         f"{'met' if ok_median else 'MISSED'}"
     )
     return ok_tau and ok_max and ok_median
+
+
+def report_discordant(labels: list[str], results: list[dict[str, LatencyComparison]]) -> None:
+    """The pairs of configurations the rounds order differently, with how far apart their p10s
+    are, and Kendall tau over the pairs the protocol can tell apart (p10s more than
+    ``ci_tolerance`` apart in every round)."""
+    tolerance = CPU.ci_tolerance
+    apart, concordant, lines = 0, 0, []
+    for a, b in itertools.combinations(labels, 2):
+        gaps = [r[a].candidate.p10 / r[b].candidate.p10 - 1 for r in results]
+        signs = {g > 0 for g in gaps}
+        if len(signs) > 1:
+            lines.append(f"{a} vs {b} ({' / '.join(f'{100 * g:+.1f} %' for g in gaps)})")
+        if all(abs(g) > tolerance for g in gaps):
+            apart += 1
+            concordant += len(signs) == 1
+    if lines:
+        print("pairs ordered differently (p10 of the first over the second, per round): ")
+        for line in lines:
+            print(f"  {line}")
+    if apart:
+        tau = (2 * concordant - apart) / apart
+        print(
+            f"Kendall tau over the {apart} pairs whose p10s are more than "
+            f"{100 * tolerance:g} % apart in every round: {tau:.3f}"
+        )
 
 
 def free_port() -> int:

@@ -156,6 +156,13 @@ def test_bad_files_are_refused_with_a_reason(agent, onnx_files, tmp_path):
         assert status == code and reason in reply["detail"], (path.name, status, reply)
     status, reply = post(url, {"model": onnx_files["small"]}, settings={"bogus": 1})
     assert status == 400 and "bogus: unknown setting" in reply["detail"]
+    # settings the protocol or this ONNX Runtime cannot honour: 400 naming the setting
+    for bad, reason in (
+        ({"graph_optimization": "max"}, "graph_optimization: 'max' is unknown; use one of"),
+        ({"provider": "cuda"}, "provider: 'cuda' is not in this ONNX Runtime"),
+    ):
+        status, reply = post(url, {"model": onnx_files["small"]}, settings={**QUICK, **bad})
+        assert status == 400 and reason in reply["detail"], (bad, status, reply)
     # it still measures afterwards
     assert post(url, {"model": onnx_files["small"]})[0] == 200
 

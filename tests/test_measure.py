@@ -208,7 +208,7 @@ def test_providers_beyond_cpu_need_onnxruntime_to_have_them(two_models):
 @pytest.mark.parametrize(
     "config, message",
     [
-        ({"name": "cpu", "repeats": 3}, "target.repeats: unknown option"),
+        ({"name": "cpu", "repeats": 3}, "target.repeats: renamed; use target.min_runs"),
         ({"name": "cpu", "min_runs": 0}, "target.min_runs: 0 must be an integer >= 1"),
         ({"name": "cpu", "min_runs": 50, "max_runs": 10}, "max_runs: 10 is below min_runs 50"),
         ({"name": "cpu", "runner": "ssh"}, "target.runner: 'ssh' is unknown"),

@@ -25,6 +25,8 @@ LINEAR = "linear"
 KINDS = (CONV, LINEAR)
 RUNNERS = ("local", "remote")
 DEFAULT_TOKEN_ENV = "PRUNA_AGENT_TOKEN"
+# keys of earlier versions, and what replaced them
+RENAMED = {"repeats": "target.min_runs / target.max_runs (timed runs, at least / at most)"}
 # TimingSettings fields whose Target key has another name
 TIMING_KEYS = {"batch": "batch_size", "threads": "intra_op_threads", "budget": "time_budget_s"}
 
@@ -149,6 +151,8 @@ class Target:
             *(f.name for f in dataclasses.fields(cls) if f.name != "precisions"),
         )
         for key in config:
+            if key in RENAMED:
+                raise TargetError(f"target.{key}: renamed; use {RENAMED[key]}")
             if key not in known:
                 raise TargetError(f"target.{key}: unknown option; {did_you_mean(key, known)}")
         name = config.pop("name", "cpu")

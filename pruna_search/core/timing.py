@@ -41,12 +41,13 @@ from typing import Any
 
 import numpy as np
 
-from .errors import MeasurementError
+from .errors import MeasurementError, TargetError
 
 ROUND = 20  # timed runs of each model per round (the unit the quiet filter keeps or drops)
 # /proc/stat counts CPU time in 10 ms ticks: a shorter window cannot tell the other load
 MIN_WINDOW_FLOOR_S = 0.25
 Z95 = 1.959964
+GRAPH_LEVELS = ("disabled", "basic", "extended", "all")  # ONNX Runtime graph optimization
 
 
 class ModelRunError(MeasurementError):
@@ -120,6 +121,16 @@ class TimingSettings:
             raise ModelRunError(
                 f"quiet_tolerance: {quiet!r} must be a number > 0, or null to keep every round",
                 "settings",
+            )
+        if self.graph_optimization not in GRAPH_LEVELS:
+            raise ModelRunError(
+                f"graph_optimization: {self.graph_optimization!r} is unknown; use one of "
+                f"{', '.join(GRAPH_LEVELS)}",
+                "settings",
+            )
+        if not isinstance(self.provider, str) or not self.provider:
+            raise ModelRunError(
+                f"provider: {self.provider!r} must be a provider name, e.g. cpu", "settings"
             )
         if not isinstance(self.provider_options, Mapping):
             raise ModelRunError(
@@ -304,6 +315,10 @@ def measure(
     """
     from . import hardware, runtime
 
+    try:  # a provider this ONNX Runtime lacks is a settings error, not a broken model
+        runtime.check_provider(settings.provider, field="provider")
+    except TargetError as exc:
+        raise ModelRunError(str(exc), "settings") from None
     try:
         sessions = [
             runtime.session(

@@ -27,7 +27,7 @@ from ..core.errors import ConfigError, PrunaSearchError
 from ..core.files import atomic_copy
 from ..core.plan import Plan
 from ..core.precision import Precision
-from ..measure import LatencyCache
+from ..measure import LatencyCache, LatencyRunner, runner_for
 from ..models.pretrained import cache_dir
 from ..space import SearchSpace
 from . import report
@@ -94,8 +94,10 @@ def weights_digest(model: torch.nn.Module) -> str:
     return digest.hexdigest()[:16]
 
 
-def open_session(settings: JobSettings) -> Session:
-    """Load data, build (or load the cached) baseline, export and score the dense model."""
+def open_session(settings: JobSettings, runner: LatencyRunner | None = None) -> Session:
+    """Load data, build (or load the cached) baseline, export and score the dense model.
+
+    ``runner``: the target's latency runner when the caller has made it already."""
     data_options = {k: v for k, v in settings.data.items() if k != "name"}
     splits = data_lib.load(settings.data["name"], **data_options)
     log.info(
@@ -116,6 +118,7 @@ def open_session(settings: JobSettings) -> Session:
         settings.target,
         workdir=workdir.name,
         latency_cache=LatencyCache(cache_dir() / "latency.sqlite"),
+        runner=runner,
     )
     space = SearchSpace(evaluator.info, settings.target, settings.space)
     base = evaluator.baseline
@@ -189,8 +192,10 @@ def run_job(
     settings = JobSettings.parse(config)
     # built now so a bad sampler option fails before anything heavy runs
     sampler = make_sampler(settings.sampler, settings.seed, settings.sampler_options)
+    # and the latency runner: an agent that is down fails before the storage is created
+    runner = runner_for(settings.target)
     storage = open_storage(settings.study)
-    session = open_session(settings)
+    session = open_session(settings, runner)
     try:
         check_budget_reachable(session, settings.objective)
         references = reference_plans(session.space, settings.study.reference_ratios)
