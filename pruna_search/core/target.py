@@ -52,7 +52,7 @@ class Target:
         ci_tolerance: stop timing once the p10's 95 % interval is within this fraction.
         min_window_s: a window lasts at least this long, to span the host's slow phases.
         quiet_tolerance: rounds where a model's median is more than this fraction above its
-            best round are left out (slow phases); ``None`` keeps every round.
+            fast rounds (10th percentile) are left out (slow phases); ``None`` keeps all.
         max_other_load: cores of other work on the machine above which a window is measured
             again (the noise gate), at most ``noise_retries`` times, ``noise_wait_s`` apart.
         timeout_s: a measurement taking longer is killed (a hanging model) and fails.

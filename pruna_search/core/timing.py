@@ -7,9 +7,9 @@ to ``±ci_tolerance`` (a 95 % distribution-free confidence interval from order s
 the window has lasted ``min_window_s``, or ``budget`` seconds or ``max_runs`` runs are spent.
 
 A round is quiet when every model's median in it is within ``quiet_tolerance`` of that model's
-lowest round median in the window. On a shared host (a VM whose neighbours load the same
-physical core or memory) there are *slow phases* that last from a fraction of a second to
-several seconds, are invisible in ``/proc/stat``, and slow the models unequally (measured here:
+fast rounds (the 10th percentile of its round medians in the window). On a shared host (a VM
+whose neighbours load the same physical core or memory) there are *slow phases* that last
+from a fraction of a second to several seconds, are invisible in ``/proc/stat``, and slow the models unequally (measured here:
 an int8 ResNet-20 +40 %, the fp32 one +10 %), so even a same-window ratio moves by 20 % or
 more; only rounds outside them are used. The figures report how many rounds were quiet.
 
@@ -74,7 +74,8 @@ class TimingSettings:
         min_window_s: a window converges no sooner (it must span the host's slow phases;
             never below 0.25 s, the resolution of the other-load figure).
         quiet_tolerance: a round is kept when each model's median in it is within this
-            fraction of its lowest round median; None keeps every round.
+            fraction of its fast rounds' level (the 10th percentile of its round medians);
+            None keeps every round.
         provider / provider_options / graph_optimization: the ONNX Runtime session.
         max_other_load: cores of other work above which a window is measured again.
         noise_retries / noise_wait_s: how often, and after how long a pause.
@@ -248,10 +249,13 @@ def _feeds(sess, x: np.ndarray | None, batch: int) -> dict[str, np.ndarray]:
 
 def quiet_rounds(medians: np.ndarray, tolerance: float | None) -> np.ndarray:
     """Which rounds (rows of per-model medians) are quiet: every model within ``tolerance`` of
-    its lowest round median. ``None`` keeps every round."""
+    its fast rounds' level, the 10th percentile of its round medians (not the lowest one: for
+    models of tens of microseconds a single lucky round would leave out most of the others).
+    ``None`` keeps every round."""
     if tolerance is None or len(medians) == 0:
         return np.ones(len(medians), dtype=bool)
-    return (medians <= medians.min(axis=0) * (1 + tolerance)).all(axis=1)
+    level = np.percentile(medians, 10, axis=0)
+    return (medians <= level * (1 + tolerance)).all(axis=1)
 
 
 @dataclass

@@ -268,6 +268,8 @@ def run_trials(
             return  # nothing to compare with yet
         untuned = dataclasses.replace(plan.finetune, steps=0, bn_recalibration=0)
         probe = evaluator.evaluate(plan.with_finetune(untuned), name="probe")
+        if probe.latency is not None and probe.latency.noisy:
+            return  # a figure the host disturbed rules nothing out: fine-tune, measure again
         reason = objective.rules_out(probe.metrics, fastest)
         if reason is None:
             return
