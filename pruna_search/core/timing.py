@@ -296,13 +296,14 @@ def _window(sessions, feeds, settings: TimingSettings) -> Window:
         window.rounds.append(times)
         window.medians.append([float(np.median(t)) for t in times])
         elapsed = clock() - start
+        stop = len(window.rounds) * ROUND >= settings.max_runs or elapsed >= settings.budget
+        if elapsed < min_seconds and not stop:
+            continue  # it cannot stop converged yet: spare the check (all rounds, sorted)
         quiet = window.times(settings.quiet_tolerance)
         window.converged = len(quiet[0]) >= settings.min_runs and (
             max(p10_confidence(np.sort(np.asarray(t))) for t in quiet) <= settings.ci_tolerance
         )
-        if window.converged and elapsed >= min_seconds:
-            break
-        if len(window.rounds) * ROUND >= settings.max_runs or elapsed >= settings.budget:
+        if window.converged or stop:
             break
     window.seconds = clock() - start
     return window

@@ -237,20 +237,18 @@ def compare_latency(
     if len(x) < target.batch_size:
         x = np.concatenate([x] * (target.batch_size // max(len(x), 1) + 1))[: target.batch_size]
     use_cache = cache is not None and target.cache
-    key = settings = None
-    cand_hash = base_hash = ""
+    # the settings a figure depends on: the cache key, and the baseline floor's with its hash
+    base_hash = file_hash(baseline)
+    settings = {"target": target.identity(), "machine": runner.identity(), "shape": list(x.shape)}
+    key = cand_hash = None
     if use_cache:
-        cand_hash, base_hash = file_hash(candidate), file_hash(baseline)
-        settings = {
-            "target": target.identity(),
-            "machine": runner.identity(),
-            "shape": list(x.shape),
-        }
+        cand_hash = file_hash(candidate)
         key = cache.key(cand_hash, base_hash, settings)
         hit = cache.get(key)
         if hit is not None:
             return LatencyComparison.from_dict(hit, cached=True)
-    comparison = _measure_steady(runner, Path(candidate), Path(baseline), x, target)
+    floor_key = json.dumps([base_hash, settings], sort_keys=True, default=str)
+    comparison = _measure_steady(runner, Path(candidate), Path(baseline), x, target, floor_key)
     if use_cache and key is not None and not comparison.noisy:
         cache.put(
             key, comparison.to_dict(), candidate=cand_hash, baseline=base_hash, settings=settings
@@ -263,16 +261,17 @@ _BASELINE_FLOOR: dict[str, float] = {}
 
 
 def _measure_steady(
-    runner: LatencyRunner, candidate: Path, baseline: Path, x: np.ndarray, target: Target
+    runner: LatencyRunner,
+    candidate: Path,
+    baseline: Path,
+    x: np.ndarray,
+    target: Target,
+    key: str,
 ) -> LatencyComparison:
-    """One window, measured again while its baseline is above the floor seen before."""
+    """One window, measured again while its baseline is above the floor seen before (``key``
+    names the baseline file, target, machine and input shape)."""
     label = runner.name if runner.name == "local" else f"remote {target.url}"
     drift = target.max_baseline_drift
-    key = json.dumps(
-        [file_hash(baseline), runner.identity(), target.identity(), list(x.shape)],
-        sort_keys=True,
-        default=str,
-    )
     floor = _BASELINE_FLOOR.get(key)
     best: LatencyComparison | None = None
     windows = 0
