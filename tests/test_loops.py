@@ -1,0 +1,102 @@
+"""Tests of pruna_search.core.loops: batch order and the teacher-logit cache of distillation."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, TensorDataset
+
+from pruna_search.core import loops
+
+
+def _data(n: int = 200) -> TensorDataset:
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(n, 1, 8, 8, generator=generator)
+    return TensorDataset(x, (x.mean(dim=(1, 2, 3)) > 0).long())
+
+
+def _net() -> nn.Module:
+    torch.manual_seed(1)
+    return nn.Sequential(
+        nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(144, 2)
+    )
+
+
+class _CountingTeacher(nn.Module):
+    """Wraps a model and counts how many examples went through its forward."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+        self.seen = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen += len(x)
+        return self.inner(x)
+
+
+class _Plain(Dataset):
+    """The same examples behind a non-TensorDataset (the uncached path)."""
+
+    def __init__(self, data: TensorDataset) -> None:
+        self.data = data
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.data[i]
+
+
+def test_tensor_batches_follow_the_dataloader_order() -> None:
+    data = _data(150)
+    generator = torch.Generator().manual_seed(7)
+    expected = [y for _ in range(3) for _x, y in DataLoader(data, 32, True, generator=generator)]
+    batches = loops._batches(data, 32, 7)
+    got = [next(batches) for _ in expected]
+    assert all(torch.equal(y, want) for (_x, y, _i), want in zip(got, expected, strict=True))
+    x, y, idx = got[0]
+    assert torch.equal(x, data.tensors[0][idx]) and torch.equal(y, data.tensors[1][idx])
+    # every pass shows each example exactly once
+    first_pass = torch.cat([i for _x, _y, i in got[:5]])
+    assert sorted(first_pass.tolist()) == list(range(150))
+
+
+def test_teacher_logits_are_computed_once_per_example_and_match_the_uncached_run() -> None:
+    data = _data(200)
+    teacher = _CountingTeacher(_net()).eval()
+    student_a, student_b = _net(), _net()
+    loops.train(student_a, data, steps=30, lr=0.05, batch_size=40, teacher=teacher, distill=0.7)
+    assert teacher.seen == 200  # 30 steps x 40 = 1200 draws, each example taught once
+    loops.train(
+        copy.deepcopy(student_b),
+        data,
+        steps=30,
+        lr=0.05,
+        batch_size=40,
+        teacher=teacher,
+        distill=0.7,
+    )
+    assert teacher.seen == 200  # a second fine-tune reuses every logit
+    uncached = _net()
+    loops.train(
+        uncached, _Plain(data), steps=30, lr=0.05, batch_size=40, teacher=teacher, distill=0.7
+    )
+    assert teacher.seen == 200 + 30 * 40
+    for a, b in zip(student_a.parameters(), uncached.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_teacher_cache_is_dropped_when_the_teacher_changes() -> None:
+    data = _data(100)
+    teacher = _CountingTeacher(_net()).eval()
+    loops.train(_net(), data, steps=4, lr=0.05, teacher=teacher, distill=0.5)
+    assert teacher.seen == 100
+    with torch.no_grad():
+        next(teacher.parameters()).add_(0.1)
+    loops.train(_net(), data, steps=4, lr=0.05, teacher=teacher, distill=0.5)
+    assert teacher.seen == 200
+    loops.train(_net(), _data(100), steps=4, lr=0.05, teacher=teacher, distill=0.5)
+    assert teacher.seen == 300  # another data set (other tensors): taught again
