@@ -93,6 +93,12 @@ def test_baseline_above_its_floor_is_measured_again_and_flagged(two_models, tmp_
     assert slow.noisy and slow.attempts == 2
     assert "above the" in slow.noise and "slow phase" in slow.noise
     assert len(cache) == 0
+    # a slow phase that lasts: after SLOW_STREAK_NO_RETRY flagged comparisons in a row the
+    # window is not measured again (the retries would not come back, and cost a window each)
+    monkeypatch.setattr(latency, "_SLOW_STREAK", {})
+    streak = [compare_latency(small, big, X, target) for _ in range(3)]
+    assert [c.attempts for c in streak] == [2, 2, 1]
+    assert all(c.noisy for c in streak) and "not measured again" in streak[-1].noise
     off = compare_latency(small, big, X, dataclasses.replace(target, max_baseline_drift=None))
     assert not off.noisy and off.attempts == 1
 

@@ -4,6 +4,7 @@ resume, a server that is down; and a tiny real study tracked end to end."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import shutil
@@ -305,6 +306,36 @@ def test_a_resumed_study_logs_into_the_same_parent(tracked_study):
     assert len(children) == len(study.trials) > len(before)
     numbers = [int(c.data.tags["pruna.trial"]) for c in children]
     assert len(numbers) == len(set(numbers)), "no trial logged twice"
+    uid = study.user_attrs["pruna.study_uid"]
+    assert parents[0].data.tags["pruna.study_uid"] == uid
+
+
+def test_a_study_created_again_under_its_name_gets_a_new_parent(tmp_path):
+    """A study deleted and created again (same name, new trials) is another MLflow run: its
+    trials are never logged into the old study's parent."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    first = StudyRecord(study="s-1", experiment="exp", uid="aaaa")
+    tracker = make_tracker("mlflow", uri)
+    tracker.start_study(first)
+    tracker.log_trial(record(0))
+    tracker.close()
+    again = make_tracker("mlflow", uri)
+    again.start_study(dataclasses.replace(first, uid="bbbb"))
+    assert again.logged_trials() == set(), "a new study starts with no logged trials"
+    again.log_trial(record(0))
+    again.close()
+    same = make_tracker("mlflow", uri)
+    same.start_study(first)  # the first study resumed: its own parent, its own trial
+    assert same.logged_trials() == {0}
+    same.close()
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("exp")
+    parents = [
+        r
+        for r in client.search_runs([experiment.experiment_id])
+        if r.data.tags.get("pruna.run") == "study"
+    ]
+    assert sorted(r.data.tags["pruna.study_uid"] for r in parents) == ["aaaa", "bbbb"]
 
 
 # ---- the MLflow UI in a real browser --------------------------------------------------------

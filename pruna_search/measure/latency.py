@@ -258,6 +258,12 @@ def compare_latency(
 
 # lowest baseline p10 seen in this process, per baseline file, machine, target and input shape
 _BASELINE_FLOOR: dict[str, float] = {}
+# comparisons in a row (same key) whose dense p10 stayed above the floor after every retry
+_SLOW_STREAK: dict[str, int] = {}
+# after this many in a row the host has settled into a slower state: windows are not measured
+# again for the drift (each retry costs noise_wait_s plus a window, and would not come back)
+# until one comes back within the drift
+SLOW_STREAK_NO_RETRY = 2
 
 
 def _measure_steady(
@@ -273,9 +279,11 @@ def _measure_steady(
     label = runner.name if runner.name == "local" else f"remote {target.url}"
     drift = target.max_baseline_drift
     floor = _BASELINE_FLOOR.get(key)
+    streak = _SLOW_STREAK.get(key, 0)
+    retries = target.noise_retries if streak < SLOW_STREAK_NO_RETRY else 0
     best: LatencyComparison | None = None
     windows = 0
-    for attempt in range(target.noise_retries + 1):
+    for attempt in range(retries + 1):
         if attempt:
             time.sleep(target.noise_wait_s)
         comparison = LatencyComparison.from_reply(runner.measure([baseline, candidate], x), label)
@@ -289,14 +297,24 @@ def _measure_steady(
     result = replace(best, attempts=windows)
     if _drifted(best, floor, drift) and not best.noisy:
         excess = 100 * (best.baseline.p10 / floor - 1)
+        _SLOW_STREAK[key] = streak + 1
+        lasting = (
+            f"; {streak + 1} comparisons in a row, so not measured again until it ends"
+            if streak + 1 > SLOW_STREAK_NO_RETRY
+            else ""
+        )
         result = replace(
             result,
             noisy=True,
             noise=(
                 f"dense p10 {best.baseline.p10:.3f} ms stayed {excess:.1f} % above the "
-                f"{floor:.3f} ms measured before, in {windows} windows (a slow phase of the host)"
+                f"{floor:.3f} ms measured before, in {windows} window{'s' if windows != 1 else ''} "
+                f"(a slow phase of the "
+                f"host{lasting})"
             ),
         )
+    elif best.converged and not best.noisy:
+        _SLOW_STREAK[key] = 0
     if best.converged and not best.noisy:
         _BASELINE_FLOOR[key] = min(best.baseline.p10, floor if floor is not None else math.inf)
     return result

@@ -82,6 +82,7 @@ def study_record(
     overrides: Sequence[str] = (),
     sweep: str | None = None,
     machine: Mapping[str, Any] | None = None,
+    uid: str = "",
 ) -> StudyRecord:
     """The parent run: tags that tell studies apart, and the resolved config as params.
 
@@ -107,7 +108,11 @@ def study_record(
         tags[f"pruna.hardware.{key}"] = str(value)
     experiment = settings.tracking.experiment or f"{settings.model_name}-{settings.data['name']}"
     return StudyRecord(
-        study=study_name, experiment=experiment, tags=tags, params=flatten(settings.raw)
+        study=study_name,
+        experiment=experiment,
+        tags=tags,
+        params=flatten(settings.raw),
+        uid=uid,
     )
 
 

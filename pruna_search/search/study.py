@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import uuid
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ SAMPLERS = ("tpe", "nsga2", "random", "gp")
 # Study user attributes
 CONFIG_ATTR = "pruna.config"  # the job config the study was created with (JSON)
 IDENTITY_ATTR = "pruna.identity"  # what must not change when a study is resumed
+UID_ATTR = "pruna.study_uid"  # a random id set at creation (tells apart studies of one name)
 # Trial user attributes
 REFERENCE_ATTR = "pruna.reference"
 FAIL_ATTR = "pruna.fail_reason"
@@ -217,6 +219,7 @@ def open_study(
     )
     study.set_user_attr(IDENTITY_ATTR, json.dumps(identity, sort_keys=True))
     study.set_user_attr(CONFIG_ATTR, json.dumps(config, sort_keys=True, default=str))
+    study.set_user_attr(UID_ATTR, uuid.uuid4().hex)
     return study, False
 
 

@@ -21,7 +21,7 @@ from . import plots
 from .front import pareto_front
 from .records import is_finished, study_record, trial_record
 from .settings import JobSettings
-from .study import FrozenTrial, param_importances
+from .study import UID_ATTR, FrozenTrial, param_importances
 
 log = logging.getLogger("pruna_search")
 
@@ -54,7 +54,12 @@ class StudyTracking:
             return tracking
         tracker.start_study(
             study_record(
-                settings, study.study_name, overrides=overrides, sweep=sweep, machine=machine
+                settings,
+                study.study_name,
+                overrides=overrides,
+                sweep=sweep,
+                machine=machine,
+                uid=str(study.user_attrs.get(UID_ATTR, "")),
             )
         )
         tracking.log_missing(study.get_trials(deepcopy=False))

@@ -20,6 +20,8 @@ log = logging.getLogger("pruna_search")
 
 # Tags (DESIGN decision 8: MLflow tags start with "pruna.")
 STUDY_TAG = "pruna.study"
+# one Optuna study, not just its name: a study deleted and created again gets a new parent run
+STUDY_UID_TAG = "pruna.study_uid"
 SWEEP_TAG = "pruna.sweep"
 RUN_KIND_TAG = "pruna.run"  # "study" (the parent) or "trial" (a child)
 TRIAL_TAG = "pruna.trial"
@@ -62,16 +64,20 @@ class StudyRecord:
     """The parent run of one study (one Hydra job).
 
     Attributes:
-        study: the Optuna study name; a resumed study finds its parent run by it.
+        study: the Optuna study name; a resumed study finds its parent run by it (and by
+            ``uid``).
         experiment: the MLflow experiment (default: model and data names).
         tags: ``pruna.*`` tags (model, target, objective, overrides, git, versions, hardware).
         params: the resolved config, flattened (``space.ratios``, ``finetune.lr``, ...).
+        uid: the study's own id, set when it was created ("" for a study older than it): a
+            study of the same name deleted and created again is another study, another run.
     """
 
     study: str
     experiment: str
     tags: Mapping[str, str] = field(default_factory=dict)
     params: Mapping[str, Any] = field(default_factory=dict)
+    uid: str = ""
 
 
 @dataclass(frozen=True)
@@ -192,6 +198,7 @@ __all__ = [
     "REFERENCE_TAG",
     "RUN_KIND_TAG",
     "STUDY_TAG",
+    "STUDY_UID_TAG",
     "SWEEP_TAG",
     "StudyEnd",
     "StudyRecord",

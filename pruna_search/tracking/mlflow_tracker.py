@@ -25,6 +25,7 @@ from .base import (
     PARETO_TAG,
     RUN_KIND_TAG,
     STUDY_TAG,
+    STUDY_UID_TAG,
     TRIAL_TAG,
     StudyEnd,
     StudyRecord,
@@ -90,15 +91,18 @@ class MlflowTracker(Tracker):
 
     def start_study(self, record: StudyRecord) -> None:
         self.experiment_id = self._experiment(record.experiment)
+        same = f"tags.`{STUDY_TAG}` = '{record.study}' and tags.`{RUN_KIND_TAG}` = 'study'"
+        if record.uid:
+            same += f" and tags.`{STUDY_UID_TAG}` = '{record.uid}'"
         existing = self.client.search_runs(
             [self.experiment_id],
-            filter_string=(
-                f"tags.`{STUDY_TAG}` = '{record.study}' and tags.`{RUN_KIND_TAG}` = 'study'"
-            ),
+            filter_string=same,
             order_by=["attributes.start_time ASC"],
             max_results=1,
         )
         tags = {**record.tags, STUDY_TAG: record.study, RUN_KIND_TAG: "study"}
+        if record.uid:
+            tags[STUDY_UID_TAG] = record.uid
         if existing:
             self.parent_id = existing[0].info.run_id
             self.client.update_run(self.parent_id, status="RUNNING")
