@@ -14,7 +14,7 @@ again), other CPU load seen, the noisy flag and whether the p10s converged. Targ
 Kendall tau-b between the rounds' p10 rankings >= 0.9; max and median speedup spread <= 3 %.
 
     .venv/bin/python scripts/bench_latency.py [--ratios 0,0.25,0.5,0.625,0.75] [--rounds 2]
-        [--skip-agent | --only-local] [--skip-local]
+        [--skip-agent | --only-local] [--skip-local] [--ci-tolerance 0.015]
 """
 
 from __future__ import annotations
@@ -95,6 +95,10 @@ def export_configs(
         configs.append((label, path))
     shutil.rmtree(workdir, ignore_errors=True)
     return configs, dense, evaluator.x_val
+
+
+# the cpu target's protocol; --ci-tolerance changes it
+PROTOCOL: Target = CPU
 
 
 def measure_rounds(
@@ -216,7 +220,7 @@ def report_discordant(labels: list[str], results: list[dict[str, LatencyComparis
     """The pairs of configurations the rounds order differently, with how far apart their p10s
     are, and Kendall tau over the pairs the protocol can tell apart (p10s more than
     ``ci_tolerance`` apart in every round)."""
-    tolerance = CPU.ci_tolerance
+    tolerance = PROTOCOL.ci_tolerance
     apart, concordant, lines = 0, 0, []
     for a, b in itertools.combinations(labels, 2):
         gaps = [r[a].candidate.p10 / r[b].candidate.p10 - 1 for r in results]
@@ -286,7 +290,7 @@ def run_agent_section(
             f"{time.perf_counter() - start:.1f} s; fingerprint {health.get('fingerprint')}",
             flush=True,
         )
-        target = dataclasses.replace(CPU, runner="remote", url=url)
+        target = dataclasses.replace(PROTOCOL, runner="remote", url=url)
         runner = RemoteRunner(target)
         results = measure_rounds(configs, dense, x, target, rounds, runner=runner)
         print()
@@ -318,20 +322,31 @@ def main() -> int:
     parser.add_argument(
         "--skip-local", action="store_true", help="only the rounds through the agent"
     )
+    parser.add_argument(
+        "--ci-tolerance",
+        type=float,
+        default=None,
+        help=f"the p10's 95 %% interval to reach, a fraction (cpu target: {CPU.ci_tolerance})",
+    )
     args = parser.parse_args()
+    global PROTOCOL
+    if args.ci_tolerance is not None:
+        PROTOCOL = dataclasses.replace(CPU, ci_tolerance=args.ci_tolerance)
     if args.rounds < 2:
         parser.error("--rounds: at least 2 (stability is compared between rounds)")
     os.environ.setdefault("PRUNA_SEARCH_PROGRESS", "0")
 
     total = time.perf_counter()
     print(f"machine: {hardware.fingerprint()}")
+    P = PROTOCOL
     print(
-        f"target cpu, default protocol: {CPU.intra_op_threads} thread, batch {CPU.batch_size}, "
-        f"{CPU.warmup} warm-up, {CPU.min_runs}-{CPU.max_runs} runs alternating with dense, "
-        f"window {CPU.min_window_s:g}-{CPU.time_budget_s:g} s, ci {100 * CPU.ci_tolerance:g} %, "
-        f"quiet rounds within {100 * (CPU.quiet_tolerance or 0):g} %, noise gate "
-        f"{CPU.max_other_load:g} cores or dense {100 * (CPU.max_baseline_drift or 0):g} % above "
-        f"its floor x {CPU.noise_retries} retries; no cache"
+        f"target cpu, {'default' if P == CPU else 'changed'} protocol: "
+        f"{P.intra_op_threads} thread, batch {P.batch_size}, "
+        f"{P.warmup} warm-up, {P.min_runs}-{P.max_runs} runs alternating with dense, "
+        f"window {P.min_window_s:g}-{P.time_budget_s:g} s, ci {100 * P.ci_tolerance:g} %, "
+        f"quiet rounds within {100 * (P.quiet_tolerance or 0):g} %, noise gate "
+        f"{P.max_other_load:g} cores or dense {100 * (P.max_baseline_drift or 0):g} % above "
+        f"its floor x {P.noise_retries} retries; no cache"
     )
     ok = True
     with tempfile.TemporaryDirectory(prefix="bench_latency_") as tmp:
@@ -348,7 +363,7 @@ def main() -> int:
             print()
             print("== local (LocalRunner)")
             start = time.perf_counter()
-            results = measure_rounds(configs, dense, x, CPU, args.rounds)
+            results = measure_rounds(configs, dense, x, PROTOCOL, args.rounds)
             print()
             ok &= report(labels, results)
             print(f"local section: {time.perf_counter() - start:.1f} s", flush=True)

@@ -29,3 +29,13 @@ def resnet20_trained(digits):
     from pruna_search import models
 
     return models.build("resnet20", data=digits, pretrained=True)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_latency_floor(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test starts with no dense-model floor and no slow-phase streak: both are kept per
+    process (per dense file, machine and target), and the tests share their dense files."""
+    from pruna_search.measure import latency
+
+    monkeypatch.setattr(latency, "_BASELINE_FLOOR", {})
+    monkeypatch.setattr(latency, "_SLOW_STREAK", {})
