@@ -14,12 +14,17 @@ from .errors import ConfigError
 from .progress import bar
 
 
+def _sliceable(dataset: Dataset) -> bool:
+    """Inputs and labels held as tensors: batches are sliced from them, by example index."""
+    return isinstance(dataset, TensorDataset) and len(dataset.tensors) >= 2
+
+
 def _batches(
     dataset: Dataset, batch_size: int, seed: int
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]:
     """Endless shuffled ``(inputs, labels, indices)`` batches with a seeded order (reshuffled
-    every pass); ``indices`` are the examples' positions in ``dataset`` (None when it is not a
-    TensorDataset).
+    every pass); ``indices`` are the examples' positions in ``dataset`` (None unless it is
+    ``_sliceable``).
 
     A TensorDataset is sliced directly, in exactly the order a shuffled DataLoader with the
     same generator would give (the same random draws, in the same order: the loader's base
@@ -27,7 +32,7 @@ def _batches(
     example at a time.
     """
     generator = torch.Generator().manual_seed(seed)
-    if isinstance(dataset, TensorDataset) and len(dataset.tensors) >= 2:
+    if _sliceable(dataset):
         inputs, labels = dataset.tensors[0], dataset.tensors[1]
         n = len(dataset)
         while True:
@@ -139,7 +144,7 @@ def train(
     batches = _batches(dataset, batch_size, seed)
     cached = (
         _teacher_logits(teacher, dataset.tensors[0])
-        if teacher is not None and distill > 0 and isinstance(dataset, TensorDataset)
+        if teacher is not None and distill > 0 and _sliceable(dataset)
         else None
     )
     tail: list[float] = []
@@ -152,11 +157,8 @@ def train(
         loss = loss_fn(logits, y)
         if teacher is not None and distill > 0:
             with torch.no_grad():
-                taught = (
-                    cached.get(teacher, x, idx)
-                    if cached is not None and idx is not None
-                    else teacher(x)
-                )
+                # idx is set exactly when the dataset is sliceable, as the cache is
+                taught = cached.get(teacher, x, idx) if cached is not None else teacher(x)
                 soft = torch.softmax(taught / temperature, dim=1)
             kd = (
                 nn.functional.kl_div(

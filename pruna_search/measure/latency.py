@@ -308,9 +308,8 @@ def _measure_steady(
             noisy=True,
             noise=(
                 f"dense p10 {best.baseline.p10:.3f} ms stayed {excess:.1f} % above the "
-                f"{floor:.3f} ms measured before, in {windows} window{'s' if windows != 1 else ''} "
-                f"(a slow phase of the "
-                f"host{lasting})"
+                f"{floor:.3f} ms measured before, in {windows} "
+                f"window{'s' if windows != 1 else ''} (a slow phase of the host{lasting})"
             ),
         )
     elif best.converged and not best.noisy:
