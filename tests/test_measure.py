@@ -72,6 +72,10 @@ def test_quiet_rounds_leave_out_slow_phases():
     lucky = np.vstack([[[0.300, 0.650]], np.tile([[0.330, 0.716]], (19, 1))])
     assert quiet_rounds(lucky, 0.05).sum() == 20
     assert quiet_rounds(medians, None).all()
+    # two models slowed in turn: no round has both at their level, the quietest are kept
+    turns = np.array([[0.33, 0.80], [0.40, 0.72], [0.34, 0.79], [0.41, 0.73], [0.36, 0.76]])
+    assert quiet_rounds(turns, 0.05).tolist() == [True, False, True, False, True]
+    assert quiet_rounds(turns, 0.01).tolist() == [False, False, False, False, True]
 
 
 def test_baseline_above_its_floor_is_measured_again_and_flagged(two_models, tmp_path, monkeypatch):

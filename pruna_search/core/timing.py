@@ -252,11 +252,17 @@ def quiet_rounds(medians: np.ndarray, tolerance: float | None) -> np.ndarray:
     """Which rounds (rows of per-model medians) are quiet: every model within ``tolerance`` of
     its fast rounds' level, the 10th percentile of its round medians (not the lowest one: for
     models of tens of microseconds a single lucky round would leave out most of the others).
-    ``None`` keeps every round."""
+    ``None`` keeps every round.
+
+    Models that are fast in different rounds (two models sharing two cores, each slowed in
+    turn) can leave no round with all of them at their level; the quietest rounds are then
+    kept: those within ``tolerance`` of the round whose worst model is closest to its level.
+    At least one round is always kept."""
     if tolerance is None or len(medians) == 0:
         return np.ones(len(medians), dtype=bool)
     level = np.percentile(medians, 10, axis=0)
-    return (medians <= level * (1 + tolerance)).all(axis=1)
+    worst = (medians / level).max(axis=1)  # each round's model furthest above its level
+    return worst <= max(1.0, float(worst.min())) * (1 + tolerance)
 
 
 @dataclass
