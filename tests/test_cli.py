@@ -179,7 +179,7 @@ def start_until_trial_2_runs(tmp_path: Path, args: list[str], **popen) -> subpro
 def test_killed_trial_is_retried_with_its_params(tmp_path, resnet20_trained):
     args = [
         *TINY,
-        "finetune.trial_steps=150",  # the pruned reference (trial 2) runs long enough to kill
+        "finetune.trial_steps=80",  # the pruned reference (trial 2) runs long enough to kill
         "study.n_trials=4",
         "study.heartbeat_interval=1",
         "study.grace_period=2",
@@ -206,7 +206,7 @@ def test_killed_trial_is_retried_with_its_params(tmp_path, resnet20_trained):
 @pytest.mark.slow
 @pytest.mark.integration
 def test_ctrl_c_finishes_the_running_trial_and_the_study_resumes(tmp_path, resnet20_trained):
-    args = [*TINY, "finetune.trial_steps=100", "study.n_trials=4", "study.name=interrupted"]
+    args = [*TINY, "finetune.trial_steps=60", "study.n_trials=4", "study.name=interrupted"]
     proc = start_until_trial_2_runs(tmp_path, [*args, "hydra.run.dir=first"])
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=300)
