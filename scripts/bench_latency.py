@@ -132,6 +132,19 @@ def spread(values: list[float]) -> float:
     return (max(values) - min(values)) / statistics.fmean(values)
 
 
+def round_taus(labels: list[str], results: list[dict[str, LatencyComparison]]) -> list[float]:
+    """Kendall tau-b between the p10 rankings of ``labels``, for every pair of rounds."""
+    return [
+        float(
+            kendalltau(
+                [a[label].candidate.p10 for label in labels],
+                [b[label].candidate.p10 for label in labels],
+            ).statistic
+        )
+        for a, b in itertools.combinations(results, 2)
+    ]
+
+
 def report(labels: list[str], results: list[dict[str, LatencyComparison]]) -> bool:
     """Print the table and the targets; True when every target is met."""
     n = len(results)
@@ -190,29 +203,14 @@ def report(labels: list[str], results: list[dict[str, LatencyComparison]]) -> bo
                 else "none left"
             )
         )
-    taus = []
-    for a, b in itertools.combinations(range(n), 2):
-        tau = kendalltau(
-            [results[a][label].candidate.p10 for label in labels],
-            [results[b][label].candidate.p10 for label in labels],
-        ).statistic
-        taus.append(float(tau))
+    taus = round_taus(labels, results)
     tau = min(taus) if taus else float("nan")
     report_discordant(labels, results)
     settled = [label for label in labels if not any(r[label].noisy for r in results)]
     if len(settled) < len(labels) and len(settled) > 1:
-        settled_taus = [
-            float(
-                kendalltau(
-                    [results[a][label].candidate.p10 for label in settled],
-                    [results[b][label].candidate.p10 for label in settled],
-                ).statistic
-            )
-            for a, b in itertools.combinations(range(n), 2)
-        ]
         print(
             f"Kendall tau over the {len(settled)} configurations never flagged noisy (the "
-            f"figures the search acts on): {min(settled_taus):.3f}"
+            f"figures the search acts on): {min(round_taus(settled, results)):.3f}"
         )
     worst, median = max(spreads), statistics.median(spreads)
     ok_tau = tau >= TAU_TARGET
