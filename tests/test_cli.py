@@ -44,42 +44,73 @@ def cli(tmp_path: Path, *args: str, script: str = "pruna-search", timeout: int =
     )
 
 
-@pytest.mark.parametrize(
-    "override, message",
-    [
-        ("modle=cnn", "error: modle: no config group or key of that name; did you mean 'model'?"),
-        (
-            "sampler=annealing",
-            "error: sampler=annealing: no such option; choose one of: gp, nsga2",
-        ),
-        ("objective=fastest", "error: objective=fastest: no such option; did you mean"),
-        ("experiment=nope", "error: experiment=nope: no such option; choose one of: digits_stage"),
-        ("study.n_trials=0", "error: study.n_trials: 0 must be >= 1"),
-        ("study.storage=sqlite:///missing/dir/s.db", "error: study.storage: folder 'missing/dir'"),
-        ("objective.max_accuracy_drop=-0.5", "error: objective.max_accuracy_drop: -0.5 must be"),
-        ("tracking.uri=./mlruns", "error: tracking.uri: './mlruns' is not a tracking store"),
-        ("tracking=mlfow", "error: tracking=mlfow: no such option; did you mean 'mlflow'?"),
-        (
-            "target=gpu",
-            "error: target=gpu: no such option; did you mean 'cpu'?",
-        ),
-        ("target.provider=cuda", "error: target.provider: 'cuda' is not in this ONNX Runtime"),
-        ("target.min_runs=0", "error: target.min_runs: 0 must be an integer >= 1"),
-        (
-            "target=remote",
-            "error: target.url: the agent at http://127.0.0.1:8765 is not answering",
-        ),
-    ],
-)
-def test_bad_input_is_one_line_and_leaves_nothing(tmp_path, override, message):
-    proc = cli(tmp_path, override, timeout=120)
+BAD_INPUT = [
+    ("modle=cnn", "error: modle: no config group or key of that name; did you mean 'model'?"),
+    (
+        "sampler=annealing",
+        "error: sampler=annealing: no such option; choose one of: gp, nsga2",
+    ),
+    ("objective=fastest", "error: objective=fastest: no such option; did you mean"),
+    ("experiment=nope", "error: experiment=nope: no such option; choose one of: digits_stage"),
+    ("study.n_trials=0", "error: study.n_trials: 0 must be >= 1"),
+    ("study.storage=sqlite:///missing/dir/s.db", "error: study.storage: folder 'missing/dir'"),
+    ("objective.max_accuracy_drop=-0.5", "error: objective.max_accuracy_drop: -0.5 must be"),
+    ("tracking.uri=./mlruns", "error: tracking.uri: './mlruns' is not a tracking store"),
+    ("tracking=mlfow", "error: tracking=mlfow: no such option; did you mean 'mlflow'?"),
+    (
+        "target=gpu",
+        "error: target=gpu: no such option; did you mean 'cpu'?",
+    ),
+    ("target.provider=cuda", "error: target.provider: 'cuda' is not in this ONNX Runtime"),
+    ("target.min_runs=0", "error: target.min_runs: 0 must be an integer >= 1"),
+    (
+        "space.round_to={fp32:8,int8:0}",
+        "error: space.round_to['int8']: 0 must be an integer >= 1; e.g. 8, or {fp32: 8, int8: 16}",
+    ),
+    (
+        "target=remote",
+        "error: target.url: the agent at http://127.0.0.1:8765 is not answering",
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def bad_input_runs(tmp_path_factory):
+    """Every bad override run through ``pruna-search``'s entry point in one process (one import
+    of torch and friends instead of one per case), each in its own folder with its own stderr."""
+    base = tmp_path_factory.mktemp("bad_input")
+    driver = Path(__file__).with_name("bad_input_driver.py")
+    overrides = [override for override, _ in BAD_INPUT]
+    proc = subprocess.run(
+        [sys.executable, str(driver), str(base), *overrides],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PRUNA_SEARCH_PROGRESS": "0"},
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return {run["override"]: run for run in json.loads(proc.stdout.splitlines()[-1])}
+
+
+@pytest.mark.parametrize("override, message", BAD_INPUT)
+def test_bad_input_is_one_line_and_leaves_nothing(bad_input_runs, override, message):
+    run = bad_input_runs[override]
+    assert run["code"] == 2, run["stderr"]
+    lines = [line for line in run["stderr"].splitlines() if line.strip()]
+    assert len(lines) == 1, run["stderr"]
+    assert lines[0].startswith(message), lines[0]
+    # no half-written run directory, nothing in the tracker, no study storage: at most an
+    # empty outputs/ folder is left
+    assert run["left"] in ([], ["outputs"]), run["left"]
+
+
+def test_bad_input_through_the_console_script(tmp_path):
+    """The installed ``pruna-search`` script itself: exit code 2 and one line."""
+    proc = cli(tmp_path, "modle=cnn", timeout=120)
     assert proc.returncode == 2, proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, proc.stderr
-    assert lines[0].startswith(message), lines[0]
+    assert lines == ["error: modle: no config group or key of that name; did you mean 'model'?"]
     assert not list(tmp_path.glob("outputs/*")), "no half-written run directory"
-    assert not (tmp_path / "mlflow.db").exists(), "nothing in the tracker"
-    assert not (tmp_path / "pruna_search.db").exists(), "no study storage created"
 
 
 @pytest.mark.slow

@@ -225,6 +225,9 @@ class MlflowTracker(Tracker):
                 registered_model_name=end.model_name if self.register else None,
                 save_as_external_data=False,
                 await_registration_for=60,
+                # the flavour's own pins (onnx, onnxruntime): inferring them instead loads the
+                # model in a subprocess and costs about 5 s per study
+                pip_requirements=mlflow.onnx.get_default_pip_requirements(),
             )
         if not self.register:
             return
