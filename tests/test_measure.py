@@ -48,16 +48,25 @@ def test_alternating_measurement_ranks_models(two_models):
 def test_runs_until_the_p10_is_known(two_models):
     """Adaptive protocol: a tight tolerance needs more runs than a loose one, within bounds."""
     small, big = two_models
-    loose = compare_latency(small, big, X, dataclasses.replace(QUICK, max_runs=5000))
+    # a window the host's slow phase keeps from settling in time is measured again
+    loose = dataclasses.replace(QUICK, max_runs=5000, noise_retries=2, noise_wait_s=0.5)
+    loose = compare_latency(small, big, X, loose)
     assert loose.converged and loose.candidate.ci <= QUICK.ci_tolerance
     tight = dataclasses.replace(QUICK, ci_tolerance=0.0, max_runs=200, time_budget_s=30)
     capped = compare_latency(small, big, X, tight)
     # max_runs bounds all timed runs; the figures use the quiet rounds' (20 runs each)
     assert not capped.converged and capped.rounds * 20 == 200
     assert capped.candidate.runs == 20 * capped.quiet_rounds > 0
-    budget = dataclasses.replace(tight, max_runs=10**6, time_budget_s=0.3)
+    # stopping at max_runs is the protocol's choice: not a disturbance, not flagged
+    assert capped.stopped_by == "max_runs" and not capped.unsettled and not capped.noisy
+    # running out of time unsettled is: measured again (noise_retries), then flagged noisy
+    budget = dataclasses.replace(
+        tight, max_runs=10**6, time_budget_s=0.3, noise_retries=1, noise_wait_s=0.1
+    )
     timed = compare_latency(small, big, X, budget)
     assert not timed.converged and 0.3 <= timed.window_s < 2.0
+    assert timed.stopped_by == "time_budget" and timed.attempts == 2
+    assert timed.noisy and "never settled within ±0 % in time_budget_s=0.3 s" in timed.noise
 
 
 def test_quiet_rounds_leave_out_slow_phases():

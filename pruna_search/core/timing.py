@@ -4,7 +4,8 @@ One *window* times one or more models alternately (model 0, model 1, model 0, ..
 see the same machine load (STACK.md): at least ``warmup`` untimed runs of each, then timed runs
 in rounds of ``ROUND`` until, over the *quiet* rounds, the 10th percentile of every model is known
 to ``±ci_tolerance`` (a 95 % distribution-free confidence interval from order statistics) and
-the window has lasted ``min_window_s``, or ``budget`` seconds or ``max_runs`` runs are spent.
+the window has lasted ``min_window_s``, or ``budget`` seconds or ``max_runs`` runs are spent
+(the reply's ``stopped_by`` says which: ``ci``, ``time_budget`` or ``max_runs``).
 
 A round is quiet when every model's median in it is within ``quiet_tolerance`` of that model's
 fast rounds (the 10th percentile of its round medians in the window). On a shared host (a VM
@@ -272,6 +273,9 @@ class Window:
     rounds: list[list[list[float]]] = field(default_factory=list)
     medians: list[list[float]] = field(default_factory=list)
     converged: bool = False
+    # what ended the window: "ci" (converged), "max_runs" or "time_budget" (still unsettled
+    # when the time ran out: on a quiet host the p10 settles well within it)
+    stopped_by: str = ""
     seconds: float = 0.0
 
     def quiet(self, tolerance: float | None) -> np.ndarray:
@@ -311,6 +315,12 @@ def _window(sessions, feeds, settings: TimingSettings) -> Window:
         )
         if window.converged or stop:
             break
+    if window.converged:
+        window.stopped_by = "ci"
+    elif len(window.rounds) * ROUND >= settings.max_runs:
+        window.stopped_by = "max_runs"
+    else:
+        window.stopped_by = "time_budget"
     window.seconds = clock() - start
     return window
 
@@ -386,6 +396,7 @@ def measure(
         "other_load": other_load,
         "noisy": other_load is not None and other_load > settings.max_other_load,
         "converged": best.converged,
+        "stopped_by": best.stopped_by,
         "window_s": best.seconds,
         "rounds": len(quiet),
         "quiet_rounds": int(quiet.sum()),

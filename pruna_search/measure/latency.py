@@ -64,6 +64,8 @@ class LatencyComparison:
     noisy: bool = False  # the noise gate never saw the machine settle
     noise: str = ""  # why it is noisy
     converged: bool = True  # both p10s reached the target's ci_tolerance
+    # what ended the window: "ci" (converged), "max_runs", or "time_budget" (unsettled)
+    stopped_by: str = "ci"
     attempts: int = 1  # windows measured (the noise gate measures again while busy)
     window_s: float = 0.0
     rounds: int = 0  # rounds of alternating runs in the window
@@ -75,6 +77,12 @@ class LatencyComparison:
     @property
     def speedup(self) -> float:
         return self.baseline.p10 / self.candidate.p10
+
+    @property
+    def unsettled(self) -> bool:
+        """The window ran out of time before the p10s reached the target's ci_tolerance (a
+        window that stopped at ``max_runs`` is the protocol's choice, not a disturbance)."""
+        return self.stopped_by == "time_budget"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -100,6 +108,7 @@ class LatencyComparison:
             noisy=noisy,
             noise=f"other load {load:.2f} cores in {attempts} windows" if noisy and load else "",
             converged=bool(reply.get("converged", True)),
+            stopped_by=str(reply.get("stopped_by") or "ci"),  # agents before 0.9 do not say
             attempts=attempts,
             window_s=float(reply.get("window_s", 0.0)),
             rounds=int(reply.get("rounds", 0)),
@@ -275,7 +284,8 @@ def _measure_steady(
     key: str,
 ) -> LatencyComparison:
     """One window, measured again while its baseline is above the floor seen before (``key``
-    names the baseline file, target, machine and input shape)."""
+    names the baseline file, target, machine and input shape) or while it runs out of time
+    unsettled; flagged ``noisy`` when every window did."""
     label = runner.name if runner.name == "local" else f"remote {target.url}"
     drift = target.max_baseline_drift
     floor = _BASELINE_FLOOR.get(key)
@@ -288,35 +298,47 @@ def _measure_steady(
             time.sleep(target.noise_wait_s)
         comparison = LatencyComparison.from_reply(runner.measure([baseline, candidate], x), label)
         windows += comparison.attempts
-        if best is None or comparison.baseline.p10 < best.baseline.p10:
+        if best is None or _steadier(comparison, best):
             best = comparison
         # the noise gate already measured again; a drift is judged by the p10's lower bound
-        if comparison.noisy or not _drifted(best, floor, drift):
+        if comparison.noisy or not (_drifted(best, floor, drift) or best.unsettled):
             break
     assert best is not None
     result = replace(best, attempts=windows)
-    if _drifted(best, floor, drift) and not best.noisy:
-        excess = 100 * (best.baseline.p10 / floor - 1)
+    slow = _drifted(best, floor, drift) or best.unsettled
+    if slow and not best.noisy:
         _SLOW_STREAK[key] = streak + 1
         lasting = (
             f"; {streak + 1} comparisons in a row, so not measured again until it ends"
             if streak + 1 > SLOW_STREAK_NO_RETRY
             else ""
         )
-        result = replace(
-            result,
-            noisy=True,
-            noise=(
+        plural = "s" if windows != 1 else ""
+        where = f"in {windows} window{plural} (a slow phase of the host{lasting})"
+        if _drifted(best, floor, drift):
+            excess = 100 * (best.baseline.p10 / floor - 1)
+            noise = (
                 f"dense p10 {best.baseline.p10:.3f} ms stayed {excess:.1f} % above the "
-                f"{floor:.3f} ms measured before, in {windows} "
-                f"window{'s' if windows != 1 else ''} (a slow phase of the host{lasting})"
-            ),
-        )
+                f"{floor:.3f} ms measured before, {where}"
+            )
+        else:
+            noise = (
+                f"the p10s never settled within ±{100 * target.ci_tolerance:g} % in "
+                f"time_budget_s={target.time_budget_s:g} s, {where}"
+            )
+        result = replace(result, noisy=True, noise=noise)
     elif best.converged and not best.noisy:
         _SLOW_STREAK[key] = 0
     if best.converged and not best.noisy:
         _BASELINE_FLOOR[key] = min(best.baseline.p10, floor if floor is not None else math.inf)
     return result
+
+
+def _steadier(window: LatencyComparison, than: LatencyComparison) -> bool:
+    """A window that settled beats one that ran out of time; then the lower dense p10 wins."""
+    if window.unsettled != than.unsettled:
+        return not window.unsettled
+    return window.baseline.p10 < than.baseline.p10
 
 
 def _drifted(window: LatencyComparison, floor: float | None, drift: float | None) -> bool:
