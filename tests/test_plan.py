@@ -48,6 +48,27 @@ def test_round_trip(tmp_path, suffix, r20_info):
     again.validate(r20_info)
 
 
+def test_channel_multiple_per_precision(tmp_path, r20_info):
+    plan = Plan(
+        prune={"layer3.0.conv1": 0.625, "layer2.0.conv1": 0.625},
+        precision={"layer3.0.conv1": "int8"},
+        round_to={"int8": 16, "fp32": 8},
+    )
+    assert plan.round_to == {"fp32": 8, "int8": 16}
+    assert plan.multiple_of(["layer3.0.conv1", "layer3.1.conv2"]) == 16  # one int8 producer
+    assert plan.multiple_of(["layer2.0.conv1"]) == 8
+    assert plan.kept(64, "layer3.0.conv1") == 32 and plan.kept(32, "layer2.0.conv1") == 16
+    assert Plan.load(plan.save(tmp_path / "plan.yaml")) == plan
+    assert Plan(round_to={"fp32": 8, "int8": 8}).round_to == 8
+    with pytest.raises(PlanError, match="round_to: {'int8': 16} has no fp32 multiple"):
+        Plan(round_to={"int8": 16})
+    with pytest.raises(PlanError, match=r"round_to\['fp16'\]: 'fp16' is not a precision"):
+        Plan(round_to={"fp32": 8, "fp16": 16})
+    with pytest.raises(PlanError, match="round_to: 0 must be an integer >= 1"):
+        Plan(round_to=0)
+    plan.validate(r20_info)
+
+
 def test_unknown_group_suggests_the_closest(r20_info):
     with pytest.raises(PlanError, match=r"layer1\.0\.conv1"):
         Plan(prune={"layer1.0.conv": 0.5}).validate(r20_info)

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from pruna_search import analyze, models
+from pruna_search import Plan, analyze, models
 from pruna_search.compress import kept_channels, prune
 
 X = torch.randn(2, 1, 32, 32)
@@ -34,6 +34,28 @@ def test_resnet20_half_pruned_keeps_multiples_of_8_and_cuts_macs():
     assert pruned(X).shape == (2, 10)
     # the input model is untouched
     assert analyze(model, X).macs == info.macs
+
+
+def test_channel_multiple_per_group_from_its_layers():
+    """round_to as a function of the layers producing a group's channels (Plan.multiple_of):
+    the groups run int8 keep multiples of 16, the others multiples of 8."""
+    model = build("resnet20")
+    info = analyze(model, X)
+    int8 = {layer.name: "int8" for layer in info.layers if layer.name.startswith("layer3")}
+    plan = Plan(
+        prune={g.name: 0.625 for g in info.groups},
+        precision=int8,
+        round_to={"fp32": 8, "int8": 16},
+    )
+    _, report = prune(model, X, plan.prune, round_to=plan.multiple_of)
+    kept = {name: after for name, (_before, after) in report.channels.items()}
+    assert kept["layer3.0.conv1"] == 32  # 64 channels, int8: 24 rounds up to 32
+    assert kept["layer2.0.conv1"] == 16  # 32 channels, fp32: 12 rounds to 16
+    assert kept["layer1.0.conv1"] == 8  # 16 channels, fp32: 6 rounds to 8
+    for group in info.groups:
+        assert kept.get(group.name, group.channels) == plan.kept(
+            group.channels, group.name, group.members
+        ), group.name
 
 
 def test_classifier_outputs_are_never_pruned():

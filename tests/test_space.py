@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from pruna_search import ConfigError, Finetune, Plan, analyze, models
-from pruna_search.core.plan import kept_channels
 from pruna_search.space import SearchSpace, SpaceOptions, uniform_params
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -42,9 +41,7 @@ def test_one_param_per_group_and_per_layer(r20):
 
 
 def kept(info, plan: Plan) -> dict[str, int]:
-    return {
-        g.name: kept_channels(g.channels, plan.ratio(g.name), plan.round_to) for g in info.groups
-    }
+    return {g.name: plan.kept(g.channels, g.name, g.members) for g in info.groups}
 
 
 def test_precision_tie_model_is_one_choice_for_every_layer(r20):
@@ -122,15 +119,40 @@ def test_replay_with_fixed_trial_gives_the_identical_plan(r20):
         assert replayed.finetune == finetune
 
 
+PER_PRECISION = {"fp32": 8, "int8": 16}
+
+
+@pytest.mark.parametrize("round_to", [8, PER_PRECISION])
 @pytest.mark.parametrize(("ratio", "bits"), [(0.0, 32), (0.0, 8), (0.5, 8), (0.25, 32), (0.5, 4)])
-def test_uniform_reference_plans_are_in_the_space(r20, ratio, bits):
-    space = SearchSpace(r20, "cpu")
+def test_uniform_reference_plans_are_in_the_space(r20, ratio, bits, round_to):
+    space = SearchSpace(r20, "cpu", SpaceOptions(round_to=round_to))
     params = uniform_params(space, ratio, bits)
     plan = space(optuna.trial.FixedTrial(dict(params)))
-    expected = Plan.uniform(r20, pruning_ratio=ratio, quantization_bits=bits)
+    expected = Plan.uniform(r20, pruning_ratio=ratio, quantization_bits=bits, round_to=round_to)
     # the same model: ratios that keep the same channels are offered once (0.25 of 16 keeps 16)
     assert kept(r20, plan) == kept(r20, expected)
     assert plan.precision == expected.precision
+
+
+def test_channel_multiple_per_precision(r20):
+    """{fp32: 8, int8: 16}: a group whose layers run int8 keeps a multiple of 16 channels;
+    ratios are offered once per distinct model under either multiple."""
+    space = SearchSpace(r20, "cpu", SpaceOptions(round_to=PER_PRECISION))
+    assert space.options.round_to == PER_PRECISION
+    # 16 channels: 0.5 keeps 8 (fp32) or 16 (int8); 0.625 and 0.75 build the same two models
+    assert space.ratio_choices["prune/layer1.0.conv1"] == (0.0, 0.5)
+    # 64 channels: 0.625 keeps 24 (fp32) or 32 (int8), distinct from 0.5 under fp32
+    assert space.ratio_choices["prune/layer3.0.conv1"] == (0.0, 0.25, 0.5, 0.625, 0.75)
+    params = dict(uniform_params(space, 0.625, 32))
+    fp32 = space(optuna.trial.FixedTrial(params))
+    params.update({k: "int8" for k in space.bits_params if k.startswith("bits/layer3")})
+    mixed = space(optuna.trial.FixedTrial(params))
+    assert kept(r20, fp32)["layer3.0.conv1"] == 24 and kept(r20, mixed)["layer3.0.conv1"] == 32
+    assert kept(r20, fp32)["layer2.0.conv1"] == kept(r20, mixed)["layer2.0.conv1"] == 16
+    assert kept(r20, fp32)["layer1.0.conv1"] == 8  # 0.625 of 16 channels, fp32: 8
+    assert space.params_of(mixed) == params
+    # one multiple for every precision is just that multiple
+    assert SpaceOptions(round_to={"fp32": 16, "int8": 16}).round_to == 16
 
 
 def test_mlp_int4_is_offered_on_every_linear(mlp):
@@ -153,5 +175,9 @@ def test_bad_options(r20):
         SpaceOptions(tie="block")
     with pytest.raises(ConfigError, match="space.ratios: empty"):
         SpaceOptions(ratios=())
+    with pytest.raises(ConfigError, match=r"space.round_to\['int8'\]: 0 must be an integer"):
+        SpaceOptions(round_to={"fp32": 8, "int8": 0})
+    with pytest.raises(ConfigError, match="space.round_to: .* has no fp32 multiple"):
+        SpaceOptions(round_to={"int8": 16})
     with pytest.raises(ConfigError, match="add them to space.ratios"):
         SearchSpace(r20).params_of(Plan.uniform(r20, pruning_ratio=0.1))

@@ -73,7 +73,7 @@ def apply_plan(
     try:
         with _stage(seconds, "prune"):
             pruned, report = prune(
-                model, example, plan.prune, round_to=plan.round_to, importance=importance
+                model, example, plan.prune, round_to=plan.multiple_of, importance=importance
             )
         with _stage(seconds, "finetune"):
             # Recovery is for pruning loss: a plan that prunes nothing keeps the trained weights.

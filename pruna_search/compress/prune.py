@@ -7,7 +7,7 @@ A dependency group is a set of Conv/Linear layers whose channels must be removed
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -17,6 +17,9 @@ from torch import nn
 from ..core.errors import CompressionError
 from ..core.model_info import GroupInfo
 from ..core.plan import kept_channels
+
+# a channel multiple for every group, or one from the layers producing the group's channels
+RoundTo = int | Callable[[Sequence[str]], int]
 
 ROOT_TYPES = (nn.Conv2d, nn.Linear)
 IMPORTANCES = ("magnitude", "l1", "random")
@@ -120,7 +123,7 @@ def _prune_once(
     model: nn.Module,
     example: torch.Tensor,
     ratios: Mapping[str, float],
-    round_to: int,
+    round_to: RoundTo,
     importance: str,
     report: PruneReport,
 ) -> None:
@@ -128,10 +131,11 @@ def _prune_once(
     scorer = _importance(importance)
     roots = list(_roots(model, graph, _ignored(model, example)))
     _check_names(ratios, [name for name, _, _ in roots])
-    for name, root, _members in roots:
+    for name, root, members in roots:
         ratio = ratios.get(name, 0.0)
         before = _out_channels(root)
-        after = kept_channels(before, ratio, round_to)
+        multiple = round_to((name, *members)) if callable(round_to) else round_to
+        after = kept_channels(before, ratio, multiple)
         if after >= before:
             continue
         pruner = graph.get_pruner_of_module(root)
@@ -165,10 +169,14 @@ def prune(
     example: torch.Tensor,
     ratios: Mapping[str, float],
     *,
-    round_to: int = 8,
+    round_to: RoundTo = 8,
     importance: str = "magnitude",
 ) -> tuple[nn.Module, PruneReport]:
     """Remove channels group by group; returns the pruned model (a new object) and a report.
+
+    Kept channels are a multiple of ``round_to``: one for every group, or a function of the
+    layers that produce a group's channels (its root and coupled members), e.g.
+    ``Plan.multiple_of`` for one multiple per precision.
 
     After pruning, a forward pass checks the model. If it fails (an op the dependency graph
     cannot see couples channels), every group is retried alone; a group that breaks the model

@@ -7,7 +7,7 @@ YAML/JSON, logged, diffed and replayed on a fresh copy of the model.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,35 @@ def kept_channels(channels: int, ratio: float, round_to: int) -> int:
         return channels
     kept = int(round(channels * (1.0 - ratio) / round_to)) * round_to
     return min(max(kept, round_to), channels)
+
+
+RoundTo = int | Mapping[str, int]
+
+
+def parse_round_to(value: object, *, field: str = "round_to") -> int | dict[str, int]:
+    """A channel multiple for every layer (``8``) or one per precision (``{fp32: 8, int8: 16}``:
+    a group is rounded to the largest multiple among the precisions of the layers that produce
+    its channels; precisions not named take fp32's). Raises PlanError naming ``field``."""
+    example = "e.g. 8, or {fp32: 8, int8: 16} for one multiple per precision"
+    if isinstance(value, Mapping):
+        multiples: dict[str, int] = {}
+        for key, multiple in value.items():
+            precision = Precision.parse(key, field=f"{field}[{key!r}]")
+            multiples[precision.value] = _multiple(multiple, f"{field}[{key!r}]", example)
+        if Precision.FP32.value not in multiples:
+            raise PlanError(f"{field}: {dict(value)!r} has no fp32 multiple; {example}")
+        if len(set(multiples.values())) == 1:
+            return multiples[Precision.FP32.value]  # the same for all: a single multiple
+        return {p.value: multiples[p.value] for p in Precision if p.value in multiples}
+    return _multiple(value, field, example)
+
+
+def _multiple(value: object, field: str, example: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        if isinstance(value, str) and value.strip().isdigit() and int(value) >= 1:
+            return int(value)
+        raise PlanError(f"{field}: {value!r} must be an integer >= 1; {example}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -103,13 +132,15 @@ class Plan:
         precision: layer (module name) -> precision. Layers not named stay fp32.
         finetune: the recovery fine-tune budget.
         round_to: kept channel counts are rounded to a multiple of this (8: odd counts lose
-            most of the CPU speedup, see STACK.md).
+            most of the CPU speedup, see STACK.md), or one multiple per precision
+            (``{"fp32": 8, "int8": 16}``: int8 kernels pad channels to their own block, see
+            ``multiple_of``).
     """
 
     prune: Mapping[str, float] = field(default_factory=dict)
     precision: Mapping[str, Precision] = field(default_factory=dict)
     finetune: Finetune = field(default_factory=Finetune)
-    round_to: int = 8
+    round_to: RoundTo = 8
 
     def __post_init__(self) -> None:
         object.__setattr__(
@@ -125,8 +156,7 @@ class Plan:
         )
         if isinstance(self.finetune, Mapping):
             object.__setattr__(self, "finetune", _finetune_from(self.finetune))
-        if not isinstance(self.round_to, int) or self.round_to < 1:
-            raise PlanError(f"round_to: {self.round_to!r} must be an integer >= 1")
+        object.__setattr__(self, "round_to", parse_round_to(self.round_to))
 
     # ----------------------------------------------------------------- construction
     @classmethod
@@ -138,7 +168,7 @@ class Plan:
         pruning_ratio: float = 0.0,
         quantization_bits: int = 32,
         finetune: Finetune | None = None,
-        round_to: int = 8,
+        round_to: RoundTo = 8,
     ) -> Plan:
         """The same ratio for every group and, per layer, the most compressed precision the
         target runs with at least ``quantization_bits`` bits (e.g. 4 bits: int4 on Linear
@@ -170,6 +200,21 @@ class Plan:
 
     def precision_of(self, layer: str) -> Precision:
         return self.precision.get(layer, Precision.FP32)
+
+    def multiple_of(self, layers: Iterable[str]) -> int:
+        """The channel multiple of a group whose channels ``layers`` produce (its root and
+        coupled members): the largest among their precisions' multiples."""
+        if isinstance(self.round_to, int):
+            return self.round_to
+        fp32 = self.round_to[Precision.FP32.value]
+        return max(
+            (self.round_to.get(self.precision_of(layer).value, fp32) for layer in layers),
+            default=fp32,
+        )
+
+    def kept(self, channels: int, group: str, members: Iterable[str] = ()) -> int:
+        """Channels ``group`` (a root with its coupled ``members``) keeps under this plan."""
+        return kept_channels(channels, self.ratio(group), self.multiple_of((group, *members)))
 
     def layers_at(self, precision: Precision) -> tuple[str, ...]:
         return tuple(sorted(k for k, v in self.precision.items() if v is precision))
@@ -232,7 +277,7 @@ class Plan:
             "prune": {k: float(v) for k, v in sorted(self.prune.items())},
             "precision": {k: v.value for k, v in sorted(self.precision.items())},
             "finetune": asdict(self.finetune),
-            "round_to": self.round_to,
+            "round_to": self.round_to if isinstance(self.round_to, int) else dict(self.round_to),
         }
 
     @classmethod
@@ -248,7 +293,7 @@ class Plan:
             prune=dict(data.get("prune") or {}),
             precision=dict(data.get("precision") or {}),
             finetune=_finetune_from(data.get("finetune") or {}),
-            round_to=int(data.get("round_to", 8)),
+            round_to=data.get("round_to", 8),
         )
 
     def to_yaml(self) -> str:

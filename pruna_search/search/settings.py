@@ -146,7 +146,7 @@ class JobSettings:
             tie=space_config.get("tie", "none"),
             precision_tie=space_config.get("precision_tie"),
             finetune=trial_finetune,
-            round_to=int(space_config.get("round_to", 8)),
+            round_to=space_config.get("round_to", 8),
         )
 
         objective_config = _section(config, "objective")

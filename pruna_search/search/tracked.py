@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from ..core import names
-from ..core.plan import Plan, kept_channels
+from ..core.model_info import GroupInfo
+from ..core.plan import Plan
 from ..space import SearchSpace
 from ..tracking import GuardedTracker, StudyEnd, make_tracker
 from . import plots
@@ -136,16 +137,15 @@ def pareto_numbers(rows: Sequence[Mapping[str, Any]]) -> list[int]:
 
 def layer_rows(space: SearchSpace, plan: Plan) -> list[dict[str, Any]]:
     """The chosen plan layer by layer: channels removed and precision."""
-    owner: dict[str, str] = {}
+    owner: dict[str, GroupInfo] = {}
     for group in space.info.groups:
         for layer in (group.name, *group.members):
-            owner.setdefault(layer, group.name)
+            owner.setdefault(layer, group)
     rows = []
     for layer in space.info.layers:
         group = owner.get(layer.name)
-        ratio = plan.ratio(group) if group else 0.0
         kept = (
-            kept_channels(layer.out_channels, ratio, plan.round_to)
+            plan.kept(layer.out_channels, group.name, group.members)
             if group
             else layer.out_channels
         )

@@ -9,14 +9,14 @@ with ``precision_tie="model"`` one ``bits/all`` choice sets every layer's precis
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ..core.errors import ConfigError
+from ..core.errors import ConfigError, PlanError
 from ..core.model_info import ModelInfo
 from ..core.names import BITS_PARAM, PRUNE_PARAM
-from ..core.plan import MAX_RATIO, Finetune, Plan, kept_channels
+from ..core.plan import MAX_RATIO, Finetune, Plan, RoundTo, kept_channels, parse_round_to
 from ..core.precision import Precision
 from ..core.target import Target, get_target
 
@@ -46,7 +46,9 @@ class SpaceOptions:
             fp32/int8 boundary costs more than an int8 layer saves, ``model`` keeps the search
             out of mixed plans that are slower than both uniform ones.
         finetune: the fine-tune budget written into every Plan.
-        round_to: kept channels are a multiple of this.
+        round_to: kept channels are a multiple of this, or one multiple per precision
+            (``{"fp32": 8, "int8": 16}``): a group takes the largest multiple among the
+            precisions of the layers producing its channels (``Plan.multiple_of``).
     """
 
     ratios: tuple[float, ...] = (0.0, 0.25, 0.5, 0.625, 0.75)
@@ -54,9 +56,15 @@ class SpaceOptions:
     tie: str = "none"
     precision_tie: str | None = None
     finetune: Finetune = field(default_factory=Finetune)
-    round_to: int = 8
+    round_to: RoundTo = 8
 
     def __post_init__(self) -> None:
+        try:
+            object.__setattr__(
+                self, "round_to", parse_round_to(self.round_to, field="space.round_to")
+            )
+        except PlanError as exc:
+            raise ConfigError(str(exc)) from None
         ratios = tuple(float(r) for r in self.ratios)
         if not ratios:
             raise ConfigError("space.ratios: empty; give at least one ratio, e.g. [0.0, 0.5]")
@@ -144,15 +152,22 @@ class SearchSpace:
             for layer in layers
         }
 
-    def _kept(self, groups: Sequence[str], ratio: float) -> tuple[int, ...]:
+    def _kept(self, groups: Sequence[str], ratio_of: Callable[[str], float]) -> tuple[int, ...]:
+        """Channels each group keeps, under every channel multiple the groups may get (with
+        one multiple per precision, a group's depends on the precisions chosen with it)."""
         round_to = self.options.round_to
-        return tuple(kept_channels(self.info.group(g).channels, ratio, round_to) for g in groups)
+        multiples = sorted(set(round_to.values())) if isinstance(round_to, Mapping) else [round_to]
+        return tuple(
+            kept_channels(self.info.group(g).channels, ratio_of(g), multiple)
+            for multiple in multiples
+            for g in groups
+        )
 
     def _distinct_ratios(self, groups: Sequence[str]) -> tuple[float, ...]:
         """The smallest ratio for each distinct set of kept channel counts."""
         seen: dict[tuple[int, ...], float] = {}
         for ratio in self.options.ratios:
-            seen.setdefault(self._kept(groups, ratio), ratio)
+            seen.setdefault(self._kept(groups, lambda _g, r=ratio: r), ratio)
         return tuple(seen.values())
 
     @property
@@ -195,11 +210,10 @@ class SearchSpace:
         params: dict[str, Any] = {}
         for key, groups in self.prune_params.items():
             ratios = {plan.ratio(g) for g in groups}
-            kept = tuple(
-                kept_channels(self.info.group(g).channels, plan.ratio(g), plan.round_to)
-                for g in groups
-            )
-            matching = [r for r in self.ratio_choices[key] if self._kept(groups, r) == kept]
+            kept = self._kept(groups, plan.ratio)
+            matching = [
+                r for r in self.ratio_choices[key] if self._kept(groups, lambda _g, r=r: r) == kept
+            ]
             if plan.round_to != self.options.round_to or not matching:
                 raise ConfigError(
                     f"space: the plan's ratios {sorted(ratios)} for {key!r} are not one of "
