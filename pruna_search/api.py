@@ -29,7 +29,7 @@ from .core import names
 from .core.errors import ConfigError, DataError, ModelError
 from .core.files import atomic_copy
 from .core.model_info import ModelInfo
-from .core.plan import Finetune, Plan, RoundTo
+from .core.plan import DEFAULT_ROUND_TO, Finetune, Plan, RoundTo
 from .core.target import Target, get_target
 from .measure import LatencyComparison
 from .search import Evaluator
@@ -51,7 +51,7 @@ class Config:
         keep_fp32: layer names left at fp32 whatever ``quantization_bits`` says (e.g. the
             first conv and the classifier); ``"first"`` and ``"last"`` name those two.
         round_to: kept channels are a multiple of this, or one multiple per precision
-            (``{"fp32": 8, "int8": 16}``; see ``Plan.multiple_of``).
+            (default ``{"fp32": 8, "int8": 16}``; see ``Plan.multiple_of``).
     """
 
     target_device: str = "cpu"
@@ -62,7 +62,7 @@ class Config:
     optimizer: str = "sgd"
     distill: float = 0.7
     keep_fp32: tuple[str, ...] = ()
-    round_to: RoundTo = 8
+    round_to: RoundTo = field(default_factory=lambda: dict(DEFAULT_ROUND_TO))
 
     def to_plan(self, info: ModelInfo) -> Plan:
         plan = Plan.uniform(

@@ -45,8 +45,10 @@ def test_exported_model_reproduces_the_reported_accuracy(resnet20_trained, digit
     ):
         assert np.isfinite(result.metrics[key]), key
     assert result.metrics[names.LATENCY_P10] <= result.metrics[names.LATENCY_P90]
-    assert result.metrics[names.MACS] <= 0.35 * result.baseline[names.MACS]
-    assert result.metrics[names.SPEEDUP] > 1.2  # 4x fewer MACs and int8 must show
+    # int8 layers keep multiples of 16 channels (the default round_to): half of stages 2-3 go,
+    # the 16-channel stage 1 stays whole
+    assert result.metrics[names.MACS] <= 0.55 * result.baseline[names.MACS]
+    assert result.metrics[names.SPEEDUP] > 1.2  # half the MACs and int8 must show
     assert "dense fp32" in result.table()
 
 

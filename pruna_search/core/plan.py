@@ -10,6 +10,7 @@ import json
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from .errors import PlanError
@@ -34,6 +35,9 @@ def kept_channels(channels: int, ratio: float, round_to: int) -> int:
 
 
 RoundTo = int | Mapping[str, int]
+# measured on ONNX Runtime's CPU kernels (scripts/bench_channel_multiple.py, README "Channel
+# counts and the kernels"): fp32 convolutions are fastest at multiples of 8, int8 ones at 16
+DEFAULT_ROUND_TO: Mapping[str, int] = MappingProxyType({"fp32": 8, "int8": 16})
 
 
 def parse_round_to(value: object, *, field: str = "round_to") -> int | dict[str, int]:
@@ -131,16 +135,16 @@ class Plan:
             Groups not named are not pruned.
         precision: layer (module name) -> precision. Layers not named stay fp32.
         finetune: the recovery fine-tune budget.
-        round_to: kept channel counts are rounded to a multiple of this (8: odd counts lose
-            most of the CPU speedup, see STACK.md), or one multiple per precision
-            (``{"fp32": 8, "int8": 16}``: int8 kernels pad channels to their own block, see
+        round_to: kept channel counts are rounded to a multiple of this (odd counts lose
+            most of the CPU speedup, see STACK.md), or one multiple per precision (default
+            ``{"fp32": 8, "int8": 16}``: int8 kernels pad channels to their own block, see
             ``multiple_of``).
     """
 
     prune: Mapping[str, float] = field(default_factory=dict)
     precision: Mapping[str, Precision] = field(default_factory=dict)
     finetune: Finetune = field(default_factory=Finetune)
-    round_to: RoundTo = 8
+    round_to: RoundTo = field(default_factory=lambda: dict(DEFAULT_ROUND_TO))
 
     def __post_init__(self) -> None:
         object.__setattr__(
@@ -168,7 +172,7 @@ class Plan:
         pruning_ratio: float = 0.0,
         quantization_bits: int = 32,
         finetune: Finetune | None = None,
-        round_to: RoundTo = 8,
+        round_to: RoundTo = DEFAULT_ROUND_TO,
     ) -> Plan:
         """The same ratio for every group and, per layer, the most compressed precision the
         target runs with at least ``quantization_bits`` bits (e.g. 4 bits: int4 on Linear

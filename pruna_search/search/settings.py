@@ -13,7 +13,7 @@ from typing import Any
 
 from ..core.errors import ConfigError, PrunaSearchError
 from ..core.names import did_you_mean
-from ..core.plan import Finetune
+from ..core.plan import DEFAULT_ROUND_TO, Finetune
 from ..core.target import Target
 from ..space import SpaceOptions
 from ..tracking import DEFAULT_URI, TRACKERS, check_uri
@@ -146,7 +146,7 @@ class JobSettings:
             tie=space_config.get("tie", "none"),
             precision_tie=space_config.get("precision_tie"),
             finetune=trial_finetune,
-            round_to=space_config.get("round_to", 8),
+            round_to=space_config.get("round_to", DEFAULT_ROUND_TO),
         )
 
         objective_config = _section(config, "objective")

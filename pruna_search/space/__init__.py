@@ -16,7 +16,15 @@ from typing import Any, Protocol
 from ..core.errors import ConfigError, PlanError
 from ..core.model_info import ModelInfo
 from ..core.names import BITS_PARAM, PRUNE_PARAM
-from ..core.plan import MAX_RATIO, Finetune, Plan, RoundTo, kept_channels, parse_round_to
+from ..core.plan import (
+    DEFAULT_ROUND_TO,
+    MAX_RATIO,
+    Finetune,
+    Plan,
+    RoundTo,
+    kept_channels,
+    parse_round_to,
+)
 from ..core.precision import Precision
 from ..core.target import Target, get_target
 
@@ -56,7 +64,7 @@ class SpaceOptions:
     tie: str = "none"
     precision_tie: str | None = None
     finetune: Finetune = field(default_factory=Finetune)
-    round_to: RoundTo = 8
+    round_to: RoundTo = field(default_factory=lambda: dict(DEFAULT_ROUND_TO))
 
     def __post_init__(self) -> None:
         try:
