@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 # make run ARGS="study.n_trials=40" passes options to pruna-search
 ARGS ?=
 
-.PHONY: setup run ui test test-fast lint format bench bench-search bench-tracking bench-latency clean
+.PHONY: setup run ui test test-fast lint format bench bench-search bench-tracking bench-latency bench-multiple clean
 
 setup: $(STAMP)
 
@@ -48,6 +48,9 @@ bench-tracking: setup
 
 bench-latency: setup
 	$(BIN)/python scripts/bench_latency.py
+
+bench-multiple: setup
+	$(BIN)/python scripts/bench_channel_multiple.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
