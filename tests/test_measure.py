@@ -140,9 +140,12 @@ def test_cache_hits_on_same_content(two_models, tmp_path):
         small, big, X, dataclasses.replace(QUICK, intra_op_threads=2), cache=cache
     )
     assert not other.cached and other.fingerprint["threads"] == 2
+    # a longer protocol is not answered by a short one's figure
+    longer = compare_latency(small, big, X, dataclasses.replace(QUICK, max_runs=60), cache=cache)
+    assert not longer.cached and longer.candidate.runs <= 60
     off = compare_latency(small, big, X, dataclasses.replace(QUICK, cache=False), cache=cache)
     assert not off.cached
-    assert len(cache) == 2
+    assert len(cache) == 3
 
 
 def test_noise_gate_measures_again_and_flags(two_models, tmp_path):

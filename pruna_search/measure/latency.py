@@ -248,7 +248,12 @@ def compare_latency(
     use_cache = cache is not None and target.cache
     # the settings a figure depends on: the cache key, and the baseline floor's with its hash
     base_hash = file_hash(baseline)
-    settings = {"target": target.identity(), "machine": runner.identity(), "shape": list(x.shape)}
+    settings = {
+        "target": target.identity(),
+        "protocol": protocol_of(target),
+        "machine": runner.identity(),
+        "shape": list(x.shape),
+    }
     key = cand_hash = None
     if use_cache:
         cand_hash = file_hash(candidate)
@@ -263,6 +268,23 @@ def compare_latency(
             key, comparison.to_dict(), candidate=cand_hash, baseline=base_hash, settings=settings
         )
     return comparison
+
+
+# what sets how tight a figure is: a figure from a short protocol (a quick test run with
+# max_runs=40) must not answer a long one (an overnight study), so they are in the cache key
+PROTOCOL_KEYS = (
+    "warmup",
+    "min_runs",
+    "max_runs",
+    "time_budget_s",
+    "ci_tolerance",
+    "min_window_s",
+    "quiet_tolerance",
+)
+
+
+def protocol_of(target: Target) -> dict[str, Any]:
+    return {name: getattr(target, name) for name in PROTOCOL_KEYS}
 
 
 # lowest baseline p10 seen in this process, per baseline file, machine, target and input shape
