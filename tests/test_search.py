@@ -197,6 +197,35 @@ def test_failing_plan_is_a_fail_trial_and_duplicates_are_reused(tmp_path, resnet
     assert (outcome.evaluated, outcome.duplicates, outcome.failed) == (2, 1, 1)
 
 
+def test_params_that_build_the_same_model_are_evaluated_once(tmp_path, resnet20_trained):
+    """With round_to {fp32: 8, int8: 16}, pruning half of stage 1's 16 channels keeps all 16
+    when they run int8: that plan is the uniform int8 model, so it is reused, not re-evaluated
+    (at fp32 it keeps 8 channels: another model, evaluated)."""
+    settings = JobSettings.parse(tiny(tmp_path))
+    assert settings.space.round_to == {"fp32": 8, "int8": 16}
+    session = open_session(settings)
+    try:
+        study = optuna.create_study(
+            storage=f"sqlite:///{tmp_path}/same.db", directions=settings.objective.directions
+        )
+        references = reference_plans(session.space, [0.5])
+        int8 = dict(references["uniform int8"])
+        study.enqueue_trial(int8)
+        study.enqueue_trial({**int8, "prune/layer1": 0.5})  # the same model
+        fp32 = {k: "fp32" for k in int8 if k.startswith("bits/")}
+        study.enqueue_trial({**int8, "prune/layer1": 0.5, **fp32})  # 8 channels: another model
+        outcome = run_trials(
+            study, session.space, session.evaluator, settings.objective, n_trials=2
+        )
+    finally:
+        session.close()
+    trials = study.get_trials()
+    assert trials[1].params != trials[0].params
+    assert trials[1].user_attrs[DUPLICATE_ATTR] == 0 and trials[1].values == trials[0].values
+    assert DUPLICATE_ATTR not in trials[2].user_attrs
+    assert (outcome.evaluated, outcome.duplicates) == (2, 1)
+
+
 class _FasterEarlier(dict):
     """Latency floors as if an earlier window had seen every dense model 1000x faster."""
 

@@ -29,7 +29,7 @@ from ..core.errors import PrunaSearchError
 from ..core.plan import Plan
 from ..core.precision import Precision
 from ..core.progress import bar, quiet
-from ..space import SearchSpace
+from ..space import SearchSpace, model_key
 from .evaluate import Evaluator
 from .objectives import Objective
 from .study import (
@@ -37,6 +37,7 @@ from .study import (
     FAIL_ATTR,
     PRUNED_ATTR,
     REFERENCE_ATTR,
+    FixedTrial,
     FrozenTrial,
     Trial,
     TrialPruned,
@@ -117,7 +118,7 @@ def trial_line(trial: FrozenTrial, objective: Objective) -> str:
     if trial.state is not TrialState.COMPLETE:
         return f"{head} {trial.state.name}"
     if DUPLICATE_ATTR in attrs:
-        tail += f" [same params as trial {attrs[DUPLICATE_ATTR]}, not re-evaluated]"
+        tail += f" [same model as trial {attrs[DUPLICATE_ATTR]}, not re-evaluated]"
     feasible = is_feasible(trial)
     if attrs.get(NOISY_ATTR):
         tail += f" (noisy: {attrs[NOISY_ATTR]})"
@@ -213,7 +214,24 @@ def run_trials(
     trials are always evaluated in full.
     """
     outcome = LoopOutcome()
-    done = {params_key(t.params): t for t in completed(study)}
+    keys: dict[tuple, tuple] = {}  # params -> the model they build (model_key)
+
+    def key_of(params: Mapping[str, Any], plan: Plan | None = None) -> tuple:
+        """Trials that build the same model (same channels, precisions and fine-tune) are one
+        evaluation, whatever their params: ratios that round to the same channel counts."""
+        by_params = params_key(params)
+        if by_params not in keys:
+            plan = plan if plan is not None else space(FixedTrial(dict(params)))
+            keys[by_params] = model_key(space.info, plan)
+        return keys[by_params]
+
+    def finished() -> dict[tuple, FrozenTrial]:
+        found: dict[tuple, FrozenTrial] = {}
+        for t in completed(study):
+            found.setdefault(key_of(t.params), t)
+        return found
+
+    done = finished()
     if len(evaluated(study)) >= n_trials:
         return outcome
 
@@ -221,9 +239,10 @@ def run_trials(
         start = time.perf_counter()
         plan = space(trial)
         trial.set_user_attr(PLAN_ATTR, plan_summary(plan, space))
-        key = params_key(trial.params)
+        key = key_of(trial.params, plan)
         if key not in done:  # another worker may have finished it meanwhile
-            done.update({params_key(t.params): t for t in completed(study)})
+            for other, t in finished().items():
+                done.setdefault(other, t)
         if key in done:
             return _reuse(trial, done[key], objective)
         try:
@@ -306,7 +325,7 @@ def run_trials(
                 consecutive_idle = 0
                 progress.update(1)
                 outcome.evaluated += 1
-                done[params_key(trial.params)] = trial
+                done.setdefault(key_of(trial.params), trial)
             row = row_of(trial)
             best = objective.choose([r for r in (best, row) if r is not None]) or best
             if best is not None:

@@ -249,6 +249,15 @@ class SearchSpace:
         return params
 
 
+def model_key(info: ModelInfo, plan: Plan) -> tuple:
+    """What the evaluated model depends on: channels kept per group, precision per layer and
+    the fine-tune. Plans with the same key build the same model — e.g. with ``round_to``
+    ``{fp32: 8, int8: 16}``, 0.5 and 0.75 of a 16-channel group both keep 16 channels at int8."""
+    kept = tuple(plan.kept(g.channels, g.name, g.members) for g in info.groups)
+    precision = tuple(sorted((name, p.value) for name, p in plan.precision.items()))
+    return kept, precision, plan.finetune
+
+
 def uniform_params(space: SearchSpace, ratio: float, bits: int) -> Mapping[str, Any]:
     """Parameters of the uniform plan (same ratio everywhere, ``bits`` where the target runs
     it), used for the reference trials."""
@@ -263,4 +272,4 @@ def uniform_params(space: SearchSpace, ratio: float, bits: int) -> Mapping[str, 
     return space.params_of(plan)
 
 
-__all__ = ["SearchSpace", "SpaceOptions", "SuggestsCategorical", "uniform_params"]
+__all__ = ["SearchSpace", "SpaceOptions", "SuggestsCategorical", "model_key", "uniform_params"]
