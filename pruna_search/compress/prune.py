@@ -19,7 +19,7 @@ from ..core.model_info import GroupInfo
 from ..core.plan import kept_channels
 
 # a channel multiple for every group, or one from the layers producing the group's channels
-RoundTo = int | Callable[[Sequence[str]], int]
+ChannelMultiple = int | Callable[[Sequence[str]], int]
 
 ROOT_TYPES = (nn.Conv2d, nn.Linear)
 IMPORTANCES = ("magnitude", "l1", "random")
@@ -123,7 +123,7 @@ def _prune_once(
     model: nn.Module,
     example: torch.Tensor,
     ratios: Mapping[str, float],
-    round_to: RoundTo,
+    round_to: ChannelMultiple,
     importance: str,
     report: PruneReport,
 ) -> None:
@@ -169,7 +169,7 @@ def prune(
     example: torch.Tensor,
     ratios: Mapping[str, float],
     *,
-    round_to: RoundTo = 8,
+    round_to: ChannelMultiple = 8,
     importance: str = "magnitude",
 ) -> tuple[nn.Module, PruneReport]:
     """Remove channels group by group; returns the pruned model (a new object) and a report.

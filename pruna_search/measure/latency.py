@@ -327,8 +327,8 @@ def _measure_steady(
             break
     assert best is not None
     result = replace(best, attempts=windows)
-    slow = _drifted(best, floor, drift) or best.unsettled
-    if slow and not best.noisy:
+    drifted = _drifted(best, floor, drift)
+    if (drifted or best.unsettled) and not best.noisy:
         _SLOW_STREAK[key] = streak + 1
         lasting = (
             f"; {streak + 1} comparisons in a row, so not measured again until it ends"
@@ -337,7 +337,7 @@ def _measure_steady(
         )
         plural = "s" if windows != 1 else ""
         where = f"in {windows} window{plural} (a slow phase of the host{lasting})"
-        if _drifted(best, floor, drift):
+        if drifted:
             excess = 100 * (best.baseline.p10 / floor - 1)
             noise = (
                 f"dense p10 {best.baseline.p10:.3f} ms stayed {excess:.1f} % above the "
