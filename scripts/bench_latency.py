@@ -14,9 +14,11 @@ again), other CPU load seen, the noisy flag and whether the p10s converged, and 
 over the configurations never flagged noisy (the search does not rule a plan out on a noisy
 figure). Targets:
 Kendall tau-b between the rounds' p10 rankings >= 0.9; max and median speedup spread <= 3 %.
+Each int8 configuration's window also times the dense int8 model as a probe with a floor of
+its own, as the search does (``target.int8_probe``; ``--no-int8-probe`` leaves it out).
 
     .venv/bin/python scripts/bench_latency.py [--ratios 0,0.25,0.5,0.625,0.75] [--rounds 2]
-        [--skip-agent | --only-local] [--skip-local] [--ci-tolerance 0.015]
+        [--skip-agent | --only-local] [--skip-local] [--ci-tolerance 0.015] [--no-int8-probe]
 """
 
 from __future__ import annotations
@@ -80,6 +82,9 @@ def export_configs(
     no_finetune = Finetune(steps=0, bn_recalibration=0)
     dense = folder / "dense.fp32.onnx"
     shutil.copy2(evaluator.dense_path, dense)
+    global INT8_PROBE
+    INT8_PROBE = folder / "dense.int8.onnx"  # timed with every int8 configuration
+    shutil.copy2(evaluator.int8_probe(), INT8_PROBE)
     configs = []
     for ratio, (precision, bits) in itertools.product(ratios, PRECISIONS):
         label = f"{ratio:g} {precision}"
@@ -99,8 +104,9 @@ def export_configs(
     return configs, dense, evaluator.x_val
 
 
-# the cpu target's protocol; --ci-tolerance changes it
+# the cpu target's protocol; --ci-tolerance and --no-int8-probe change it
 PROTOCOL: Target = CPU
+INT8_PROBE: Path | None = None
 
 
 def measure_rounds(
@@ -118,7 +124,10 @@ def measure_rounds(
         start = time.perf_counter()
         measured: dict[str, LatencyComparison] = {}
         for label, path in order:
-            measured[label] = compare_latency(path, dense, x, target, cache=None, runner=runner)
+            probe = INT8_PROBE if target.int8_probe and label.endswith("int8") else None
+            measured[label] = compare_latency(
+                path, dense, x, target, cache=None, runner=runner, reference=probe
+            )
         results.append(measured)
         print(
             f"  round {index + 1} ({'forward' if index % 2 == 0 else 'reversed'}): "
@@ -343,10 +352,17 @@ def main() -> int:
         default=None,
         help=f"the p10's 95 %% interval to reach, a fraction (cpu target: {CPU.ci_tolerance})",
     )
+    parser.add_argument(
+        "--no-int8-probe",
+        action="store_true",
+        help="int8 configurations without the dense int8 model timed as a probe",
+    )
     args = parser.parse_args()
     global PROTOCOL
     if args.ci_tolerance is not None:
-        PROTOCOL = dataclasses.replace(CPU, ci_tolerance=args.ci_tolerance)
+        PROTOCOL = dataclasses.replace(PROTOCOL, ci_tolerance=args.ci_tolerance)
+    if args.no_int8_probe:
+        PROTOCOL = dataclasses.replace(PROTOCOL, int8_probe=False)
     if args.rounds < 2:
         parser.error("--rounds: at least 2 (stability is compared between rounds)")
     os.environ.setdefault("PRUNA_SEARCH_PROGRESS", "0")
@@ -361,7 +377,8 @@ def main() -> int:
         f"window {P.min_window_s:g}-{P.time_budget_s:g} s, ci {100 * P.ci_tolerance:g} %, "
         f"quiet rounds within {100 * (P.quiet_tolerance or 0):g} %, noise gate "
         f"{P.max_other_load:g} cores or dense {100 * (P.max_baseline_drift or 0):g} % above "
-        f"its floor x {P.noise_retries} retries; no cache"
+        f"its floor{' (int8: and dense int8)' if P.int8_probe else ''} x {P.noise_retries} "
+        "retries; no cache"
     )
     ok = True
     with tempfile.TemporaryDirectory(prefix="bench_latency_") as tmp:

@@ -129,8 +129,11 @@ def test_real_measurement_with_baseline(agent, onnx_files):
     assert reply["speedup"] > 1.5
     assert reply["input_shape"] == [1, 1, 32, 32]
     assert reply["fingerprint"]["threads"] == 1
+    assert reply["reference"] is None
     status, _ = post(url, {"model": onnx_files["small"]}, token=None)
     assert status == 401
+    status, reply = post(url, {"model": onnx_files["small"], "reference": onnx_files["big"]})
+    assert status == 400 and "reference: sent without a baseline" in reply["detail"]
 
 
 def test_bad_files_are_refused_with_a_reason(agent, onnx_files, tmp_path):
@@ -235,11 +238,15 @@ def test_remote_runner_measures_through_the_agent(agent, onnx_files):
             np.zeros((1, 1, 32, 32), np.float32),
             target,
             runner=runner,
+            reference=onnx_files["big"],  # a probe timed in the same window
         )
     finally:
         os.environ.pop("PRUNA_AGENT_TOKEN")
     assert result.runner == f"remote {url}" and result.speedup > 1.5
     assert result.fingerprint["cores"] >= 1
+    assert result.reference is not None and result.reference.runs == result.candidate.runs
+    # the probe is the big model again: within 30 % of the baseline timed alternately with it
+    assert abs(result.reference.p10 / result.baseline.p10 - 1) < 0.3
 
 
 def test_remote_runner_down_is_one_clear_error():

@@ -25,7 +25,8 @@ def test_many_plans_against_one_dense_export(digits, tmp_path):
     plans = [
         Plan(),
         Plan(prune={g: 0.5 for g in groups}),
-        Plan.uniform(evaluator.info, quantization_bits=8),
+        # pruned too: the dense int8 model is the probe, and a candidate is not its own probe
+        Plan.uniform(evaluator.info, pruning_ratio=0.5, quantization_bits=8),
     ]
     results = [evaluator.evaluate(p, name=f"p{i}") for i, p in enumerate(plans)]
     assert evaluator.dense_path.read_bytes() == dense_bytes  # never re-exported
@@ -44,6 +45,11 @@ def test_many_plans_against_one_dense_export(digits, tmp_path):
     for metrics in (dense, pruned, int8):
         assert {names.SPEEDUP, names.LATENCY_P10, names.COMPRESSION} <= set(metrics)
     assert results[1].seconds.keys() >= {"prune", "export", "quantize", "evaluate", "measure"}
+    # the int8 plan's window also timed the dense model at int8, built once, as a probe
+    assert results[0].latency.reference is None and results[1].latency.reference is None
+    assert results[2].latency.reference is not None
+    assert evaluator.int8_probe() == tmp_path / "dense.int8.onnx"
+    assert "build_int8_probe" in evaluator.seconds
 
 
 def test_a_plan_is_validated_before_any_work(digits, tmp_path):

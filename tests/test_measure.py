@@ -116,6 +116,39 @@ def test_baseline_above_its_floor_is_measured_again_and_flagged(two_models, tmp_
     assert not off.noisy and off.attempts == 1
 
 
+def test_reference_above_its_floor_is_measured_again_and_flagged(two_models, monkeypatch):
+    """A slow phase that slows one kind of kernel and not the dense model's: the reference
+    (the search's dense int8 model) is timed in the same window and held to its own floor."""
+    small, big = two_models
+    target = dataclasses.replace(
+        QUICK,
+        max_runs=5000,
+        ci_tolerance=0.05,
+        noise_retries=1,
+        noise_wait_s=0.1,
+        max_other_load=1e9,
+        cache=False,
+    )
+    monkeypatch.setattr(latency, "_BASELINE_FLOOR", {})
+    monkeypatch.setattr(latency, "_SLOW_STREAK", {})
+    first = compare_latency(small, big, X, target, reference=big)
+    assert first.converged and not first.noisy, first.noise
+    assert first.reference is not None and first.reference.runs == first.candidate.runs
+    keys = sorted(latency._BASELINE_FLOOR)
+    assert len(keys) == 2, "the baseline and the reference keep a floor each"
+    (ref_key,) = [k for k in keys if k.startswith('["reference"')]
+    (base_key,) = [k for k in keys if k != ref_key]
+    # the candidate as its own reference: timed once, not twice
+    assert compare_latency(small, big, X, target, reference=small).reference is None
+    # as if an earlier window had seen the reference twice as fast, the dense model never
+    latency._BASELINE_FLOOR[ref_key] = first.reference.p10 / 2
+    latency._BASELINE_FLOOR[base_key] = first.baseline.p10 * 10
+    slow = compare_latency(small, big, X, target, reference=big)
+    assert slow.noisy and slow.attempts == 2
+    assert slow.noise.startswith("reference p10") and "slow phase" in slow.noise
+    assert not compare_latency(small, big, X, target).noisy, "without it: not flagged"
+
+
 def test_p10_confidence_narrows_with_runs():
     rng = np.random.default_rng(0)
     few = p10_confidence(np.sort(rng.gamma(4, 0.1, 50) + 1))
@@ -241,6 +274,7 @@ def test_providers_beyond_cpu_need_onnxruntime_to_have_them(two_models):
         ({"name": "cpu", "capabilities": {"conv": ["int2"]}}, "'int2' is not a precision"),
         ({"name": "cpu", "capabilities": {"attention": ["int8"]}}, "unknown layer kind"),
         ({"name": "tpu"}, "unknown target 'tpu' without capabilities"),
+        ({"name": "cpu", "int8_probe": "yes"}, "target.int8_probe: 'yes' must be true or false"),
     ],
 )
 def test_target_config_errors(config, message):

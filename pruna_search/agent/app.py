@@ -2,7 +2,9 @@
 
 ``GET /health``: the device's fingerprint, its ONNX Runtime providers and the queue.
 ``POST /measure``: multipart field ``model`` (the ONNX file), optional ``baseline`` (timed
-alternately with it, so ``speedup`` is a same-window ratio) and ``settings`` (JSON: ``batch``,
+alternately with it, so ``speedup`` is a same-window ratio), optional ``reference`` (with a
+baseline: a third model timed in the same window, a probe of the device's state) and
+``settings`` (JSON: ``batch``,
 ``threads``, ``warmup``, ``budget`` seconds, and the other ``TimingSettings`` fields) -> the
 figures as JSON.
 
@@ -36,6 +38,7 @@ log = logging.getLogger("pruna_search.agent")
 # HTTP status of each stage a measurement can fail at
 STATUS = {"settings": 400, "load": 400, "run": 422, "timeout": 422, "crash": 422}
 FORM_OVERHEAD = 64 * 1024  # multipart headers and the settings field
+MAX_FILES = 3  # model, baseline and reference
 
 
 @dataclass(frozen=True)
@@ -76,7 +79,7 @@ class Guard:
                 length = int(headers["content-length"])
             except ValueError:
                 length = 0
-            if length > self.config.max_model_bytes * 2 + FORM_OVERHEAD:
+            if length > self.config.max_model_bytes * MAX_FILES + FORM_OVERHEAD:
                 refusal = (413, too_large("request", length, self.config.max_model_bytes))
         if refusal is None:
             await self.app(scope, receive, send)
@@ -115,10 +118,15 @@ def create_app(config: AgentConfig) -> FastAPI:
     async def measure(
         model: Annotated[UploadFile, File()],
         baseline: Annotated[UploadFile | None, File()] = None,
+        reference: Annotated[UploadFile | None, File()] = None,
         settings: Annotated[str, Form()] = "{}",
     ) -> dict[str, Any]:
         timing = _settings(settings)
-        uploads = [("model", model)] + ([("baseline", baseline)] if baseline else [])
+        if reference is not None and baseline is None:
+            raise HTTPException(400, "reference: sent without a baseline; send both or neither")
+        # timed in this order, like the local runner: [baseline, model, reference]
+        given = (("baseline", baseline), ("model", model), ("reference", reference))
+        uploads = [(field, upload) for field, upload in given if upload is not None]
         for field, upload in uploads:
             size = upload.size if upload.size is not None else 0
             if size > config.max_model_bytes:
@@ -134,10 +142,7 @@ def create_app(config: AgentConfig) -> FastAPI:
                 paths[field] = folder / f"{field}.onnx"
                 with open(paths[field], "wb") as handle:
                     shutil.copyfileobj(upload.file, handle)
-            # timed as [baseline, model], like the local runner
-            order = (
-                [paths["baseline"], paths["model"]] if "baseline" in paths else [paths["model"]]
-            )
+            order = list(paths.values())
             arrived = time.time()
             state["waiting"] += 1
             async with lock:
@@ -156,16 +161,20 @@ def create_app(config: AgentConfig) -> FastAPI:
                     state["served"] += 1
         finally:
             shutil.rmtree(folder, ignore_errors=True)
-        stats = reply.pop("models")
-        result: dict[str, Any] = {"model": stats[-1], "baseline": None, "speedup": None}
-        if len(stats) == 2:
-            result["baseline"] = stats[0]
-            result["speedup"] = stats[0]["p10"] / stats[1]["p10"]
+        stats = dict(zip(paths, reply.pop("models"), strict=True))
+        result: dict[str, Any] = {
+            "model": stats["model"],
+            "baseline": stats.get("baseline"),
+            "reference": stats.get("reference"),
+            "speedup": None,
+        }
+        if "baseline" in stats:
+            result["speedup"] = stats["baseline"]["p10"] / stats["model"]["p10"]
         result.update(reply)
         result.update(started=started, finished=finished, queued_s=started - arrived)
         log.info(
             f"measured {model.filename} ({model.size / 1e6:.2f} MB): p10 "
-            f"{stats[-1]['p10']:.3f} ms, {stats[-1]['runs']} runs, other load "
+            f"{stats['model']['p10']:.3f} ms, {stats['model']['runs']} runs, other load "
             f"{_cores(reply.get('other_load'))}, waited {started - arrived:.1f} s"
         )
         return result

@@ -55,6 +55,9 @@ class Target:
             fast rounds (10th percentile) are left out (slow phases); ``None`` keeps all.
         max_other_load: cores of other work on the machine above which a window is measured
             again (the noise gate), at most ``noise_retries`` times, ``noise_wait_s`` apart.
+        int8_probe: time the dense model at int8 in every window that measures a quantized
+            plan, held to a floor of its own like the baseline (some slow phases of a shared
+            host slow int8 kernels and not fp32 ones; the dense fp32 baseline cannot see them).
         timeout_s: a measurement taking longer is killed (a hanging model) and fails.
         reduce_range: quantize int8 weights to 7 bits. ``None`` decides from the measuring
             CPU: on x86 without VNNI, full-range int8 weights saturate and lose accuracy.
@@ -83,6 +86,7 @@ class Target:
     max_other_load: float = 0.5
     noise_retries: int = 2
     noise_wait_s: float = 5.0
+    int8_probe: bool = True
     timeout_s: float = 120.0
     reduce_range: bool | None = None
     runner: str = "local"
@@ -196,8 +200,10 @@ class Target:
                 f"target.max_baseline_drift: {drift!r} must be a number > 0, or null to turn "
                 "the check off"
             )
-        if not isinstance(target.cache, bool):
-            raise TargetError(f"target.cache: {target.cache!r} must be true or false")
+        for flag in ("cache", "int8_probe"):
+            value = getattr(target, flag)
+            if not isinstance(value, bool):
+                raise TargetError(f"target.{flag}: {value!r} must be true or false")
         return target
 
 

@@ -13,6 +13,12 @@ quiet-round filter cannot see it. ``compare_latency`` remembers the lowest basel
 each baseline, machine and target in this process; a window whose baseline is more than
 ``target.max_baseline_drift`` above it is measured again (the noise gate's retries and wait) and
 flagged ``noisy`` when it stays there.
+
+Some slow phases of a shared host slow int8 kernels and leave fp32 ones alone (measured: an
+int8 model 60–80 % slower while the dense fp32 model stayed within 3 % of its floor). So a
+comparison may carry a *reference*: a third model timed in the same window only as a probe
+(the search passes the dense model at int8 for every quantized plan). It keeps a floor of its
+own, judged like the baseline's.
 """
 
 from __future__ import annotations
@@ -60,6 +66,7 @@ class LatencyComparison:
 
     candidate: Latency
     baseline: Latency
+    reference: Latency | None = None  # the probe timed in the same window (None: none)
     other_load: float | None = None  # cores busy with other work during the window
     noisy: bool = False  # the noise gate never saw the machine settle
     noise: str = ""  # why it is noisy
@@ -92,18 +99,21 @@ class LatencyComparison:
         values = dict(values, cached=cached)
         values["candidate"] = Latency(**values["candidate"])
         values["baseline"] = Latency(**values["baseline"])
+        if values.get("reference") is not None:
+            values["reference"] = Latency(**values["reference"])
         return cls(**values)
 
     @classmethod
     def from_reply(cls, reply: dict, runner: str) -> LatencyComparison:
-        """From a worker's (or agent's) reply timing [baseline, candidate]."""
-        base, cand = (Latency(**m) for m in reply["models"])
+        """From a worker's (or agent's) reply timing [baseline, candidate(, reference)]."""
+        base, cand, *probe = (Latency(**m) for m in reply["models"])
         noisy = bool(reply.get("noisy"))
         attempts = len(reply.get("attempts") or [1])
         load = reply.get("other_load")
         return cls(
             candidate=cand,
             baseline=base,
+            reference=probe[0] if probe else None,
             other_load=load,
             noisy=noisy,
             noise=f"other load {load:.2f} cores in {attempts} windows" if noisy and load else "",
@@ -121,9 +131,10 @@ class LatencyComparison:
 class LatencyRunner(Protocol):
     """Times ONNX models on a target. Invariant: a measurement never modifies the model files.
 
-    ``measure`` times ``models`` alternately and returns the worker's reply (``models`` holds
-    one summary per model, in order); it raises ``MeasurementError`` (``ModelRunError`` with a
-    stage for a model that cannot be loaded, fails, hangs or crashes). ``identity`` names the
+    ``measure`` times ``models`` (baseline, candidate and optionally a reference) alternately
+    and returns the worker's reply (``models`` holds one summary per model, in order); it
+    raises ``MeasurementError`` (``ModelRunError`` with a stage for a model that cannot be
+    loaded, fails, hangs or crashes). ``identity`` names the
     measuring machine for the cache; ``fingerprint`` describes it.
     """
 
@@ -235,11 +246,14 @@ def compare_latency(
     *,
     cache: LatencyCache | None = None,
     runner: LatencyRunner | None = None,
+    reference: str | Path | None = None,
 ) -> LatencyComparison:
     """Time ``candidate`` and ``baseline`` alternately on ``example`` (batch of the target).
 
     With ``cache`` (and ``target.cache``), a result for the same two files, target settings,
     machine and input shape is reused; results the noise gate flagged are not stored.
+    ``reference``: a third model timed in the window as a probe of the host's state (its p10
+    is held to a floor of its own); left out when it is the candidate itself.
     """
     runner = runner or runner_for(target)
     x = np.ascontiguousarray(example[: target.batch_size], dtype=np.float32)
@@ -254,15 +268,24 @@ def compare_latency(
         "machine": runner.identity(),
         "shape": list(x.shape),
     }
-    key = cand_hash = None
+    key = None
+    cand_hash = file_hash(candidate) if use_cache or reference is not None else None
     if use_cache:
-        cand_hash = file_hash(candidate)
         key = cache.key(cand_hash, base_hash, settings)
         hit = cache.get(key)
         if hit is not None:
             return LatencyComparison.from_dict(hit, cached=True)
-    floor_key = json.dumps([base_hash, settings], sort_keys=True, default=str)
-    comparison = _measure_steady(runner, Path(candidate), Path(baseline), x, target, floor_key)
+    models = [Path(baseline), Path(candidate)]
+    floor_keys = [json.dumps([base_hash, settings], sort_keys=True, default=str)]
+    if reference is not None:
+        ref_hash = file_hash(reference)
+        if ref_hash != cand_hash:
+            models.append(Path(reference))
+            # its own key even for the baseline's file: the two floors are judged apart
+            floor_keys.append(
+                json.dumps(["reference", ref_hash, settings], sort_keys=True, default=str)
+            )
+    comparison = _measure_steady(runner, models, x, target, floor_keys)
     if use_cache and key is not None and not comparison.noisy:
         cache.put(
             key, comparison.to_dict(), candidate=cand_hash, baseline=base_hash, settings=settings
@@ -287,9 +310,11 @@ def protocol_of(target: Target) -> dict[str, Any]:
     return {name: getattr(target, name) for name in PROTOCOL_KEYS}
 
 
-# lowest baseline p10 seen in this process, per baseline file, machine, target and input shape
+# lowest p10 seen in this process, per baseline (or reference) file, machine, target and input
+# shape
 _BASELINE_FLOOR: dict[str, float] = {}
-# comparisons in a row (same key) whose dense p10 stayed above the floor after every retry
+# comparisons in a row (same baseline key) whose probes stayed above their floors after every
+# retry
 _SLOW_STREAK: dict[str, int] = {}
 # after this many in a row the host has settled into a slower state: windows are not measured
 # again for the drift (each retry costs noise_wait_s plus a window, and would not come back)
@@ -299,37 +324,37 @@ SLOW_STREAK_NO_RETRY = 2
 
 def _measure_steady(
     runner: LatencyRunner,
-    candidate: Path,
-    baseline: Path,
+    models: list[Path],
     x: np.ndarray,
     target: Target,
-    key: str,
+    keys: list[str],
 ) -> LatencyComparison:
-    """One window, measured again while its baseline is above the floor seen before (``key``
-    names the baseline file, target, machine and input shape) or while it runs out of time
-    unsettled; flagged ``noisy`` when every window did."""
+    """One window of ``models`` (baseline, candidate, optional reference), measured again
+    while a probe's p10 — the baseline's, or the reference's — is above the floor seen before
+    (``keys``: one per probe, naming its file, the target, machine and input shape) or while
+    it runs out of time unsettled; flagged ``noisy`` when every window did."""
     label = runner.name if runner.name == "local" else f"remote {target.url}"
     drift = target.max_baseline_drift
-    floor = _BASELINE_FLOOR.get(key)
-    streak = _SLOW_STREAK.get(key, 0)
+    floors = [_BASELINE_FLOOR.get(key) for key in keys]
+    streak = _SLOW_STREAK.get(keys[0], 0)
     retries = target.noise_retries if streak < SLOW_STREAK_NO_RETRY else 0
     best: LatencyComparison | None = None
     windows = 0
     for attempt in range(retries + 1):
         if attempt:
             time.sleep(target.noise_wait_s)
-        comparison = LatencyComparison.from_reply(runner.measure([baseline, candidate], x), label)
+        comparison = LatencyComparison.from_reply(runner.measure(models, x), label)
         windows += comparison.attempts
         if best is None or _steadier(comparison, best):
             best = comparison
         # the noise gate already measured again; a drift is judged by the p10's lower bound
-        if comparison.noisy or not (_drifted(best, floor, drift) or best.unsettled):
+        if comparison.noisy or not (_drift(best, floors, drift) or best.unsettled):
             break
     assert best is not None
     result = replace(best, attempts=windows)
-    drifted = _drifted(best, floor, drift)
+    drifted = _drift(best, floors, drift)
     if (drifted or best.unsettled) and not best.noisy:
-        _SLOW_STREAK[key] = streak + 1
+        _SLOW_STREAK[keys[0]] = streak + 1
         lasting = (
             f"; {streak + 1} comparisons in a row, so not measured again until it ends"
             if streak + 1 > SLOW_STREAK_NO_RETRY
@@ -338,9 +363,9 @@ def _measure_steady(
         plural = "s" if windows != 1 else ""
         where = f"in {windows} window{plural} (a slow phase of the host{lasting})"
         if drifted:
-            excess = 100 * (best.baseline.p10 / floor - 1)
+            name, p10, floor = drifted
             noise = (
-                f"dense p10 {best.baseline.p10:.3f} ms stayed {excess:.1f} % above the "
+                f"{name} p10 {p10:.3f} ms stayed {100 * (p10 / floor - 1):.1f} % above the "
                 f"{floor:.3f} ms measured before, {where}"
             )
         else:
@@ -350,10 +375,27 @@ def _measure_steady(
             )
         result = replace(result, noisy=True, noise=noise)
     elif best.converged and not best.noisy:
-        _SLOW_STREAK[key] = 0
+        _SLOW_STREAK[keys[0]] = 0
     if best.converged and not best.noisy:
-        _BASELINE_FLOOR[key] = min(best.baseline.p10, floor if floor is not None else math.inf)
+        for key, floor, probe in zip(keys, floors, _probes(best), strict=False):
+            _BASELINE_FLOOR[key] = min(probe.p10, floor if floor is not None else math.inf)
     return result
+
+
+def _probes(window: LatencyComparison) -> list[Latency]:
+    """The figures held to a floor: the baseline's, then the reference's."""
+    return [window.baseline] + ([window.reference] if window.reference is not None else [])
+
+
+def _drift(
+    window: LatencyComparison, floors: list[float | None], drift: float | None
+) -> tuple[str, float, float] | None:
+    """The first probe above its floor (its name, p10 and floor), or None."""
+    names = ("dense", "reference")
+    for name, probe, floor in zip(names, _probes(window), floors, strict=False):
+        if _drifted(window, probe, floor, drift):
+            return name, probe.p10, floor
+    return None
 
 
 def _steadier(window: LatencyComparison, than: LatencyComparison) -> bool:
@@ -363,9 +405,11 @@ def _steadier(window: LatencyComparison, than: LatencyComparison) -> bool:
     return window.baseline.p10 < than.baseline.p10
 
 
-def _drifted(window: LatencyComparison, floor: float | None, drift: float | None) -> bool:
-    """The window's baseline p10 is above the floor by more than ``drift`` beyond its own 95 %
-    interval. Only converged windows set or meet the floor (a p10 from few runs is too loose)."""
-    if drift is None or floor is None or not window.converged or window.baseline.ci is None:
+def _drifted(
+    window: LatencyComparison, probe: Latency, floor: float | None, drift: float | None
+) -> bool:
+    """``probe``'s p10 is above its floor by more than ``drift`` beyond its own 95 % interval.
+    Only converged windows set or meet a floor (a p10 from few runs is too loose)."""
+    if drift is None or floor is None or not window.converged or probe.ci is None:
         return False
-    return window.baseline.p10 * (1 - window.baseline.ci) > floor * (1 + drift)
+    return probe.p10 * (1 - probe.ci) > floor * (1 + drift)

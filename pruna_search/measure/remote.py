@@ -39,19 +39,19 @@ class AgentClient:
     def measure(
         self, models: Sequence[str | Path], settings: Mapping[str, Any], *, timeout_s: float
     ) -> dict[str, Any]:
-        """Time ``models`` (first the baseline, then the candidate, as locally) on the device."""
+        """Time ``models`` on the device, in the local runner's order: the model alone, or the
+        baseline, the candidate and optionally a reference timed as a probe."""
+        if not 1 <= len(models) <= 3:
+            raise ValueError(f"models: {len(models)} files; send 1 to 3")
+        roles = ["model"] if len(models) == 1 else ["baseline", "model", "reference"]
         fields = {"settings": json.dumps(dict(settings))}
-        files = {"model": Path(models[-1])}
-        if len(models) == 2:
-            files["baseline"] = Path(models[0])
+        files = {role: Path(path) for role, path in zip(roles, models, strict=False)}
         body, content_type = _multipart(fields, files)
         reply = self._request(
             "POST", "/measure", body, {"Content-Type": content_type}, timeout=timeout_s
         )
-        if len(models) == 2:  # the agent answers model first; callers expect input order
-            reply["models"] = [reply["baseline"], reply["model"]]
-        else:
-            reply["models"] = [reply["model"]]
+        # the agent answers by role; callers expect input order
+        reply["models"] = [reply[role] for role in files]
         return reply
 
     def _request(

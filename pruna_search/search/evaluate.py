@@ -2,7 +2,9 @@
 
 The dense fp32 baseline is exported and its accuracy measured once; every plan is then applied,
 exported, quantized and measured against it (accuracy in ORT on val, latency alternating with
-the dense model in the same window). ``optimize()`` scores one plan; the study scores many.
+the dense model in the same window). A quantized plan's window also times the dense model at
+int8 (``target.int8_probe``), built once on first use: a probe of slow phases that slow int8
+kernels only. ``optimize()`` scores one plan; the study scores many.
 """
 
 from __future__ import annotations
@@ -106,6 +108,30 @@ class Evaluator:
             names.PARAMS: float(self.info.params),
         }
         self.seconds["evaluate_dense"] = time.perf_counter() - start
+        self._int8_probe: Path | None = None
+
+    def int8_probe(self) -> Path | None:
+        """The dense model quantized as ``Plan.uniform`` at 8 bits (no fine-tune), exported on
+        first use; None when the target runs no layer of this model at int8."""
+        if self._int8_probe is None:
+            plan = Plan.uniform(self.info, target=self.target, quantization_bits=8)
+            if plan.is_fp32:
+                return None
+            start = time.perf_counter()
+            probe = apply_plan(
+                self.model,
+                plan,
+                train_set=self.data.train,
+                calib=self.x_calib,
+                example=self.example,
+                workdir=self.workdir,
+                exporter=self.exporter,
+                reduce_range=self.reduce_range,
+                name="dense.int8",
+            )
+            self.seconds["build_int8_probe"] = time.perf_counter() - start
+            self._int8_probe = probe.onnx_path
+        return self._int8_probe
 
     def evaluate(self, plan: Plan, *, name: str = "candidate") -> Evaluation:
         """Apply ``plan`` (validated first) and measure the result."""
@@ -136,6 +162,7 @@ class Evaluator:
         }
         latency = None
         if self.measure_latency:
+            probe = None if plan.is_fp32 or not self.target.int8_probe else self.int8_probe()
             start = time.perf_counter()
             latency = compare_latency(
                 candidate.onnx_path,
@@ -144,6 +171,7 @@ class Evaluator:
                 self.target,
                 cache=self.latency_cache,
                 runner=self.runner,
+                reference=probe,
             )
             seconds["measure"] = time.perf_counter() - start
             metrics.update(

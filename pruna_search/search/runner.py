@@ -141,6 +141,8 @@ def _record_latency(trial: Trial, latency) -> None:
             "ci": latency.candidate.ci,
             "iqr_ms": latency.candidate.iqr,
             "baseline_ms_p10": latency.baseline.p10,
+            # the dense int8 model timed as a probe (target.int8_probe), None when not timed
+            "int8_probe_ms_p10": latency.reference.p10 if latency.reference else None,
             "other_load": latency.other_load,
             "converged": latency.converged,
             "attempts": latency.attempts,
