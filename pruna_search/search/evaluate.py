@@ -118,25 +118,12 @@ class Evaluator:
             if plan.is_fp32:
                 return None
             start = time.perf_counter()
-            probe = apply_plan(
-                self.model,
-                plan,
-                train_set=self.data.train,
-                calib=self.x_calib,
-                example=self.example,
-                workdir=self.workdir,
-                exporter=self.exporter,
-                reduce_range=self.reduce_range,
-                name="dense.int8",
-            )
+            self._int8_probe = self._build(plan, "dense.int8").onnx_path
             self.seconds["build_int8_probe"] = time.perf_counter() - start
-            self._int8_probe = probe.onnx_path
         return self._int8_probe
 
-    def evaluate(self, plan: Plan, *, name: str = "candidate") -> Evaluation:
-        """Apply ``plan`` (validated first) and measure the result."""
-        plan.validate(self.info, self.target)
-        candidate = apply_plan(
+    def _build(self, plan: Plan, name: str) -> Candidate:
+        return apply_plan(
             self.model,
             plan,
             train_set=self.data.train,
@@ -147,6 +134,11 @@ class Evaluator:
             reduce_range=self.reduce_range,
             name=name,
         )
+
+    def evaluate(self, plan: Plan, *, name: str = "candidate") -> Evaluation:
+        """Apply ``plan`` (validated first) and measure the result."""
+        plan.validate(self.info, self.target)
+        candidate = self._build(plan, name)
         seconds = dict(candidate.seconds)
         start = time.perf_counter()
         accuracy = onnx_accuracy(candidate.onnx_path, self.x_val, self.y_val)
