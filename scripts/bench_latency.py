@@ -73,8 +73,9 @@ def ratios_arg(text: str) -> tuple[float, ...]:
 
 def export_configs(
     ratios: tuple[float, ...], folder: Path
-) -> tuple[list[tuple[str, Path]], Path, np.ndarray]:
-    """The configurations' ONNX files (copied to ``folder``), the dense one and the input."""
+) -> tuple[list[tuple[str, Path]], Path, Path, np.ndarray]:
+    """The configurations' ONNX files (copied to ``folder``), the dense one, the dense int8
+    one (the probe timed with every int8 configuration) and the input."""
     data = ps.data.load("digits")
     model = ps.models.build("resnet20", data=data, pretrained=True)
     workdir = folder / "work"
@@ -82,9 +83,8 @@ def export_configs(
     no_finetune = Finetune(steps=0, bn_recalibration=0)
     dense = folder / "dense.fp32.onnx"
     shutil.copy2(evaluator.dense_path, dense)
-    global INT8_PROBE
-    INT8_PROBE = folder / "dense.int8.onnx"  # timed with every int8 configuration
-    shutil.copy2(evaluator.int8_probe(), INT8_PROBE)
+    probe = folder / "dense.int8.onnx"
+    shutil.copy2(evaluator.int8_probe(), probe)
     configs = []
     for ratio, (precision, bits) in itertools.product(ratios, PRECISIONS):
         label = f"{ratio:g} {precision}"
@@ -101,32 +101,33 @@ def export_configs(
         shutil.copy2(evaluation.candidate.onnx_path, path)
         configs.append((label, path))
     shutil.rmtree(workdir, ignore_errors=True)
-    return configs, dense, evaluator.x_val
+    return configs, dense, probe, evaluator.x_val
 
 
 # the cpu target's protocol; --ci-tolerance and --no-int8-probe change it
 PROTOCOL: Target = CPU
-INT8_PROBE: Path | None = None
 
 
 def measure_rounds(
     configs: list[tuple[str, Path]],
     dense: Path,
+    probe: Path,
     x: np.ndarray,
     target: Target,
     rounds: int,
     runner: LatencyRunner | None = None,
 ) -> list[dict[str, LatencyComparison]]:
-    """``rounds`` independent rounds; odd rounds in the configurations' order, even reversed."""
+    """``rounds`` independent rounds; odd rounds in the configurations' order, even reversed.
+    Int8 configurations are timed with ``probe`` as the reference when the target asks."""
     results = []
     for index in range(rounds):
         order = configs if index % 2 == 0 else configs[::-1]
         start = time.perf_counter()
         measured: dict[str, LatencyComparison] = {}
         for label, path in order:
-            probe = INT8_PROBE if target.int8_probe and label.endswith("int8") else None
+            reference = probe if target.int8_probe and label.endswith("int8") else None
             measured[label] = compare_latency(
-                path, dense, x, target, cache=None, runner=runner, reference=probe
+                path, dense, x, target, cache=None, runner=runner, reference=reference
             )
         results.append(measured)
         print(
@@ -289,7 +290,12 @@ def wait_for_health(url: str, token: str, agent: subprocess.Popen, log: Path) ->
 
 
 def run_agent_section(
-    configs: list[tuple[str, Path]], dense: Path, x: np.ndarray, rounds: int, folder: Path
+    configs: list[tuple[str, Path]],
+    dense: Path,
+    probe: Path,
+    x: np.ndarray,
+    rounds: int,
+    folder: Path,
 ) -> bool:
     token = secrets.token_hex(16)
     port = free_port()
@@ -316,7 +322,7 @@ def run_agent_section(
         )
         target = dataclasses.replace(PROTOCOL, runner="remote", url=url)
         runner = RemoteRunner(target)
-        results = measure_rounds(configs, dense, x, target, rounds, runner=runner)
+        results = measure_rounds(configs, dense, probe, x, target, rounds, runner=runner)
         print()
         return report([label for label, _ in configs], results)
     finally:
@@ -384,7 +390,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench_latency_") as tmp:
         folder = Path(tmp)
         start = time.perf_counter()
-        configs, dense, x = export_configs(args.ratios, folder)
+        configs, dense, probe, x = export_configs(args.ratios, folder)
         print(
             f"export: {len(configs)} configurations + dense in "
             f"{time.perf_counter() - start:.1f} s",
@@ -395,7 +401,7 @@ def main() -> int:
             print()
             print("== local (LocalRunner)")
             start = time.perf_counter()
-            results = measure_rounds(configs, dense, x, PROTOCOL, args.rounds)
+            results = measure_rounds(configs, dense, probe, x, PROTOCOL, args.rounds)
             print()
             ok &= report(labels, results)
             print(f"local section: {time.perf_counter() - start:.1f} s", flush=True)
@@ -403,7 +409,7 @@ def main() -> int:
             print()
             print("== agent on loopback (RemoteRunner)")
             start = time.perf_counter()
-            ok &= run_agent_section(configs, dense, x, args.rounds, folder)
+            ok &= run_agent_section(configs, dense, probe, x, args.rounds, folder)
             print(f"agent section: {time.perf_counter() - start:.1f} s", flush=True)
     print(f"total: {time.perf_counter() - total:.1f} s")
     return 0 if ok else 1
