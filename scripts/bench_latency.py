@@ -3,7 +3,9 @@
 Builds the trained ResNet-20 on digits and 10 configurations (prune ratios 0, 0.25, 0.5,
 0.625, 0.75 x fp32 / int8; no fine-tune: latency does not depend on the weights), exports them
 once, then times each against dense fp32 with ``compare_latency`` on the CPU target's default
-protocol, never cached, in ``--rounds`` independent rounds (every other round in reversed
+protocol, never cached (the floors of the baseline-drift check are read from and stored in the
+latency cache's file, as a search does; ``--fresh-floors`` keeps them in this process only), in
+``--rounds`` independent rounds (every other round in reversed
 order): first in a local process (``LocalRunner``), then through the device agent on loopback
 (``pruna-search-agent`` started here with a random token, ``RemoteRunner``).
 
@@ -19,6 +21,7 @@ its own, as the search does (``target.int8_probe``; ``--no-int8-probe`` leaves i
 
     .venv/bin/python scripts/bench_latency.py [--ratios 0,0.25,0.5,0.625,0.75] [--rounds 2]
         [--skip-agent | --only-local] [--skip-local] [--ci-tolerance 0.015] [--no-int8-probe]
+        [--fresh-floors]
 """
 
 from __future__ import annotations
@@ -46,12 +49,14 @@ import pruna_search as ps
 from pruna_search.core import hardware
 from pruna_search.core.plan import Finetune, Plan
 from pruna_search.core.target import CPU, DEFAULT_TOKEN_ENV, Target
+from pruna_search.measure.cache import LatencyCache
 from pruna_search.measure.latency import (
     LatencyComparison,
     LatencyRunner,
     RemoteRunner,
     compare_latency,
 )
+from pruna_search.models.pretrained import cache_dir
 from pruna_search.search.evaluate import Evaluator
 
 RATIOS = (0.0, 0.25, 0.5, 0.625, 0.75)
@@ -104,8 +109,11 @@ def export_configs(
     return configs, dense, probe, evaluator.x_val
 
 
-# the cpu target's protocol; --ci-tolerance and --no-int8-probe change it
-PROTOCOL: Target = CPU
+# the cpu target's protocol, figures never cached; --ci-tolerance, --no-int8-probe and
+# --fresh-floors change it
+PROTOCOL: Target = dataclasses.replace(CPU, cache=False)
+# where the floors are kept between runs (figures are not cached: PROTOCOL.cache is false)
+FLOORS = LatencyCache(cache_dir() / "latency.sqlite")
 
 
 def measure_rounds(
@@ -127,7 +135,7 @@ def measure_rounds(
         for label, path in order:
             reference = probe if target.int8_probe and label.endswith("int8") else None
             measured[label] = compare_latency(
-                path, dense, x, target, cache=None, runner=runner, reference=reference
+                path, dense, x, target, cache=FLOORS, runner=runner, reference=reference
             )
         results.append(measured)
         print(
@@ -363,12 +371,19 @@ def main() -> int:
         action="store_true",
         help="int8 configurations without the dense int8 model timed as a probe",
     )
+    parser.add_argument(
+        "--fresh-floors",
+        action="store_true",
+        help="keep the baseline-drift floors in this process only (target.floor_max_age_h=null)",
+    )
     args = parser.parse_args()
     global PROTOCOL
     if args.ci_tolerance is not None:
         PROTOCOL = dataclasses.replace(PROTOCOL, ci_tolerance=args.ci_tolerance)
     if args.no_int8_probe:
         PROTOCOL = dataclasses.replace(PROTOCOL, int8_probe=False)
+    if args.fresh_floors:
+        PROTOCOL = dataclasses.replace(PROTOCOL, floor_max_age_h=None)
     if args.rounds < 2:
         parser.error("--rounds: at least 2 (stability is compared between rounds)")
     os.environ.setdefault("PRUNA_SEARCH_PROGRESS", "0")
@@ -376,15 +391,21 @@ def main() -> int:
     total = time.perf_counter()
     print(f"machine: {hardware.fingerprint()}")
     P = PROTOCOL
+    floors = (
+        f"floors of the last {P.floor_max_age_h:g} h from {FLOORS.path}"
+        if P.floor_max_age_h is not None
+        else "floors of this process only"
+    )
     print(
-        f"target cpu, {'default' if P == CPU else 'changed'} protocol: "
+        f"target cpu, {'default' if dataclasses.replace(CPU, cache=False) == P else 'changed'} "
+        "protocol: "
         f"{P.intra_op_threads} thread, batch {P.batch_size}, "
         f"{P.warmup} warm-up, {P.min_runs}-{P.max_runs} runs alternating with dense, "
         f"window {P.min_window_s:g}-{P.time_budget_s:g} s, ci {100 * P.ci_tolerance:g} %, "
         f"quiet rounds within {100 * (P.quiet_tolerance or 0):g} %, noise gate "
         f"{P.max_other_load:g} cores or dense {100 * (P.max_baseline_drift or 0):g} % above "
         f"its floor{' (int8: and dense int8)' if P.int8_probe else ''} x {P.noise_retries} "
-        "retries; no cache"
+        f"retries ({floors}); no cache"
     )
     ok = True
     with tempfile.TemporaryDirectory(prefix="bench_latency_") as tmp:

@@ -19,7 +19,8 @@ from onnx_models import failing_model, hanging_model, small_and_big
 
 from pruna_search import MeasurementError, TargetError
 from pruna_search.core.target import CPU
-from pruna_search.measure import AgentClient, RemoteRunner, compare_latency
+from pruna_search.core import hardware
+from pruna_search.measure import AgentClient, LocalRunner, RemoteRunner, compare_latency, latency
 from pruna_search.measure.remote import _multipart
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -247,6 +248,13 @@ def test_remote_runner_measures_through_the_agent(agent, onnx_files):
     assert result.reference is not None and result.reference.runs == result.candidate.runs
     # the probe is the big model again: within 30 % of the baseline timed alternately with it
     assert abs(result.reference.p10 / result.baseline.p10 - 1) < 0.3
+    # a loopback agent is this machine: its floors are the local runner's (not keyed by URL)
+    local = dataclasses.replace(target, runner="local", url=None)
+    shape = (1, 1, 32, 32)
+    assert latency.floor_settings(target, runner, shape) == latency.floor_settings(
+        local, LocalRunner(local), shape
+    )
+    assert result.fingerprint["host"] == hardware.fingerprint()["host"]
 
 
 def test_remote_runner_down_is_one_clear_error():

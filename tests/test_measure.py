@@ -91,9 +91,10 @@ def test_baseline_above_its_floor_is_measured_again_and_flagged(two_models, tmp_
     """A window whose dense p10 stays above the lowest seen before (a slow phase longer than
     the window) is measured again, flagged noisy with the reason, and not cached."""
     small, big = two_models
-    target = dataclasses.replace(
+    target = dataclasses.replace(  # the other-load gate off: this is the drift's test
         QUICK, max_runs=5000, ci_tolerance=0.05, noise_retries=1, noise_wait_s=0.1
     )
+    target = dataclasses.replace(target, max_other_load=1e9)
     cache = LatencyCache(tmp_path / "latency.sqlite")
     monkeypatch.setattr(latency, "_BASELINE_FLOOR", {})  # no floor from the other tests
     first = compare_latency(small, big, X, dataclasses.replace(target, cache=False))
@@ -147,6 +148,46 @@ def test_reference_above_its_floor_is_measured_again_and_flagged(two_models, mon
     assert slow.noisy and slow.attempts == 2
     assert slow.noise.startswith("reference p10") and "slow phase" in slow.noise
     assert not compare_latency(small, big, X, target).noisy, "without it: not flagged"
+
+
+def test_floor_outlives_the_process_that_measured_it(two_models, tmp_path, monkeypatch):
+    """Floors are kept in the latency cache's file (whatever target.cache): a new process that
+    starts in a slow phase is held to the p10 an earlier one measured, for floor_max_age_h."""
+    small, big = two_models
+    target = dataclasses.replace(
+        QUICK,
+        max_runs=5000,
+        ci_tolerance=0.05,
+        noise_retries=1,
+        noise_wait_s=0.1,
+        max_other_load=1e9,
+        cache=False,
+    )
+    cache = LatencyCache(tmp_path / "latency.sqlite")
+    first = compare_latency(small, big, X, target, cache=cache)
+    assert first.converged and not first.noisy, first.noise
+    (key,) = latency._BASELINE_FLOOR
+    assert cache.floor(key, 3600) == pytest.approx(first.baseline.p10)
+    assert len(cache) == 0, "figures are not cached with target.cache false"
+    # a new process (no floor of its own); an earlier one had seen the dense model twice as fast
+    monkeypatch.setattr(latency, "_BASELINE_FLOOR", {})
+    cache.add_floor(key, first.baseline.p10 / 2, max_age_s=3600)
+    slow = compare_latency(small, big, X, target, cache=cache)
+    assert slow.noisy and slow.attempts == 2 and "above the" in slow.noise
+    # floors only in the process: the stored one is not read
+    monkeypatch.setattr(latency, "_BASELINE_FLOOR", {})
+    monkeypatch.setattr(latency, "_SLOW_STREAK", {})
+    alone = dataclasses.replace(target, floor_max_age_h=None)
+    assert not compare_latency(small, big, X, alone, cache=cache).noisy
+    # a floor older than floor_max_age_h no longer holds
+    stale = LatencyCache(tmp_path / "stale.sqlite")
+    stale.add_floor(key, first.baseline.p10 / 2, max_age_s=1e9, measured=time.time() - 25 * 3600)
+    assert stale.floor(key, 24 * 3600) is None and stale.floor(key, 26 * 3600) is not None
+    monkeypatch.setattr(latency, "_BASELINE_FLOOR", {})
+    monkeypatch.setattr(latency, "_SLOW_STREAK", {})
+    assert not compare_latency(small, big, X, target, cache=stale).noisy
+    stale.clear_floors()
+    assert stale.floor(key, 1e9) is None
 
 
 def test_p10_confidence_narrows_with_runs():
@@ -275,6 +316,10 @@ def test_providers_beyond_cpu_need_onnxruntime_to_have_them(two_models):
         ({"name": "cpu", "capabilities": {"attention": ["int8"]}}, "unknown layer kind"),
         ({"name": "tpu"}, "unknown target 'tpu' without capabilities"),
         ({"name": "cpu", "int8_probe": "yes"}, "target.int8_probe: 'yes' must be true or false"),
+        (
+            {"name": "cpu", "floor_max_age_h": 0},
+            "target.floor_max_age_h: 0 must be a number of hours > 0, or null",
+        ),
     ],
 )
 def test_target_config_errors(config, message):

@@ -49,10 +49,11 @@ def has_vnni() -> bool:
 
 
 def fingerprint(**settings: str | int) -> dict[str, str | int]:
-    """What is recorded next to every latency figure: the CPU, ONNX Runtime and its providers,
-    plus the measurement's own ``settings`` (threads, provider, batch, ...)."""
+    """What is recorded next to every latency figure: the CPU, the host's name, ONNX Runtime and
+    its providers, plus the measurement's own ``settings`` (threads, provider, batch, ...)."""
     return {
         "cpu": cpu_model(),
+        "host": platform.node(),
         "machine": platform.machine(),
         "cores": os.cpu_count() or 0,
         "vnni": int(has_vnni()),

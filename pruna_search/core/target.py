@@ -55,6 +55,11 @@ class Target:
             fast rounds (10th percentile) are left out (slow phases); ``None`` keeps all.
         max_other_load: cores of other work on the machine above which a window is measured
             again (the noise gate), at most ``noise_retries`` times, ``noise_wait_s`` apart.
+        floor_max_age_h: how long, in hours, a floor (the lowest dense or int8 probe p10) that
+            an earlier process measured on the same machine still holds this one: they are kept
+            in the latency cache file, so a study that starts in a slow phase of the host is
+            still judged against the figures measured before it. ``None``: floors live only in
+            the process that measured them.
         int8_probe: time the dense model at int8 in every window that measures a quantized
             plan, held to a floor of its own like the baseline (some slow phases of a shared
             host slow int8 kernels and not fp32 ones; the dense fp32 baseline cannot see them).
@@ -87,6 +92,7 @@ class Target:
     noise_retries: int = 2
     noise_wait_s: float = 5.0
     int8_probe: bool = True
+    floor_max_age_h: float | None = 24.0
     timeout_s: float = 120.0
     reduce_range: bool | None = None
     runner: str = "local"
@@ -171,7 +177,7 @@ class Target:
         if capabilities is not None:
             values["precisions"] = _capabilities(capabilities)
         values.update({k: v for k, v in config.items() if v is not None})
-        for nullable in ("reduce_range", "quiet_tolerance", "max_baseline_drift"):
+        for nullable in NULLABLE:
             if nullable in config:
                 values[nullable] = config[nullable]
         _check_int("retries", values.get("retries", base.retries), 1)
@@ -193,18 +199,30 @@ class Target:
                 "target.url=http://127.0.0.1:8765"
             )
         drift = target.max_baseline_drift
-        if drift is not None and (
-            not isinstance(drift, int | float) or isinstance(drift, bool) or drift <= 0
-        ):
+        if drift is not None and not _positive(drift):
             raise TargetError(
                 f"target.max_baseline_drift: {drift!r} must be a number > 0, or null to turn "
                 "the check off"
+            )
+        age = target.floor_max_age_h
+        if age is not None and not _positive(age):
+            raise TargetError(
+                f"target.floor_max_age_h: {age!r} must be a number of hours > 0, or null to "
+                "keep floors only in the process that measured them"
             )
         for flag in ("cache", "int8_probe"):
             value = getattr(target, flag)
             if not isinstance(value, bool):
                 raise TargetError(f"target.{flag}: {value!r} must be true or false")
         return target
+
+
+# options whose null is a setting of its own (not "use the default")
+NULLABLE = ("reduce_range", "quiet_tolerance", "max_baseline_drift", "floor_max_age_h")
+
+
+def _positive(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and value > 0
 
 
 def _check_int(key: str, value: Any, minimum: int) -> None:

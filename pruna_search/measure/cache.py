@@ -4,6 +4,10 @@ Identical models measured with identical settings on the same machine are never 
 (DESIGN.md decision 5). The key is the SHA-256 of both ONNX files' content hashes, the target's
 ``identity()``, the measuring machine's identity and the input shape; each row keeps the whole
 figure with its hardware fingerprint. Several processes may share one file.
+
+The same file keeps the *floors* of the latency gate (``latency.py``): every converged, unflagged
+window's dense (and int8 probe) p10 with the time it was measured, so a process that starts in
+a slow phase of the host is held to the lowest p10 measured by the processes before it.
 """
 
 from __future__ import annotations
@@ -25,7 +29,13 @@ CREATE TABLE IF NOT EXISTS latency (
     settings TEXT NOT NULL,
     result TEXT NOT NULL,
     created REAL NOT NULL
-)
+);
+CREATE TABLE IF NOT EXISTS floor (
+    key TEXT NOT NULL,
+    p10 REAL NOT NULL,
+    measured REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS floor_key ON floor (key, measured)
 """
 
 
@@ -44,7 +54,7 @@ class LatencyCache:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(self.path, timeout=30)
         conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute(SCHEMA)
+        conn.executescript(SCHEMA)
         return conn
 
     def get(self, key: str) -> dict | None:
@@ -81,3 +91,36 @@ class LatencyCache:
             return 0
         with closing(self._connect()) as conn:
             return int(conn.execute("SELECT COUNT(*) FROM latency").fetchone()[0])
+
+    def floor(self, key: str, max_age_s: float) -> float | None:
+        """The lowest p10 stored for ``key`` in the last ``max_age_s`` seconds (None: none)."""
+        if not self.path.exists():
+            return None
+        with closing(self._connect()) as conn:
+            row = conn.execute(
+                "SELECT MIN(p10) FROM floor WHERE key = ? AND measured >= ?",
+                (key, time.time() - max_age_s),
+            ).fetchone()
+        return None if row is None or row[0] is None else float(row[0])
+
+    def add_floor(
+        self, key: str, p10: float, *, max_age_s: float, measured: float | None = None
+    ) -> None:
+        """Store one window's p10 for ``key`` (measured now unless ``measured`` says when),
+        dropping the key's rows older than ``max_age_s``."""
+        now = time.time()
+        with closing(self._connect()) as conn, conn:
+            conn.execute(
+                "DELETE FROM floor WHERE key = ? AND measured < ?", (key, now - max_age_s)
+            )
+            conn.execute(
+                "INSERT INTO floor VALUES (?, ?, ?)",
+                (key, float(p10), now if measured is None else measured),
+            )
+
+    def clear_floors(self) -> None:
+        """Forget every stored floor (the figures stay)."""
+        if not self.path.exists():
+            return
+        with closing(self._connect()) as conn, conn:
+            conn.execute("DELETE FROM floor")

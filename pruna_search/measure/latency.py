@@ -10,9 +10,13 @@ from one window.
 The dense baseline is measured in every window, so it is also the probe of the host's state: a
 slow phase can outlast a whole window (seconds, measured on this VM), where the window's own
 quiet-round filter cannot see it. ``compare_latency`` remembers the lowest baseline p10 seen for
-each baseline, machine and target in this process; a window whose baseline is more than
+each baseline file, machine and timing settings — its *floor* — in this process and, with a
+cache file, in the file for ``target.floor_max_age_h`` hours, so a process that starts in a slow
+phase is held to what the processes before it measured; a window whose baseline is more than
 ``target.max_baseline_drift`` above it is measured again (the noise gate's retries and wait) and
-flagged ``noisy`` when it stays there.
+flagged ``noisy`` when it stays there. Floors are keyed by the hardware (CPU, host name, cores,
+ONNX Runtime), not by the runner: a device agent and a local process on the same machine share
+them (measured on this VM: dense p10 0.816 ms locally, 0.817 ms through a loopback agent).
 
 Some slow phases of a shared host slow int8 kernels and leave fp32 ones alone (measured: an
 int8 model 60–80 % slower while the dense fp32 model stayed within 3 % of its floor). So a
@@ -251,7 +255,8 @@ def compare_latency(
     """Time ``candidate`` and ``baseline`` alternately on ``example`` (batch of the target).
 
     With ``cache`` (and ``target.cache``), a result for the same two files, target settings,
-    machine and input shape is reused; results the noise gate flagged are not stored.
+    machine and input shape is reused; results the noise gate flagged are not stored. The
+    cache's file also keeps the floors (``target.floor_max_age_h``), whatever ``target.cache``.
     ``reference``: a third model timed in the window as a probe of the host's state (its p10
     is held to a floor of its own); left out when it is the candidate itself.
     """
@@ -260,7 +265,7 @@ def compare_latency(
     if len(x) < target.batch_size:
         x = np.concatenate([x] * (target.batch_size // max(len(x), 1) + 1))[: target.batch_size]
     use_cache = cache is not None and target.cache
-    # the settings a figure depends on: the cache key, and the baseline floor's with its hash
+    # the settings a figure depends on (the cache key)
     base_hash = file_hash(baseline)
     settings = {
         "target": target.identity(),
@@ -276,16 +281,18 @@ def compare_latency(
         if hit is not None:
             return LatencyComparison.from_dict(hit, cached=True)
     models = [Path(baseline), Path(candidate)]
-    floor_keys = [json.dumps([base_hash, settings], sort_keys=True, default=str)]
+    where = floor_settings(target, runner, x.shape)
+    floor_keys = [json.dumps([base_hash, where], sort_keys=True, default=str)]
     if reference is not None:
         ref_hash = file_hash(reference)
         if ref_hash != cand_hash:
             models.append(Path(reference))
             # its own key even for the baseline's file: the two floors are judged apart
             floor_keys.append(
-                json.dumps(["reference", ref_hash, settings], sort_keys=True, default=str)
+                json.dumps(["reference", ref_hash, where], sort_keys=True, default=str)
             )
-    comparison = _measure_steady(runner, models, x, target, floor_keys)
+    floors = Floors(cache if target.floor_max_age_h is not None else None, target)
+    comparison = _measure_steady(runner, models, x, target, floor_keys, floors)
     if use_cache and key is not None and not comparison.noisy:
         cache.put(
             key, comparison.to_dict(), candidate=cand_hash, baseline=base_hash, settings=settings
@@ -310,8 +317,32 @@ def protocol_of(target: Target) -> dict[str, Any]:
     return {name: getattr(target, name) for name in PROTOCOL_KEYS}
 
 
-# lowest p10 seen in this process, per baseline (or reference) file, machine, target and input
-# shape
+# the target settings a given file's timing depends on (its name and capabilities do not)
+SESSION_KEYS = (
+    "provider",
+    "provider_options",
+    "intra_op_threads",
+    "batch_size",
+    "graph_optimization",
+)
+# the hardware facts a floor is kept for; not the runner or its URL
+MACHINE_KEYS = ("cpu", "host", "cores", "onnxruntime")
+
+
+def floor_settings(target: Target, runner: LatencyRunner, shape: tuple[int, ...]) -> dict:
+    """What a floor depends on besides the file: how the session runs it, the protocol, the
+    machine's hardware (whichever runner reaches it) and the input shape."""
+    identity = target.identity()
+    facts = runner.fingerprint()
+    return {
+        "session": {name: identity[name] for name in SESSION_KEYS},
+        "protocol": protocol_of(target),
+        "machine": {name: facts.get(name) for name in MACHINE_KEYS},
+        "shape": list(shape),
+    }
+
+
+# lowest p10 seen in this process, per baseline (or reference) file and floor_settings
 _BASELINE_FLOOR: dict[str, float] = {}
 # comparisons in a row (same baseline key) whose probes stayed above their floors after every
 # retry
@@ -322,20 +353,42 @@ _SLOW_STREAK: dict[str, int] = {}
 SLOW_STREAK_NO_RETRY = 2
 
 
+class Floors:
+    """The floors of this process, and those in ``cache``'s file from the last
+    ``target.floor_max_age_h`` hours (``cache`` None: this process's only)."""
+
+    def __init__(self, cache: LatencyCache | None, target: Target) -> None:
+        self.cache = cache
+        self.max_age_s = 3600 * (target.floor_max_age_h or 0)
+
+    def get(self, key: str) -> float | None:
+        here = _BASELINE_FLOOR.get(key)
+        stored = self.cache.floor(key, self.max_age_s) if self.cache is not None else None
+        known = [f for f in (here, stored) if f is not None]
+        return min(known) if known else None
+
+    def add(self, key: str, p10: float, floor: float | None) -> None:
+        _BASELINE_FLOOR[key] = min(p10, floor if floor is not None else math.inf)
+        if self.cache is not None:
+            self.cache.add_floor(key, p10, max_age_s=self.max_age_s)
+
+
 def _measure_steady(
     runner: LatencyRunner,
     models: list[Path],
     x: np.ndarray,
     target: Target,
     keys: list[str],
+    store: Floors,
 ) -> LatencyComparison:
     """One window of ``models`` (baseline, candidate, optional reference), measured again
     while a probe's p10 — the baseline's, or the reference's — is above the floor seen before
-    (``keys``: one per probe, naming its file, the target, machine and input shape) or while
+    (``keys``: one per probe, naming its file and ``floor_settings``; ``store`` holds the
+    floors) or while
     it runs out of time unsettled; flagged ``noisy`` when every window did."""
     label = runner.name if runner.name == "local" else f"remote {target.url}"
     drift = target.max_baseline_drift
-    floors = [_BASELINE_FLOOR.get(key) for key in keys]
+    floors = [store.get(key) for key in keys]
     streak = _SLOW_STREAK.get(keys[0], 0)
     retries = target.noise_retries if streak < SLOW_STREAK_NO_RETRY else 0
     best: LatencyComparison | None = None
@@ -378,7 +431,7 @@ def _measure_steady(
         _SLOW_STREAK[keys[0]] = 0
     if best.converged and not best.noisy:
         for key, floor, probe in zip(keys, floors, _probes(best), strict=False):
-            _BASELINE_FLOOR[key] = min(probe.p10, floor if floor is not None else math.inf)
+            store.add(key, probe.p10, floor)
     return result
 
 
