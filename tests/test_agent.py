@@ -18,8 +18,8 @@ import pytest
 from onnx_models import failing_model, hanging_model, small_and_big
 
 from pruna_search import MeasurementError, TargetError
-from pruna_search.core.target import CPU
 from pruna_search.core import hardware
+from pruna_search.core.target import CPU
 from pruna_search.measure import AgentClient, LocalRunner, RemoteRunner, compare_latency, latency
 from pruna_search.measure.remote import _multipart
 

@@ -173,7 +173,7 @@ def test_floor_outlives_the_process_that_measured_it(two_models, tmp_path, monke
     monkeypatch.setattr(latency, "_BASELINE_FLOOR", {})
     cache.add_floor(key, first.baseline.p10 / 2, max_age_s=3600)
     slow = compare_latency(small, big, X, target, cache=cache)
-    assert slow.noisy and slow.attempts == 2 and "above the" in slow.noise
+    assert slow.noisy and slow.attempts == 2 and "measured 0.0 h ago" in slow.noise
     # floors only in the process: the stored one is not read
     monkeypatch.setattr(latency, "_BASELINE_FLOOR", {})
     monkeypatch.setattr(latency, "_SLOW_STREAK", {})

@@ -94,14 +94,21 @@ class LatencyCache:
 
     def floor(self, key: str, max_age_s: float) -> float | None:
         """The lowest p10 stored for ``key`` in the last ``max_age_s`` seconds (None: none)."""
+        found = self.floor_at(key, max_age_s)
+        return found[0] if found else None
+
+    def floor_at(self, key: str, max_age_s: float) -> tuple[float, float] | None:
+        """The lowest p10 stored for ``key`` in the last ``max_age_s`` seconds and when it was
+        measured (a Unix time), or None."""
         if not self.path.exists():
             return None
         with closing(self._connect()) as conn:
             row = conn.execute(
-                "SELECT MIN(p10) FROM floor WHERE key = ? AND measured >= ?",
+                "SELECT p10, measured FROM floor WHERE key = ? AND measured >= ? "
+                "ORDER BY p10 LIMIT 1",
                 (key, time.time() - max_age_s),
             ).fetchone()
-        return None if row is None or row[0] is None else float(row[0])
+        return (float(row[0]), float(row[1])) if row else None
 
     def add_floor(
         self, key: str, p10: float, *, max_age_s: float, measured: float | None = None

@@ -360,12 +360,22 @@ class Floors:
     def __init__(self, cache: LatencyCache | None, target: Target) -> None:
         self.cache = cache
         self.max_age_s = 3600 * (target.floor_max_age_h or 0)
+        self.stored_at: dict[str, float] = {}  # keys whose floor an earlier process measured
 
     def get(self, key: str) -> float | None:
         here = _BASELINE_FLOOR.get(key)
-        stored = self.cache.floor(key, self.max_age_s) if self.cache is not None else None
-        known = [f for f in (here, stored) if f is not None]
-        return min(known) if known else None
+        stored = self.cache.floor_at(key, self.max_age_s) if self.cache is not None else None
+        if stored is not None and (here is None or stored[0] < here):
+            self.stored_at[key] = stored[1]
+            return stored[0]
+        return here
+
+    def origin(self, key: str) -> str:
+        """Where ``key``'s floor was measured, for a noise reason."""
+        if key not in self.stored_at:
+            return "measured before"
+        hours = max(time.time() - self.stored_at[key], 0) / 3600
+        return f"measured {hours:.1f} h ago"
 
     def add(self, key: str, p10: float, floor: float | None) -> None:
         _BASELINE_FLOOR[key] = min(p10, floor if floor is not None else math.inf)
@@ -417,9 +427,10 @@ def _measure_steady(
         where = f"in {windows} window{plural} (a slow phase of the host{lasting})"
         if drifted:
             name, p10, floor = drifted
+            origin = store.origin(keys[PROBE_NAMES.index(name)])
             noise = (
                 f"{name} p10 {p10:.3f} ms stayed {100 * (p10 / floor - 1):.1f} % above the "
-                f"{floor:.3f} ms measured before, {where}"
+                f"{floor:.3f} ms {origin}, {where}"
             )
         else:
             noise = (
@@ -435,6 +446,9 @@ def _measure_steady(
     return result
 
 
+PROBE_NAMES = ("dense", "reference")  # the figures held to a floor, in _probes' order
+
+
 def _probes(window: LatencyComparison) -> list[Latency]:
     """The figures held to a floor: the baseline's, then the reference's."""
     return [window.baseline] + ([window.reference] if window.reference is not None else [])
@@ -444,8 +458,7 @@ def _drift(
     window: LatencyComparison, floors: list[float | None], drift: float | None
 ) -> tuple[str, float, float] | None:
     """The first probe above its floor (its name, p10 and floor), or None."""
-    names = ("dense", "reference")
-    for name, probe, floor in zip(names, _probes(window), floors, strict=False):
+    for name, probe, floor in zip(PROBE_NAMES, _probes(window), floors, strict=False):
         if _drifted(window, probe, floor, drift):
             return name, probe.p10, floor
     return None
