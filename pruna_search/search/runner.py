@@ -74,8 +74,13 @@ class LoopOutcome:
 
 
 def plan_summary(plan: Plan, space: SearchSpace) -> str:
-    """``prune 0.41 avg (0-0.75) | int8 14/20`` — a one-glance description of a plan."""
-    ratios = [plan.ratio(g.name) for g in space.info.groups]
+    """``prune 0.41 avg (0-0.75) | int8 14/20`` — a one-glance description of a plan: the
+    share of each group's channels the model really drops (after rounding to the channel
+    multiple, so plans that build the same model read the same), averaged over the groups."""
+    ratios = [
+        round(1 - plan.kept(g.channels, g.name, g.members) / g.channels, 3)
+        for g in space.info.groups
+    ]
     parts = []
     if any(ratios):
         parts.append(
