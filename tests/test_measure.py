@@ -23,6 +23,11 @@ from pruna_search.measure import LatencyCache, compare_latency, latency, onnx_ac
 
 QUICK = dataclasses.replace(CPU, warmup=5, min_runs=20, max_runs=40, noise_retries=0)
 X = np.zeros((1, 1, 32, 32), np.float32)
+# windows that converge (so the baseline-drift check judges them), one retry, the other-load
+# gate off (a busy CI host would measure again for another reason)
+DRIFT_CHECK = dataclasses.replace(
+    QUICK, max_runs=5000, ci_tolerance=0.05, noise_retries=1, noise_wait_s=0.1, max_other_load=1e9
+)
 
 
 @pytest.fixture(scope="module")
@@ -91,10 +96,7 @@ def test_baseline_above_its_floor_is_measured_again_and_flagged(two_models, tmp_
     """A window whose dense p10 stays above the lowest seen before (a slow phase longer than
     the window) is measured again, flagged noisy with the reason, and not cached."""
     small, big = two_models
-    target = dataclasses.replace(  # the other-load gate off: this is the drift's test
-        QUICK, max_runs=5000, ci_tolerance=0.05, noise_retries=1, noise_wait_s=0.1
-    )
-    target = dataclasses.replace(target, max_other_load=1e9)
+    target = DRIFT_CHECK
     cache = LatencyCache(tmp_path / "latency.sqlite")
     monkeypatch.setattr(latency, "_BASELINE_FLOOR", {})  # no floor from the other tests
     first = compare_latency(small, big, X, dataclasses.replace(target, cache=False))
@@ -121,15 +123,7 @@ def test_reference_above_its_floor_is_measured_again_and_flagged(two_models, mon
     """A slow phase that slows one kind of kernel and not the dense model's: the reference
     (the search's dense int8 model) is timed in the same window and held to its own floor."""
     small, big = two_models
-    target = dataclasses.replace(
-        QUICK,
-        max_runs=5000,
-        ci_tolerance=0.05,
-        noise_retries=1,
-        noise_wait_s=0.1,
-        max_other_load=1e9,
-        cache=False,
-    )
+    target = dataclasses.replace(DRIFT_CHECK, cache=False)
     monkeypatch.setattr(latency, "_BASELINE_FLOOR", {})
     monkeypatch.setattr(latency, "_SLOW_STREAK", {})
     first = compare_latency(small, big, X, target, reference=big)
@@ -154,15 +148,7 @@ def test_floor_outlives_the_process_that_measured_it(two_models, tmp_path, monke
     """Floors are kept in the latency cache's file (whatever target.cache): a new process that
     starts in a slow phase is held to the p10 an earlier one measured, for floor_max_age_h."""
     small, big = two_models
-    target = dataclasses.replace(
-        QUICK,
-        max_runs=5000,
-        ci_tolerance=0.05,
-        noise_retries=1,
-        noise_wait_s=0.1,
-        max_other_load=1e9,
-        cache=False,
-    )
+    target = dataclasses.replace(DRIFT_CHECK, cache=False)
     cache = LatencyCache(tmp_path / "latency.sqlite")
     first = compare_latency(small, big, X, target, cache=cache)
     assert first.converged and not first.noisy, first.noise
