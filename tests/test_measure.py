@@ -154,6 +154,10 @@ def test_floor_outlives_the_process_that_measured_it(two_models, tmp_path, monke
     assert first.converged and not first.noisy, first.noise
     (key,) = latency._BASELINE_FLOOR
     assert cache.floor(key, 3600) == pytest.approx(first.baseline.p10)
+    found = latency.stored_floor(big, X, target, cache)  # what a search logs at its start
+    assert found is not None and found[0] == pytest.approx(first.baseline.p10)
+    per_process = dataclasses.replace(target, floor_max_age_h=None)
+    assert latency.stored_floor(big, X, per_process, cache) is None
     assert len(cache) == 0, "figures are not cached with target.cache false"
     # a new process (no floor of its own); an earlier one had seen the dense model twice as fast
     monkeypatch.setattr(latency, "_BASELINE_FLOOR", {})
@@ -163,8 +167,7 @@ def test_floor_outlives_the_process_that_measured_it(two_models, tmp_path, monke
     # floors only in the process: the stored one is not read
     monkeypatch.setattr(latency, "_BASELINE_FLOOR", {})
     monkeypatch.setattr(latency, "_SLOW_STREAK", {})
-    alone = dataclasses.replace(target, floor_max_age_h=None)
-    assert not compare_latency(small, big, X, alone, cache=cache).noisy
+    assert not compare_latency(small, big, X, per_process, cache=cache).noisy
     # a floor older than floor_max_age_h no longer holds
     stale = LatencyCache(tmp_path / "stale.sqlite")
     stale.add_floor(key, first.baseline.p10 / 2, max_age_s=1e9, measured=time.time() - 25 * 3600)

@@ -13,6 +13,7 @@ from .latency import (
     compare_latency,
     file_hash,
     runner_for,
+    stored_floor,
 )
 from .remote import AgentClient
 
@@ -28,4 +29,5 @@ __all__ = [
     "file_hash",
     "onnx_accuracy",
     "runner_for",
+    "stored_floor",
 ]

@@ -261,9 +261,7 @@ def compare_latency(
     is held to a floor of its own); left out when it is the candidate itself.
     """
     runner = runner or runner_for(target)
-    x = np.ascontiguousarray(example[: target.batch_size], dtype=np.float32)
-    if len(x) < target.batch_size:
-        x = np.concatenate([x] * (target.batch_size // max(len(x), 1) + 1))[: target.batch_size]
+    x = timed_input(example, target)
     use_cache = cache is not None and target.cache
     # the settings a figure depends on (the cache key)
     base_hash = file_hash(baseline)
@@ -282,15 +280,12 @@ def compare_latency(
             return LatencyComparison.from_dict(hit, cached=True)
     models = [Path(baseline), Path(candidate)]
     where = floor_settings(target, runner, x.shape)
-    floor_keys = [json.dumps([base_hash, where], sort_keys=True, default=str)]
+    floor_keys = [floor_key(base_hash, where)]
     if reference is not None:
         ref_hash = file_hash(reference)
         if ref_hash != cand_hash:
             models.append(Path(reference))
-            # its own key even for the baseline's file: the two floors are judged apart
-            floor_keys.append(
-                json.dumps(["reference", ref_hash, where], sort_keys=True, default=str)
-            )
+            floor_keys.append(floor_key(ref_hash, where, reference=True))
     floors = Floors(cache if target.floor_max_age_h is not None else None, target)
     comparison = _measure_steady(runner, models, x, target, floor_keys, floors)
     if use_cache and key is not None and not comparison.noisy:
@@ -340,6 +335,37 @@ def floor_settings(target: Target, runner: LatencyRunner, shape: tuple[int, ...]
         "machine": {name: facts.get(name) for name in MACHINE_KEYS},
         "shape": list(shape),
     }
+
+
+def floor_key(digest: str, settings: dict, *, reference: bool = False) -> str:
+    """A floor's key, from the file's ``digest`` and ``floor_settings``: a reference has its own
+    even for the baseline's file (the two floors are judged apart)."""
+    parts = ["reference", digest, settings] if reference else [digest, settings]
+    return json.dumps(parts, sort_keys=True, default=str)
+
+
+def timed_input(example: np.ndarray, target: Target) -> np.ndarray:
+    """The input a window times: the first ``batch_size`` examples (repeated when fewer)."""
+    x = np.ascontiguousarray(example[: target.batch_size], dtype=np.float32)
+    if len(x) < target.batch_size:
+        x = np.concatenate([x] * (target.batch_size // max(len(x), 1) + 1))[: target.batch_size]
+    return x
+
+
+def stored_floor(
+    baseline: str | Path,
+    example: np.ndarray,
+    target: Target,
+    cache: LatencyCache,
+    runner: LatencyRunner | None = None,
+) -> tuple[float, float] | None:
+    """The baseline's floor stored by earlier processes within ``target.floor_max_age_h`` and
+    when it was measured (a Unix time), or None (none, or floors kept per process only)."""
+    if target.floor_max_age_h is None:
+        return None
+    runner = runner or runner_for(target)
+    where = floor_settings(target, runner, timed_input(example, target).shape)
+    return cache.floor_at(floor_key(file_hash(baseline), where), 3600 * target.floor_max_age_h)
 
 
 # lowest p10 seen in this process, per baseline (or reference) file and floor_settings

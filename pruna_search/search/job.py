@@ -27,7 +27,7 @@ from ..core.errors import ConfigError, PrunaSearchError
 from ..core.files import atomic_copy
 from ..core.plan import Plan
 from ..core.precision import Precision
-from ..measure import LatencyCache, LatencyRunner, runner_for
+from ..measure import LatencyCache, LatencyRunner, runner_for, stored_floor
 from ..models.pretrained import cache_dir
 from ..space import SearchSpace
 from . import report
@@ -127,7 +127,29 @@ def open_session(settings: JobSettings, runner: LatencyRunner | None = None) -> 
         f"{base[names.MACS] / 1e6:.2f} MMACs; space: {len(space.prune_params)} prune + "
         f"{len(space.bits_params)} precision choices, {space.size:.3g} plans"
     )
+    if evaluator.measure_latency:
+        log_floor(evaluator)
     return Session(settings, evaluator, space, weights_digest(model), workdir)
+
+
+def log_floor(evaluator: Evaluator) -> None:
+    """Say which dense floor this run's latency windows are held to from the start."""
+    target, cache = evaluator.target, evaluator.latency_cache
+    if cache is None or target.floor_max_age_h is None or target.max_baseline_drift is None:
+        return
+    found = stored_floor(evaluator.dense_path, evaluator.x_val, target, cache, evaluator.runner)
+    if found is None:
+        log.info(
+            f"floor    no dense p10 stored in the last {target.floor_max_age_h:g} h for the "
+            "measuring machine and target: the first converged window sets it"
+        )
+        return
+    p10, measured = found
+    log.info(
+        f"floor    dense p10 {p10:.3f} ms, measured {(time.time() - measured) / 3600:.1f} h ago "
+        f"on this machine: windows more than {100 * target.max_baseline_drift:g} % slower are "
+        "measured again"
+    )
 
 
 def most_compressed_plans(space: SearchSpace) -> list[Plan]:
