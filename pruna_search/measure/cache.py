@@ -39,6 +39,14 @@ CREATE INDEX IF NOT EXISTS floor_key ON floor (key, measured)
 """
 
 
+# stored floors older than this are dropped whatever their key's max age (30 days)
+FLOOR_RETENTION_S = 30 * 24 * 3600
+
+
+def _digest(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
 class LatencyCache:
     """``get``/``put`` latency results in the SQLite file ``path`` (created on first write)."""
 
@@ -106,7 +114,7 @@ class LatencyCache:
             row = conn.execute(
                 "SELECT p10, measured FROM floor WHERE key = ? AND measured >= ? "
                 "ORDER BY p10 LIMIT 1",
-                (key, time.time() - max_age_s),
+                (_digest(key), time.time() - max_age_s),
             ).fetchone()
         return (float(row[0]), float(row[1])) if row else None
 
@@ -114,15 +122,17 @@ class LatencyCache:
         self, key: str, p10: float, *, max_age_s: float, measured: float | None = None
     ) -> None:
         """Store one window's p10 for ``key`` (measured now unless ``measured`` says when),
-        dropping the key's rows older than ``max_age_s``."""
-        now = time.time()
+        dropping the key's rows older than ``max_age_s`` and anyone's older than
+        ``FLOOR_RETENTION_S`` (floors of files no longer measured)."""
+        now, digest = time.time(), _digest(key)
         with closing(self._connect()) as conn, conn:
             conn.execute(
-                "DELETE FROM floor WHERE key = ? AND measured < ?", (key, now - max_age_s)
+                "DELETE FROM floor WHERE (key = ? AND measured < ?) OR measured < ?",
+                (digest, now - max_age_s, now - FLOOR_RETENTION_S),
             )
             conn.execute(
                 "INSERT INTO floor VALUES (?, ?, ?)",
-                (key, float(p10), now if measured is None else measured),
+                (digest, float(p10), now if measured is None else measured),
             )
 
     def clear_floors(self) -> None:
