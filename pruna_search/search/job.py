@@ -147,8 +147,8 @@ def log_floor(evaluator: Evaluator) -> None:
     p10, measured = found
     log.info(
         f"floor    dense p10 {p10:.3f} ms, measured {(time.time() - measured) / 3600:.1f} h ago "
-        f"on this machine: windows more than {100 * target.max_baseline_drift:g} % slower are "
-        "measured again"
+        f"on the measuring machine: windows more than {100 * target.max_baseline_drift:g} % "
+        "slower are measured again"
     )
 
 
