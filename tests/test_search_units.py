@@ -141,3 +141,34 @@ def test_sampler_and_storage_errors(tmp_path):
     with pytest.raises(ConfigError, match="study.storage: cannot open 'postgresql://"):
         open_storage(StudySettings(storage="postgresql://nobody@127.0.0.1:1/none"))
     assert not (tmp_path / "no").exists()
+
+
+@pytest.mark.parametrize("noisy", [False, True])
+def test_final_table_says_when_its_latency_is_noisy(noisy):
+    """The chosen model's figure is the headline: a flagged one says so under the table."""
+    from types import SimpleNamespace
+
+    from pruna_search.core import names
+    from pruna_search.measure import Latency, LatencyComparison
+    from pruna_search.search.report import comparison_table
+
+    reason = "dense p10 1.126 ms stayed 41.3 % above the 0.797 ms measured before, in 3 windows"
+    latency = LatencyComparison(
+        candidate=Latency(p10=0.734, p50=0.74, p90=0.8, runs=200),
+        baseline=Latency(p10=1.126, p50=1.13, p90=1.2, runs=200),
+        noisy=noisy,
+        noise=reason if noisy else "",
+    )
+    metrics = {
+        names.ACCURACY: 0.9861,
+        names.ACCURACY_DROP: 0.0,
+        names.LATENCY_P10: 0.734,
+        names.SPEEDUP: latency.speedup,
+        names.SIZE_MB: 0.232,
+        names.COMPRESSION: 4.72,
+        names.MACS: 31.08e6,
+    }
+    baseline = {names.ACCURACY: 0.9861, names.SIZE_MB: 1.094, names.MACS: 40.52e6}
+    table = comparison_table(baseline, SimpleNamespace(metrics=metrics, latency=latency))
+    assert "1.53x faster" in table
+    assert ("latency flagged noisy: " + reason in table) is noisy

@@ -12,6 +12,7 @@ from .latency import (
     RemoteRunner,
     compare_latency,
     file_hash,
+    forget_slow_streak,
     runner_for,
     stored_floor,
 )
@@ -27,6 +28,7 @@ __all__ = [
     "RemoteRunner",
     "compare_latency",
     "file_hash",
+    "forget_slow_streak",
     "onnx_accuracy",
     "runner_for",
     "stored_floor",

@@ -472,6 +472,12 @@ def _measure_steady(
     return result
 
 
+def forget_slow_streak() -> None:
+    """Measure the next windows again when they drift, even in a lasting slow phase (for a
+    figure that matters more than a trial's: the chosen model's)."""
+    _SLOW_STREAK.clear()
+
+
 PROBE_NAMES = ("dense", "reference")  # the figures held to a floor, in _probes' order
 
 

@@ -47,7 +47,13 @@ def comparison_table(baseline: Mapping[str, float], evaluation) -> str:
             f"{baseline[names.MACS] / max(m[names.MACS], 1):.2f}x fewer",
         ),
     ]
-    return _table(("", "dense fp32", "chosen", "change"), rows)
+    table = _table(("", "dense fp32", "chosen", "change"), rows)
+    if latency is not None and latency.noisy:
+        table += (
+            f"\nlatency flagged noisy: {latency.noise}; the speedup above is not a steady "
+            "figure: measure again with pruna-search-export when the host is quiet"
+        )
+    return table
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
