@@ -111,7 +111,8 @@ def export_configs(
 
 # the cpu target's protocol, figures never cached; --ci-tolerance, --no-int8-probe and
 # --fresh-floors change it
-PROTOCOL: Target = dataclasses.replace(CPU, cache=False)
+DEFAULT_PROTOCOL: Target = dataclasses.replace(CPU, cache=False)
+PROTOCOL: Target = DEFAULT_PROTOCOL
 # where the floors are kept between runs (figures are not cached: PROTOCOL.cache is false)
 FLOORS = LatencyCache(cache_dir() / "latency.sqlite")
 
@@ -397,8 +398,7 @@ def main() -> int:
         else "floors of this process only"
     )
     print(
-        f"target cpu, {'default' if dataclasses.replace(CPU, cache=False) == P else 'changed'} "
-        "protocol: "
+        f"target cpu, {'default' if P == DEFAULT_PROTOCOL else 'changed'} protocol: "
         f"{P.intra_op_threads} thread, batch {P.batch_size}, "
         f"{P.warmup} warm-up, {P.min_runs}-{P.max_runs} runs alternating with dense, "
         f"window {P.min_window_s:g}-{P.time_budget_s:g} s, ci {100 * P.ci_tolerance:g} %, "

@@ -286,8 +286,7 @@ def compare_latency(
         if ref_hash != cand_hash:
             models.append(Path(reference))
             floor_keys.append(floor_key(ref_hash, where, reference=True))
-    floors = Floors(cache if target.floor_max_age_h is not None else None, target)
-    comparison = _measure_steady(runner, models, x, target, floor_keys, floors)
+    comparison = _measure_steady(runner, models, x, target, floor_keys, Floors(cache, target))
     if use_cache and key is not None and not comparison.noisy:
         cache.put(
             key, comparison.to_dict(), candidate=cand_hash, baseline=base_hash, settings=settings
@@ -361,11 +360,12 @@ def stored_floor(
 ) -> tuple[float, float] | None:
     """The baseline's floor stored by earlier processes within ``target.floor_max_age_h`` and
     when it was measured (a Unix time), or None (none, or floors kept per process only)."""
-    if target.floor_max_age_h is None:
+    floors = Floors(cache, target)
+    if floors.cache is None:
         return None
     runner = runner or runner_for(target)
     where = floor_settings(target, runner, timed_input(example, target).shape)
-    return cache.floor_at(floor_key(file_hash(baseline), where), 3600 * target.floor_max_age_h)
+    return floors.stored(floor_key(file_hash(baseline), where))
 
 
 # lowest p10 seen in this process, per baseline (or reference) file and floor_settings
@@ -381,16 +381,22 @@ SLOW_STREAK_NO_RETRY = 2
 
 class Floors:
     """The floors of this process, and those in ``cache``'s file from the last
-    ``target.floor_max_age_h`` hours (``cache`` None: this process's only)."""
+    ``target.floor_max_age_h`` hours (``cache`` or ``floor_max_age_h`` None: this process's
+    only)."""
 
     def __init__(self, cache: LatencyCache | None, target: Target) -> None:
-        self.cache = cache
-        self.max_age_s = 3600 * (target.floor_max_age_h or 0)
+        age_h = target.floor_max_age_h
+        self.cache = cache if age_h is not None else None
+        self.max_age_s = 3600 * (age_h or 0)
         self.stored_at: dict[str, float] = {}  # keys whose floor an earlier process measured
+
+    def stored(self, key: str) -> tuple[float, float] | None:
+        """The lowest p10 stored for ``key`` within the max age, and when it was measured."""
+        return self.cache.floor_at(key, self.max_age_s) if self.cache is not None else None
 
     def get(self, key: str) -> float | None:
         here = _BASELINE_FLOOR.get(key)
-        stored = self.cache.floor_at(key, self.max_age_s) if self.cache is not None else None
+        stored = self.stored(key)
         if stored is not None and (here is None or stored[0] < here):
             self.stored_at[key] = stored[1]
             return stored[0]
