@@ -117,6 +117,18 @@ def test_baseline_above_its_floor_is_measured_again_and_flagged(two_models, tmp_
     assert all(c.noisy for c in streak) and "not measured again" in streak[-1].noise
     off = compare_latency(small, big, X, dataclasses.replace(target, max_baseline_drift=None))
     assert not off.noisy and off.attempts == 1
+    # a window that stops at max_runs before it converges meets the floor too, by its looser
+    # interval (on a CI host one kept 17 quiet rounds of 250 and passed unjudged)
+    monkeypatch.setattr(latency, "_SLOW_STREAK", {})
+    capped = dataclasses.replace(target, ci_tolerance=0.0, max_runs=400)
+    capped_key = latency.floor_key(
+        latency.file_hash(big),
+        latency.floor_settings(capped, latency.runner_for(capped), X.shape),
+    )
+    latency._BASELINE_FLOOR[capped_key] = first.baseline.p10 / 2
+    unconverged = compare_latency(small, big, X, capped)
+    assert not unconverged.converged and unconverged.stopped_by == "max_runs"
+    assert unconverged.noisy and unconverged.attempts == 2 and "above the" in unconverged.noise
 
 
 def test_reference_above_its_floor_is_measured_again_and_flagged(two_models, monkeypatch):
