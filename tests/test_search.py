@@ -14,7 +14,7 @@ from pruna_search.core.plan import Plan
 from pruna_search.core.precision import Precision
 from pruna_search.measure import latency, onnx_accuracy
 from pruna_search.search.job import export_from_study, open_session, run_job
-from pruna_search.search.runner import NOISY_ATTR, run_trials
+from pruna_search.search.runner import NOISY_ATTR, row_of, run_trials
 from pruna_search.search.settings import JobSettings
 from pruna_search.search.study import (
     DUPLICATE_ATTR,
@@ -273,6 +273,8 @@ def test_latency_first_skips_the_fine_tune_of_a_plan_that_cannot_win(
         assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
         assert "slow phase" in trials[1].user_attrs[NOISY_ATTR]
         assert "accuracy" in trials[1].user_attrs, "fine-tuned and scored"
+        # the front says which figures were flagged (pareto.csv's latency_noisy)
+        assert "slow phase" in row_of(trials[1])["latency_noisy"]
         return
     assert [t.state.name for t in trials] == ["COMPLETE", "PRUNED"]
     pruned = trials[1]

@@ -172,3 +172,25 @@ def test_final_table_says_when_its_latency_is_noisy(noisy):
     table = comparison_table(baseline, SimpleNamespace(metrics=metrics, latency=latency))
     assert "1.53x faster" in table
     assert ("latency flagged noisy: " + reason in table) is noisy
+
+
+def test_front_marks_noisy_latency(tmp_path):
+    """pareto.csv carries why a figure was flagged, and report.md's front marks its speedup."""
+    from pruna_search.core import names
+    from pruna_search.search.report import _row_cells
+
+    reason = "dense p10 0.835 ms stayed 4.7 % above the 0.797 ms measured before, in 3 windows"
+    base = {
+        names.ACCURACY: 0.98,
+        names.ACCURACY_DROP: 0.005,
+        names.LATENCY_P10: 0.3,
+        names.SPEEDUP: 2.4,
+        names.SIZE_MB: 0.2,
+        "feasible": True,
+        "plan": "dense | int8 22/22",
+    }
+    rows = [dict(base, number=1, latency_noisy=reason), dict(base, number=2, latency_noisy="")]
+    write_csv(rows, tmp_path / "pareto.csv")
+    read = list(csv.DictReader((tmp_path / "pareto.csv").open()))
+    assert [r["latency_noisy"] for r in read] == [reason, ""]
+    assert _row_cells(rows[0])[6] == "2.40x (noisy)" and _row_cells(rows[1])[6] == "2.40x"

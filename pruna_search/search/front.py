@@ -1,7 +1,8 @@
 """Pareto fronts, hypervolume and the CSV of a front; plain rows, no Optuna.
 
 A row is a dict of metric names plus ``number``, ``feasible``, ``reference`` (the label of a
-uniform reference trial, empty for searched ones) and ``plan`` (a short summary).
+uniform reference trial, empty for searched ones), ``plan`` (a short summary) and
+``latency_noisy`` (why the latency figure was flagged, empty when it was steady).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ CSV_COLUMNS = (
     names.PARAMS,
     names.TRIAL_SECONDS,
     "plan",
+    "latency_noisy",  # why the noise gate flagged the latency figure; empty when steady
 )
 
 

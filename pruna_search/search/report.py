@@ -130,7 +130,7 @@ def _row_cells(r: Mapping[str, Any]) -> list[str]:
         f"{r[names.ACCURACY]:.4f}",
         f"{r[names.ACCURACY_DROP] * 100:+.2f}".replace("+-", "-"),
         f"{r[names.LATENCY_P10]:.3f}",
-        f"{r[names.SPEEDUP]:.2f}x",
+        f"{r[names.SPEEDUP]:.2f}x" + (" (noisy)" if r.get("latency_noisy") else ""),
         f"{r[names.SIZE_MB]:.3f}",
         str(r.get("plan", "")),
     ]
@@ -270,6 +270,16 @@ def write_markdown(
         *_md(ROW_HEADER, [_row_cells(r) for r in front]),
         "",
     ]
+    noisy = [r for r in front if r.get("latency_noisy")]
+    if noisy:
+        lines += [
+            "Speedups marked (noisy) were measured while the host was slower than its floor "
+            "and stayed so after the noise gate's retries (a slow phase of a shared host): "
+            "they are not steady figures. Why, per trial: "
+            + "; ".join(f"trial {r['number']}: {r['latency_noisy']}" for r in noisy)
+            + ". `pruna-search-export trial=N` re-measures one when the host is quiet.",
+            "",
+        ]
     if outcome.stage_seconds:
         stages = [
             [k, f"{statistics.mean(v):.2f}", str(len(v))] for k, v in outcome.stage_seconds.items()

@@ -172,6 +172,8 @@ def row_of(trial: FrozenTrial) -> dict[str, Any]:
         feasible=is_feasible(trial),
         plan=attrs.get(PLAN_ATTR, ""),
         duplicate_of=attrs.get(DUPLICATE_ATTR),
+        # why the latency window was flagged (a slow phase of the host), empty when steady
+        latency_noisy=attrs.get(NOISY_ATTR, ""),
     )
     return row
 
@@ -385,6 +387,8 @@ def _reuse(trial: Trial, previous: FrozenTrial, objective: Objective) -> list[fl
         if name in previous.user_attrs and name != names.TRIAL_SECONDS:
             trial.set_user_attr(name, previous.user_attrs[name])
     trial.set_user_attr(names.TRIAL_SECONDS, 0.0)
+    if NOISY_ATTR in previous.user_attrs:  # the same figure, flagged the same
+        trial.set_user_attr(NOISY_ATTR, previous.user_attrs[NOISY_ATTR])
     for name, value in previous.constraints.items():
         trial.set_constraint(name, value)
     values = list(previous.values)
