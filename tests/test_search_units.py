@@ -194,3 +194,18 @@ def test_front_marks_noisy_latency(tmp_path):
     read = list(csv.DictReader((tmp_path / "pareto.csv").open()))
     assert [r["latency_noisy"] for r in read] == [reason, ""]
     assert _row_cells(rows[0])[6] == "2.40x (noisy)" and _row_cells(rows[1])[6] == "2.40x"
+
+
+def test_latency_first_compares_same_window_speedups_not_milliseconds():
+    """A window in which the whole host ran 6 % slower moves a plan's ms and its dense model's
+    alike: judged by speedup it is not ruled out; a plan with a lower speedup is."""
+    objective = Objective("fastest_within_drop", max_accuracy_drop=0.01)
+    fastest = {"number": 3, "latency_ms_p10": 0.241, "speedup": 2.97}
+    slow_window = {"latency_ms_p10": 0.256, "speedup": 2.96}  # 6 % more ms, same ratio
+    assert objective.rules_out(slow_window, fastest) is None
+    slower_plan = {"latency_ms_p10": 0.245, "speedup": 2.80}
+    reason = objective.rules_out(slower_plan, fastest)
+    assert reason is not None and "2.80x" in reason and "trial 3" in reason
+    # the trial shipped is the fastest by speedup
+    rows = [row(0, 0.99, 0.256, 2.96, 0.005), row(1, 0.99, 0.250, 2.90, 0.005)]
+    assert objective.choose(rows)["number"] == 0

@@ -10,6 +10,10 @@ Budgets are constraints (``trial.set_constraint``, feasible when <= 0), never pe
 - ``best_within_latency``: maximize accuracy subject to latency <= ``max_latency_ms`` (or speedup
   >= ``min_speedup``); ships the most accurate feasible trial.
 
+"Fastest", when choosing the trial to ship and when ruling a plan out before its fine-tune, is
+the highest speedup: a ratio to the dense model timed in the same window, which a window-wide
+slowdown of the host leaves alone where it moves the milliseconds.
+
 A budgeted objective is a single-objective study: the sampler's "good" trials are then the fast
 (or accurate) feasible ones. As a two-objective study, the lossless end of the front (dense int8
 at 0 points) always ranked first, and TPE kept proposing it instead of fast plans within budget.
@@ -155,16 +159,19 @@ class Objective:
         """Why a plan timed before fine-tuning cannot be shipped whatever its accuracy, or None.
 
         ``fastest_within_drop``: slower than the fastest trial within the budget so far (3 %
-        slack for timing noise). ``best_within_latency``: over the latency budget (3 % slack).
-        ``pareto`` never rules out: a slower plan may still be more accurate.
+        slack for timing noise), by speedup — each a ratio to the dense model timed in the
+        same window, so a window in which the whole host ran slower does not rule a plan out
+        the way its milliseconds would. ``best_within_latency``: over the latency budget (3 %
+        slack). ``pareto`` never rules out: a slower plan may still be more accurate.
         """
         ms = metrics[names.LATENCY_P10]
         if self.name == "fastest_within_drop" and fastest_feasible is not None:
-            best = fastest_feasible[names.LATENCY_P10]
-            if ms > best * SLACK:
+            speedup, best = metrics[names.SPEEDUP], fastest_feasible[names.SPEEDUP]
+            if speedup * SLACK < best:
                 return (
-                    f"{ms:.3f} ms, slower than trial {fastest_feasible['number']} "
-                    f"({best:.3f} ms) which is within the budget"
+                    f"{ms:.3f} ms ({speedup:.2f}x), slower than trial "
+                    f"{fastest_feasible['number']} ({fastest_feasible[names.LATENCY_P10]:.3f} "
+                    f"ms, {best:.2f}x) which is within the budget"
                 )
         if self.name == "best_within_latency":
             if self.max_latency_ms is not None and ms > self.max_latency_ms * SLACK:
@@ -184,9 +191,10 @@ class Objective:
             feasible = [r for r in feasible if r[names.ACCURACY_DROP] <= self.select_max_drop]
         if not feasible:
             return None
+        # "fastest" by speedup, the same-window ratio to dense: steadier across windows than ms
         if self.name == "best_within_latency":
-            return max(feasible, key=lambda r: (r[names.ACCURACY], -r[names.LATENCY_P10]))
-        return min(feasible, key=lambda r: (r[names.LATENCY_P10], -r[names.ACCURACY]))
+            return max(feasible, key=lambda r: (r[names.ACCURACY], r[names.SPEEDUP]))
+        return max(feasible, key=lambda r: (r[names.SPEEDUP], r[names.ACCURACY]))
 
 
 __all__ = ["OBJECTIVES", "Objective"]

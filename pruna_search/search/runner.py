@@ -291,7 +291,7 @@ def run_trials(
         """Time the plan without fine-tuning; prune the trial when latency alone rules it out."""
         # ``done`` was refreshed from the storage just before (the plan is new)
         feasible = [row_of(t) for t in done.values() if is_feasible(t)]
-        fastest = min(feasible, key=lambda r: r[names.LATENCY_P10], default=None)
+        fastest = max(feasible, key=lambda r: r[names.SPEEDUP], default=None)
         if objective.name == "fastest_within_drop" and fastest is None:
             return  # nothing to compare with yet
         untuned = dataclasses.replace(plan.finetune, steps=0, bn_recalibration=0)
