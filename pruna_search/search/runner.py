@@ -291,7 +291,8 @@ def run_trials(
         """Time the plan without fine-tuning; prune the trial when latency alone rules it out."""
         # ``done`` was refreshed from the storage just before (the plan is new)
         feasible = [row_of(t) for t in done.values() if is_feasible(t)]
-        fastest = max(feasible, key=lambda r: r[names.SPEEDUP], default=None)
+        # what the objective would ship now: for fastest_within_drop, the fastest feasible trial
+        fastest = objective.choose(feasible)
         if objective.name == "fastest_within_drop" and fastest is None:
             return  # nothing to compare with yet
         untuned = dataclasses.replace(plan.finetune, steps=0, bn_recalibration=0)
@@ -383,12 +384,10 @@ def run_trials(
 def _reuse(trial: Trial, previous: FrozenTrial, objective: Objective) -> list[float]:
     """Copy an earlier trial's measurements instead of evaluating the same plan again."""
     trial.set_user_attr(DUPLICATE_ATTR, previous.number)
-    for name in names.METRICS:
+    for name in (*names.METRICS, NOISY_ATTR):  # the same figures, flagged the same
         if name in previous.user_attrs and name != names.TRIAL_SECONDS:
             trial.set_user_attr(name, previous.user_attrs[name])
     trial.set_user_attr(names.TRIAL_SECONDS, 0.0)
-    if NOISY_ATTR in previous.user_attrs:  # the same figure, flagged the same
-        trial.set_user_attr(NOISY_ATTR, previous.user_attrs[NOISY_ATTR])
     for name, value in previous.constraints.items():
         trial.set_constraint(name, value)
     values = list(previous.values)
