@@ -231,6 +231,7 @@ def optimize(
     if latency is not None:
         baseline.update(
             {
+                names.LATENCY: evaluator.dense_ms,
                 names.LATENCY_P10: latency.baseline.p10,
                 names.LATENCY_P50: latency.baseline.p50,
                 names.LATENCY_P90: latency.baseline.p90,

@@ -131,14 +131,14 @@ def print_study(data: str, run: dict, uniform: list[dict], args) -> dict:
         "hv_searched_budget": hypervolume(searched, max_drop=0.01),
         "hv_uniform_budget": hypervolume(uniform, max_drop=0.01),
     }
-    front = pareto_front(searched, (names.ACCURACY, names.LATENCY_P10))
+    front = pareto_front(searched, (names.ACCURACY, names.LATENCY))
     print(f"\n{tag} searched front ({len(searched)} searched trials of {len(rows)}):")
-    print(f"  {'trial':>5} {'accuracy':>8} {'drop pt':>7} {'p10 ms':>7} {'speedup':>7}  plan")
+    print(f"  {'trial':>5} {'accuracy':>8} {'drop pt':>7} {'ms':>7} {'speedup':>7}  plan")
     for r in front:
         noisy = " (noisy)" if r.get("latency_noisy") else ""
         print(
             f"  {r['number']:>5} {r[names.ACCURACY]:>8.4f} {r[names.ACCURACY_DROP] * 100:>7.2f} "
-            f"{r[names.LATENCY_P10]:>7.3f} {r[names.SPEEDUP]:>6.2f}x  {r['plan']}{noisy}"
+            f"{r[names.LATENCY]:>7.3f} {r[names.SPEEDUP]:>6.2f}x  {r['plan']}{noisy}"
         )
     stages: dict[str, list[float]] = {}
     for t in run["trials"]:

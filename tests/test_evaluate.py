@@ -44,6 +44,8 @@ def test_many_plans_against_one_dense_export(digits, tmp_path):
     assert int8[names.SIZE_MB] < 0.5 * evaluator.baseline[names.SIZE_MB]
     for metrics in (dense, pruned, int8):
         assert {names.SPEEDUP, names.LATENCY_P10, names.COMPRESSION} <= set(metrics)
+        # latency_ms: one dense reference, fixed by the first window, over each speedup
+        assert metrics[names.LATENCY] * metrics[names.SPEEDUP] == pytest.approx(evaluator.dense_ms)
     assert results[1].seconds.keys() >= {"prune", "export", "quantize", "evaluate", "measure"}
     # the int8 plan's window also timed the dense model at int8, built once, as a probe
     assert results[0].latency.reference is None and results[1].latency.reference is None

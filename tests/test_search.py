@@ -14,7 +14,7 @@ from pruna_search.core.plan import Plan
 from pruna_search.core.precision import Precision
 from pruna_search.measure import latency, onnx_accuracy
 from pruna_search.search.job import export_from_study, open_session, run_job
-from pruna_search.search.runner import NOISY_ATTR, row_of, run_trials
+from pruna_search.search.runner import DENSE_MS_ATTR, NOISY_ATTR, row_of, run_trials
 from pruna_search.search.settings import JobSettings
 from pruna_search.search.study import (
     DUPLICATE_ATTR,
@@ -76,9 +76,17 @@ def test_outputs_and_choice(first_run, digits):
     assert chosen[0]["feasible"] == "True"
     assert float(chosen[0]["accuracy_drop"]) <= 0.05
     # no front row dominates the chosen one in (accuracy, latency)
-    acc, ms = float(chosen[0]["accuracy"]), float(chosen[0]["latency_ms_p10"])
-    assert not any(float(r["accuracy"]) >= acc and float(r["latency_ms_p10"]) < ms for r in front)
+    acc, ms = float(chosen[0]["accuracy"]), float(chosen[0]["latency_ms"])
+    assert not any(float(r["accuracy"]) >= acc and float(r["latency_ms"]) < ms for r in front)
     summary = json.loads((out / "summary.json").read_text())
+    # every trial's latency_ms is the study's one dense reference over its same-window speedup
+    dense_ms = summary["dense_latency_ms"]
+    study = optuna.load_study(
+        study_name=result.study_name, storage=f"sqlite:///{tmp_path}/study.db"
+    )
+    assert dense_ms > 0 and study.user_attrs[DENSE_MS_ATTR] == dense_ms
+    for r in front:
+        assert float(r["latency_ms"]) * float(r["speedup"]) == pytest.approx(dense_ms, rel=1e-4)
     assert summary["evaluated"] == 5 and summary["chosen_trial"] == int(chosen[0]["number"])
     x, y = digits.val_arrays()
     assert onnx_accuracy(out / "best.onnx", x, y) == pytest.approx(summary["accuracy"])
@@ -107,8 +115,18 @@ def test_references_first_and_resume_adds_only_missing(first_run):
     before = storage_trials(tmp_path, result.study_name)
     labels = [t.user_attrs.get(REFERENCE_ATTR) for t in before[:4]]
     assert labels == ["dense fp32", "uniform int8", "uniform 0.5 + int8", "uniform 0.5 fp32"]
+    # a resumed run scales latency_ms by the dense reference the study stored, not its own
+    study = optuna.load_study(
+        study_name=result.study_name, storage=f"sqlite:///{tmp_path}/study.db"
+    )
+    study.set_user_attr(DENSE_MS_ATTR, 1.2345)
     again = run_job(tiny(tmp_path, n_trials=7), tmp_path / "out2")
     after = storage_trials(tmp_path, result.study_name)
+    for trial in after[len(before) :]:
+        if trial.state.name == "COMPLETE" and DUPLICATE_ATTR not in trial.user_attrs:
+            attrs = trial.user_attrs
+            assert attrs["latency_ms"] * attrs["speedup"] == pytest.approx(1.2345)
+    assert again.summary["dense_latency_ms"] == 1.2345
     evaluated = [
         t for t in after if t.state.name == "COMPLETE" and DUPLICATE_ATTR not in t.user_attrs
     ]
@@ -279,7 +297,7 @@ def test_latency_first_skips_the_fine_tune_of_a_plan_that_cannot_win(
     assert [t.state.name for t in trials] == ["COMPLETE", "PRUNED"]
     pruned = trials[1]
     assert "slower than trial 0" in pruned.user_attrs[PRUNED_ATTR]
-    assert pruned.user_attrs["latency_ms_p10"] > trials[0].user_attrs["latency_ms_p10"]
+    assert pruned.user_attrs["latency_ms"] > trials[0].user_attrs["latency_ms"]
     assert "accuracy" not in pruned.user_attrs, "not fine-tuned, not scored"
     assert outcome.pruned == 1 and outcome.evaluated == 1
 

@@ -238,6 +238,7 @@ def test_a_study_is_tracked(tracked_study):
         for name in (
             "accuracy",
             "accuracy_drop",
+            "latency_ms",
             "latency_ms_p10",
             "latency_ms_p50",
             "latency_ms_p90",

@@ -363,9 +363,29 @@ def stored_floor(
     floors = Floors(cache, target)
     if floors.cache is None:
         return None
+    return floors.stored(_baseline_floor_key(baseline, example, target, runner))
+
+
+def baseline_floor(
+    baseline: str | Path,
+    example: np.ndarray,
+    target: Target,
+    cache: LatencyCache | None = None,
+    runner: LatencyRunner | None = None,
+) -> float | None:
+    """The lowest p10 of ``baseline`` known on the measuring machine for ``target``'s settings:
+    measured in this process, or stored in ``cache``'s file by an earlier process within
+    ``target.floor_max_age_h``; None when no converged window has timed it yet."""
+    key = _baseline_floor_key(baseline, example, target, runner)
+    return Floors(cache, target).get(key)
+
+
+def _baseline_floor_key(
+    baseline: str | Path, example: np.ndarray, target: Target, runner: LatencyRunner | None
+) -> str:
     runner = runner or runner_for(target)
     where = floor_settings(target, runner, timed_input(example, target).shape)
-    return floors.stored(floor_key(file_hash(baseline), where))
+    return floor_key(file_hash(baseline), where)
 
 
 # lowest p10 seen in this process, per baseline (or reference) file and floor_settings

@@ -25,6 +25,7 @@ CSV_COLUMNS = (
     "chosen",
     names.ACCURACY,
     names.ACCURACY_DROP,
+    names.LATENCY,
     names.LATENCY_P10,
     names.LATENCY_P50,
     names.SPEEDUP,
@@ -63,7 +64,7 @@ def pareto_front(rows: Sequence[Row], value_names: Sequence[str]) -> list[Row]:
             continue
         seen.add(p)
         front.append(row)
-    return sorted(front, key=lambda r: float(r[names.LATENCY_P10]))  # type: ignore[arg-type]
+    return sorted(front, key=lambda r: float(r[names.LATENCY]))  # type: ignore[arg-type]
 
 
 def hypervolume(rows: Sequence[Row], *, max_drop: float = 0.05) -> float:

@@ -41,7 +41,7 @@ from .evaluate import Evaluation, Evaluator
 from .front import hypervolume, pareto_front, write_csv
 from .objectives import Objective
 from .report import STATUS_INTERRUPTED, STATUS_NO_FEASIBLE, STATUS_OK
-from .runner import LoopOutcome, row_of, run_trials
+from .runner import DENSE_MS_ATTR, LoopOutcome, row_of, run_trials
 from .settings import JobSettings
 from .study import (
     CONFIG_ATTR,
@@ -185,7 +185,7 @@ def check_budget_reachable(session: Session, objective: Objective) -> None:
     best_ms, best_speedup = float("inf"), 0.0
     for plan in most_compressed_plans(session.space):
         evaluation = session.evaluator.evaluate(plan, name="budget-check")
-        best_ms = min(best_ms, evaluation.metrics[names.LATENCY_P10])
+        best_ms = min(best_ms, evaluation.metrics[names.LATENCY])
         best_speedup = max(best_speedup, evaluation.metrics[names.SPEEDUP])
     if objective.max_latency_ms is not None and objective.max_latency_ms < 0.97 * best_ms:
         raise ConfigError(
@@ -362,6 +362,7 @@ def finish(
         hv_searched=hypervolume(searched),
         hv_uniform=hypervolume(references),
         outcome=outcome,
+        dense_ms=session.evaluator.dense_ms,
     )
     report.write_markdown(
         output_dir / "report.md",
@@ -456,6 +457,8 @@ def export_from_study(
         config.setdefault("finetune", {})["final_steps"] = final_steps
     settings = JobSettings.parse(config)
     session = open_session(settings)
+    if study.user_attrs.get(DENSE_MS_ATTR) is not None:  # the study's scale of latency_ms
+        session.evaluator.dense_ms = float(study.user_attrs[DENSE_MS_ATTR])
     try:
         if session.weights_digest != json.loads(study.user_attrs["pruna.identity"])["model"].get(
             "weights"

@@ -3,16 +3,18 @@
 Budgets are constraints (``trial.set_constraint``, feasible when <= 0), never penalties
 (DESIGN.md decision 6). What Optuna optimizes follows what the objective ships:
 
-- ``pareto``: maximize accuracy, minimize latency p10 (and size with ``include_size``); no budget;
+- ``pareto``: maximize accuracy, minimize latency (and size with ``include_size``); no budget;
   ships the fastest trial within ``select_max_drop`` of dense accuracy.
 - ``fastest_within_drop``: minimize latency subject to accuracy drop <= ``max_accuracy_drop``;
   ships the fastest feasible trial.
 - ``best_within_latency``: maximize accuracy subject to latency <= ``max_latency_ms`` (or speedup
   >= ``min_speedup``); ships the most accurate feasible trial.
 
-"Fastest", when choosing the trial to ship and when ruling a plan out before its fine-tune, is
-the highest speedup: a ratio to the dense model timed in the same window, which a window-wide
-slowdown of the host leaves alone where it moves the milliseconds.
+"Latency" is ``latency_ms``: the study's dense reference divided by the speedup (see
+``evaluate.py``), and "fastest", when choosing the trial to ship and when ruling a plan out
+before its fine-tune, is the highest speedup — the same order. Both rest on a ratio to the dense
+model timed in the same window, which a window-wide slowdown of the host leaves alone where it
+moves the raw milliseconds (``latency_ms_p10``).
 
 A budgeted objective is a single-objective study: the sampler's "good" trials are then the fast
 (or accurate) feasible ones. As a two-objective study, the lossless end of the front (dense int8
@@ -48,7 +50,7 @@ class Objective:
     Attributes:
         name: one of ``OBJECTIVES``.
         max_accuracy_drop: absolute budget (0.01 = one point) for ``fastest_within_drop``.
-        max_latency_ms: latency budget (p10, ms) for ``best_within_latency``.
+        max_latency_ms: latency budget (``latency_ms``) for ``best_within_latency``.
         min_speedup: speedup budget against dense fp32 for ``best_within_latency``.
         include_size: also minimize the ONNX file size.
         select_max_drop: for ``pareto``, the accuracy drop the shipped model may have.
@@ -99,17 +101,17 @@ class Objective:
 
     @property
     def front_names(self) -> tuple[str, ...]:
-        """The metrics of the Pareto front: accuracy, latency p10 (and size)."""
+        """The metrics of the Pareto front: accuracy, latency (and size)."""
         if self.include_size:
-            return (names.ACCURACY, names.LATENCY_P10, names.SIZE_MB)
-        return (names.ACCURACY, names.LATENCY_P10)
+            return (names.ACCURACY, names.LATENCY, names.SIZE_MB)
+        return (names.ACCURACY, names.LATENCY)
 
     @property
     def value_names(self) -> tuple[str, ...]:
         """The metrics Optuna optimizes, in order."""
         size = (names.SIZE_MB,) if self.include_size else ()
         if self.name == "fastest_within_drop":
-            return (names.LATENCY_P10, *size)
+            return (names.LATENCY, *size)
         if self.name == "best_within_latency":
             return (names.ACCURACY, *size)
         return self.front_names
@@ -136,7 +138,7 @@ class Objective:
             return f"accuracy drop <= {self.max_accuracy_drop * 100:g} points"
         if self.name == "best_within_latency":
             if self.max_latency_ms is not None:
-                return f"latency p10 <= {self.max_latency_ms:g} ms"
+                return f"latency <= {self.max_latency_ms:g} ms"
             return f"speedup >= {self.min_speedup:g}x"
         return f"none (ships the fastest within {self.select_max_drop * 100:g} points)"
 
@@ -149,7 +151,7 @@ class Objective:
             return {DROP_BUDGET: metrics[names.ACCURACY_DROP] - self.max_accuracy_drop}
         if self.name == "best_within_latency":
             if self.max_latency_ms is not None:
-                return {LATENCY_BUDGET: metrics[names.LATENCY_P10] - self.max_latency_ms}
+                return {LATENCY_BUDGET: metrics[names.LATENCY] - self.max_latency_ms}
             return {SPEEDUP_BUDGET: self.min_speedup - metrics[names.SPEEDUP]}
         return {}
 
@@ -164,13 +166,13 @@ class Objective:
         the way its milliseconds would. ``best_within_latency``: over the latency budget (3 %
         slack). ``pareto`` never rules out: a slower plan may still be more accurate.
         """
-        ms = metrics[names.LATENCY_P10]
+        ms = metrics[names.LATENCY]
         if self.name == "fastest_within_drop" and fastest_feasible is not None:
             speedup, best = metrics[names.SPEEDUP], fastest_feasible[names.SPEEDUP]
             if speedup * SLACK < best:
                 return (
                     f"{ms:.3f} ms ({speedup:.2f}x), slower than trial "
-                    f"{fastest_feasible['number']} ({fastest_feasible[names.LATENCY_P10]:.3f} "
+                    f"{fastest_feasible['number']} ({fastest_feasible[names.LATENCY]:.3f} "
                     f"ms, {best:.2f}x) which is within the budget"
                 )
         if self.name == "best_within_latency":

@@ -48,10 +48,10 @@ def _save(fig, path: Path) -> Path:
 
 def pareto_figures(rows: Sequence[Row], front: Sequence[Row], chosen: int | None, budget: str):
     groups = _groups(rows, chosen)
-    front_sorted = sorted(front, key=lambda r: r[names.LATENCY_P10])
+    front_sorted = sorted(front, key=lambda r: r[names.LATENCY])
     fig, ax = plt.subplots(figsize=(7, 4.5))
     ax.plot(
-        [r[names.LATENCY_P10] for r in front_sorted],
+        [r[names.LATENCY] for r in front_sorted],
         [r[names.ACCURACY] for r in front_sorted],
         "-",
         color="0.6",
@@ -67,7 +67,7 @@ def pareto_figures(rows: Sequence[Row], front: Sequence[Row], chosen: int | None
     html = go.Figure()
     html.add_trace(
         go.Scatter(
-            x=[r[names.LATENCY_P10] for r in front_sorted],
+            x=[r[names.LATENCY] for r in front_sorted],
             y=[r[names.ACCURACY] for r in front_sorted],
             mode="lines",
             name="Pareto front",
@@ -78,7 +78,7 @@ def pareto_figures(rows: Sequence[Row], front: Sequence[Row], chosen: int | None
         if not group:
             continue
         ax.scatter(
-            [r[names.LATENCY_P10] for r in group],
+            [r[names.LATENCY] for r in group],
             [r[names.ACCURACY] for r in group],
             label=f"{key} ({len(group)})",
             zorder=2 if key != "chosen" else 3,
@@ -87,7 +87,7 @@ def pareto_figures(rows: Sequence[Row], front: Sequence[Row], chosen: int | None
         )
         html.add_trace(
             go.Scatter(
-                x=[r[names.LATENCY_P10] for r in group],
+                x=[r[names.LATENCY] for r in group],
                 y=[r[names.ACCURACY] for r in group],
                 mode="markers",
                 name=key,
@@ -104,14 +104,14 @@ def pareto_figures(rows: Sequence[Row], front: Sequence[Row], chosen: int | None
                 hoverinfo="text",
             )
         )
-    ax.set_xlabel("latency p10 (ms, lower is better)")
+    ax.set_xlabel("latency (ms at the dense reference, lower is better)")
     ax.set_ylabel("accuracy (ONNX model, validation split)")
     ax.set_title(f"Accuracy against measured latency — budget: {budget}", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     html.update_layout(
         title=f"Pareto front — budget: {budget}",
-        xaxis_title="latency p10 (ms)",
+        xaxis_title="latency (ms at the dense reference)",
         yaxis_title="accuracy",
     )
     return fig, html
@@ -230,7 +230,7 @@ def write_plots(
     importances: Mapping[str, Mapping[str, float]],
     layers: Sequence[Mapping[str, Any]] | None,
     layers_title: str = "",
-    front_names: Sequence[str] = (names.ACCURACY, names.LATENCY_P10),
+    front_names: Sequence[str] = (names.ACCURACY, names.LATENCY),
 ) -> list[Path]:
     """Write the PNGs and ``plots.html``; returns the files written."""
     unique = [r for r in rows if r.get("duplicate_of") is None]

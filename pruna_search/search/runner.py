@@ -52,6 +52,9 @@ SECONDS_ATTR = "seconds"  # per-stage seconds of a trial (dict)
 PLAN_ATTR = "pruna.plan"  # short plan summary
 LATENCY_ATTR = "pruna.latency"  # how the latency was measured (runs, load, noise gate, machine)
 NOISY_ATTR = "pruna.noisy"  # the noise gate never saw the machine settle during the window
+# the study's dense reference of latency_ms (ms; see evaluate.py): stored by the first trial
+# timed, read by every later run and worker so all trials are scaled by the same figure
+DENSE_MS_ATTR = "pruna.dense_ms"
 
 
 class TrialFailed(Exception):
@@ -130,11 +133,17 @@ def trial_line(trial: FrozenTrial, objective: Objective) -> str:
     return (
         f"{head} {attrs.get(PLAN_ATTR, ''):<38} acc {attrs[names.ACCURACY]:.4f} "
         f"({-attrs[names.ACCURACY_DROP] * 100:+.2f} pt) "
-        f"{attrs[names.LATENCY_P10]:.3f} ms {attrs[names.SPEEDUP]:.2f}x "
+        f"{_latency_of(attrs):.3f} ms {attrs[names.SPEEDUP]:.2f}x "
         f"{attrs.get(names.TRIAL_SECONDS, 0.0):.1f} s"
         + ("" if feasible else " (over budget)")
         + tail
     )
+
+
+def _latency_of(attrs: Mapping[str, Any]) -> float:
+    """A trial's ``latency_ms``; its raw p10 for trials of studies made before ``latency_ms``
+    existed (2026-12-04)."""
+    return float(attrs.get(names.LATENCY, attrs[names.LATENCY_P10]))
 
 
 def _record_latency(trial: Trial, latency) -> None:
@@ -166,6 +175,8 @@ def row_of(trial: FrozenTrial) -> dict[str, Any]:
     """A front row (see ``front.py``) from a completed trial."""
     attrs = trial.user_attrs
     row: dict[str, Any] = {m: attrs[m] for m in names.METRICS if m in attrs}
+    if names.LATENCY_P10 in row:
+        row[names.LATENCY] = _latency_of(attrs)
     row.update(
         number=trial.number,
         reference=attrs.get(REFERENCE_ATTR, ""),
@@ -243,6 +254,16 @@ def run_trials(
     done = finished()
     if len(evaluated(study)) >= n_trials:
         return outcome
+    stored_ms = study.user_attrs.get(DENSE_MS_ATTR)
+    if stored_ms is not None:
+        evaluator.dense_ms = float(stored_ms)
+
+    def keep_dense_ms() -> None:
+        """Store the dense reference the first time a trial of the study fixes it."""
+        nonlocal stored_ms
+        if stored_ms is None and evaluator.dense_ms is not None:
+            stored_ms = evaluator.dense_ms
+            study.set_user_attr(DENSE_MS_ATTR, stored_ms)
 
     def evaluate(trial: Trial) -> list[float]:
         start = time.perf_counter()
@@ -274,6 +295,7 @@ def run_trials(
             reason = f"{type(exc).__name__}: {exc}"
             trial.set_user_attr(FAIL_ATTR, reason)
             raise TrialFailed(reason) from exc
+        keep_dense_ms()
         metrics = dict(evaluation.metrics)
         metrics[names.TRIAL_SECONDS] = time.perf_counter() - start
         for name, value in metrics.items():
@@ -297,12 +319,14 @@ def run_trials(
             return  # nothing to compare with yet
         untuned = dataclasses.replace(plan.finetune, steps=0, bn_recalibration=0)
         probe = evaluator.evaluate(plan.with_finetune(untuned), name="probe")
+        keep_dense_ms()
         if probe.latency is not None and probe.latency.noisy:
             return  # a figure the host disturbed rules nothing out: fine-tune, measure again
         reason = objective.rules_out(probe.metrics, fastest)
         if reason is None:
             return
-        for name in (names.LATENCY_P10, names.LATENCY_P50, names.LATENCY_P90, names.SPEEDUP):
+        latency = (names.LATENCY, names.LATENCY_P10, names.LATENCY_P50, names.LATENCY_P90)
+        for name in (*latency, names.SPEEDUP):
             trial.set_user_attr(name, float(probe.metrics[name]))
         trial.set_user_attr(names.TRIAL_SECONDS, time.perf_counter() - start)
         trial.set_user_attr(PRUNED_ATTR, reason)
@@ -396,4 +420,12 @@ def _reuse(trial: Trial, previous: FrozenTrial, objective: Objective) -> list[fl
     return values
 
 
-__all__ = ["LoopOutcome", "TrialFailed", "plan_summary", "row_of", "run_trials", "trial_line"]
+__all__ = [
+    "DENSE_MS_ATTR",
+    "LoopOutcome",
+    "TrialFailed",
+    "plan_summary",
+    "row_of",
+    "run_trials",
+    "trial_line",
+]

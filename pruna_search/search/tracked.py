@@ -126,7 +126,7 @@ def pareto_numbers(rows: Sequence[Mapping[str, Any]]) -> list[int]:
     """Trials on the feasible Pareto front (what Optuna's ``best_trials`` is for a two-objective
     study), duplicates of those included."""
     feasible = [r for r in rows if r["feasible"] and r.get("duplicate_of") is None]
-    front = {int(r["number"]) for r in pareto_front(feasible, (names.ACCURACY, names.LATENCY_P10))}
+    front = {int(r["number"]) for r in pareto_front(feasible, (names.ACCURACY, names.LATENCY))}
     front |= {
         int(r["number"])
         for r in rows
@@ -174,7 +174,7 @@ def write_plots(
     """The end-of-study plots in the output folder (also when tracking is off)."""
     importances = param_importances(
         study,
-        {names.ACCURACY: names.ACCURACY, names.LATENCY_P10: names.LATENCY_P10},
+        {names.ACCURACY: names.ACCURACY, names.LATENCY: names.LATENCY},
     )
     title = ""
     if chosen is not None:
