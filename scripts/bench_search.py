@@ -31,7 +31,7 @@ from pruna_search.core import hardware, names
 from pruna_search.core.plan import Plan
 from pruna_search.search.front import hypervolume, pareto_front
 from pruna_search.search.job import open_session, run_job
-from pruna_search.search.runner import SECONDS_ATTR, row_of
+from pruna_search.search.runner import SECONDS_ATTR, study_rows
 from pruna_search.search.settings import JobSettings
 
 RATIOS = [0.0, 0.25, 0.5, 0.625, 0.75]
@@ -104,7 +104,8 @@ def run_study(data: str, objective: str, args) -> dict:
         trials = [t for t in study.get_trials() if t.state.name == "COMPLETE"]
         pruned = [t for t in study.get_trials() if t.state.name == "PRUNED"]
         report = (Path(tmp) / "out" / "report.md").read_text()
-    rows = [row_of(t) for t in trials]
+        # flagged figures measured again steady after the run replace the flagged ones
+        rows = study_rows(study, JobSettings.parse(cfg).objective)
     return {
         "config": cfg,
         "objective": objective,

@@ -212,3 +212,45 @@ def test_latency_first_compares_same_window_speedups_not_milliseconds():
     # the trial shipped is the fastest by speedup
     rows = [row(0, 0.99, 0.256, 2.96, 0.005), row(1, 0.99, 0.250, 2.90, 0.005)]
     assert objective.choose(rows)["number"] == 0
+
+
+def test_figures_measured_again_replace_flagged_ones_in_the_rows():
+    """study_rows: a trial (and a repeat of it) whose flagged figure came back steady carries
+    the steady one, and a latency budget is judged again on it; other trials are unchanged."""
+    import optuna
+
+    from pruna_search.search.runner import REMEASURED_PREFIX, study_rows
+    from pruna_search.search.study import DUPLICATE_ATTR
+
+    objective = Objective("best_within_latency", max_accuracy_drop=None, max_latency_ms=0.3)
+    study = optuna.create_study(directions=objective.directions)
+
+    def add(attrs: dict, latency_ms: float) -> None:
+        metrics = {
+            "accuracy": 0.98,
+            "accuracy_drop": 0.004,
+            "latency_ms": latency_ms,
+            "latency_ms_p10": latency_ms * 1.2,
+            "latency_ms_p50": latency_ms * 1.3,
+            "latency_ms_p90": latency_ms * 1.4,
+            "speedup": 0.8 / latency_ms,
+        }
+        study.add_trial(
+            optuna.trial.create_trial(
+                values=[metrics["accuracy"]],
+                user_attrs={**metrics, **attrs},
+                constraints=objective.constraints(metrics),
+            )
+        )
+
+    add({"pruna.noisy": "dense p10 stayed 9 % above its floor"}, 0.4)  # over budget, flagged
+    add({"pruna.noisy": "dense p10 stayed 9 % above its floor", DUPLICATE_ATTR: 0}, 0.4)
+    add({}, 0.35)  # over budget, steady
+    steady = {"latency_ms": 0.25, "latency_ms_p10": 0.26, "latency_ms_p50": 0.27}
+    steady |= {"latency_ms_p90": 0.3, "speedup": 3.2, "was_speedup": 2.0, "was": "9 % above"}
+    study.set_user_attr(f"{REMEASURED_PREFIX}0", steady)
+    rows = study_rows(study, objective)
+    assert [r["feasible"] for r in rows] == [True, True, False]
+    assert [r["speedup"] for r in rows] == [3.2, 3.2, pytest.approx(0.8 / 0.35)]
+    assert [r["latency_noisy"] for r in rows] == ["", "", ""]
+    assert "was 2.00x" in rows[0]["latency_remeasured"] and "latency_remeasured" not in rows[2]

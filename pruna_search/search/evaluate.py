@@ -18,6 +18,7 @@ or run by many workers, is scaled by the same figure.
 
 from __future__ import annotations
 
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -131,6 +132,37 @@ class Evaluator:
             self.dense_ms = floor if floor is not None else latency.baseline.p10
         return self.dense_ms / latency.speedup
 
+    def measure(self, onnx_path: Path, plan: Plan) -> LatencyComparison:
+        """Time ``onnx_path`` (the model ``plan`` built) against dense, in one window; a
+        quantized plan's window also times the int8 probe."""
+        probe = None if plan.is_fp32 or not self.target.int8_probe else self.int8_probe()
+        return compare_latency(
+            onnx_path,
+            self.dense_path,
+            self.x_val,
+            self.target,
+            cache=self.latency_cache,
+            runner=self.runner,
+            reference=probe,
+        )
+
+    def latency_metrics(self, latency: LatencyComparison) -> dict[str, float]:
+        """The latency metrics of one window (names as DESIGN.md decision 8, and latency_ms)."""
+        return {
+            names.LATENCY: self.steady_ms(latency),
+            names.LATENCY_P10: latency.candidate.p10,
+            names.LATENCY_P50: latency.candidate.p50,
+            names.LATENCY_P90: latency.candidate.p90,
+            names.SPEEDUP: latency.speedup,
+        }
+
+    def keep(self, onnx_path: Path, name: str) -> Path:
+        """A copy of ``onnx_path`` in the work folder that later evaluations do not overwrite
+        (to measure it again later); removed with the folder."""
+        folder = self.workdir / "kept"
+        folder.mkdir(parents=True, exist_ok=True)
+        return Path(shutil.copy2(onnx_path, folder / f"{name}.onnx"))
+
     def int8_probe(self) -> Path | None:
         """The dense model quantized as ``Plan.uniform`` at 8 bits (no fine-tune), exported on
         first use; None when the target runs no layer of this model at int8."""
@@ -175,27 +207,10 @@ class Evaluator:
         }
         latency = None
         if self.measure_latency:
-            probe = None if plan.is_fp32 or not self.target.int8_probe else self.int8_probe()
             start = time.perf_counter()
-            latency = compare_latency(
-                candidate.onnx_path,
-                self.dense_path,
-                self.x_val,
-                self.target,
-                cache=self.latency_cache,
-                runner=self.runner,
-                reference=probe,
-            )
+            latency = self.measure(candidate.onnx_path, plan)
             seconds["measure"] = time.perf_counter() - start
-            metrics.update(
-                {
-                    names.LATENCY: self.steady_ms(latency),
-                    names.LATENCY_P10: latency.candidate.p10,
-                    names.LATENCY_P50: latency.candidate.p50,
-                    names.LATENCY_P90: latency.candidate.p90,
-                    names.SPEEDUP: latency.speedup,
-                }
-            )
+            metrics.update(self.latency_metrics(latency))
         return Evaluation(
             plan=plan, candidate=candidate, metrics=metrics, latency=latency, seconds=seconds
         )

@@ -2,7 +2,9 @@
 
 A row is a dict of metric names plus ``number``, ``feasible``, ``reference`` (the label of a
 uniform reference trial, empty for searched ones), ``plan`` (a short summary) and
-``latency_noisy`` (why the latency figure was flagged, empty when it was steady).
+``latency_noisy`` (why the latency figure was flagged, empty when it was steady) and
+``latency_remeasured`` (what a flagged figure was, when it was measured again steady after the
+run).
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ CSV_COLUMNS = (
     names.TRIAL_SECONDS,
     "plan",
     "latency_noisy",  # why the noise gate flagged the latency figure; empty when steady
+    # the figure flagged during the run, when it was measured again steady after it
+    "latency_remeasured",
 )
 
 

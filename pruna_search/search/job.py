@@ -41,7 +41,7 @@ from .evaluate import Evaluation, Evaluator
 from .front import hypervolume, pareto_front, write_csv
 from .objectives import Objective
 from .report import STATUS_INTERRUPTED, STATUS_NO_FEASIBLE, STATUS_OK
-from .runner import DENSE_MS_ATTR, LoopOutcome, row_of, run_trials
+from .runner import DENSE_MS_ATTR, LoopOutcome, run_trials, study_rows
 from .settings import JobSettings
 from .study import (
     CONFIG_ATTR,
@@ -302,7 +302,7 @@ def run_job(
 def select(study, objective: Objective) -> tuple[list[dict], list[dict], dict | None]:
     """The study's rows, the Pareto front of its evaluated plans, and the trial the objective's
     rule picks from the feasible front (None when no trial meets the budget)."""
-    rows = [row_of(t) for t in completed(study)]
+    rows = study_rows(study, objective)
     unique = [r for r in rows if r["duplicate_of"] is None]
     front = pareto_front(unique, objective.front_names)
     feasible_front = pareto_front([r for r in unique if r["feasible"]], objective.front_names)

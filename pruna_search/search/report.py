@@ -98,6 +98,8 @@ def summary(
         "evaluated_now": outcome.evaluated,
         "failed_now": outcome.failed,
         "pruned_now": outcome.pruned,
+        "remeasured_now": outcome.remeasured,
+        "still_noisy_now": outcome.still_noisy,
         "dense_accuracy": baseline[names.ACCURACY],
         "dense_size_mb": baseline[names.SIZE_MB],
         "dense_latency_ms": dense_ms,
@@ -214,7 +216,9 @@ def write_markdown(
         f"- objective `{s['objective']}`, budget: {s['budget']}; sampler `{s['sampler']}`",
         f"- {s['evaluated']} plans evaluated, {s['trials']} completed trials with repeats "
         f"({s['evaluated_now']} evaluated in this run, {s['failed_now']} failed, "
-        f"{s.get('pruned_now', 0)} ruled out on latency before fine-tuning); "
+        f"{s.get('pruned_now', 0)} ruled out on latency before fine-tuning, "
+        f"{s['remeasured_now']} of {s['remeasured_now'] + s['still_noisy_now']} figures "
+        "flagged noisy steady when measured again after it); "
         f"space: {len(space.prune_params)} pruning and "
         f"{len(space.bits_params)} precision choices ({space.size:.3g} plans)",
         f"- status: **{s['status']}**",
@@ -276,6 +280,15 @@ def write_markdown(
         *_md(ROW_HEADER, [_row_cells(r) for r in front]),
         "",
     ]
+    again = [r for r in front if r.get("latency_remeasured")]
+    if again:
+        lines += [
+            "Flagged noisy during the run and measured again after it, steady (their figures "
+            "above are the second measurement): "
+            + "; ".join(f"trial {r['number']}: {r['latency_remeasured']}" for r in again)
+            + ".",
+            "",
+        ]
     noisy = [r for r in front if r.get("latency_noisy")]
     if noisy:
         lines += [

@@ -22,6 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from ..core import names
@@ -29,6 +30,7 @@ from ..core.errors import PrunaSearchError
 from ..core.plan import Plan
 from ..core.precision import Precision
 from ..core.progress import bar, quiet
+from ..measure import forget_slow_streak
 from ..space import SearchSpace, model_key
 from .evaluate import Evaluator
 from .objectives import Objective
@@ -55,6 +57,10 @@ NOISY_ATTR = "pruna.noisy"  # the noise gate never saw the machine settle during
 # the study's dense reference of latency_ms (ms; see evaluate.py): stored by the first trial
 # timed, read by every later run and worker so all trials are scaled by the same figure
 DENSE_MS_ATTR = "pruna.dense_ms"
+# a figure flagged noisy that came back steady when measured again after the run (a study
+# attribute per trial: a finished trial's own attributes cannot change)
+REMEASURED_PREFIX = "pruna.remeasured."
+LATENCY_NAMES = (names.LATENCY, names.LATENCY_P10, names.LATENCY_P50, names.LATENCY_P90)
 
 
 class TrialFailed(Exception):
@@ -68,6 +74,8 @@ class LoopOutcome:
     evaluated: int = 0
     duplicates: int = 0
     pruned: int = 0  # ruled out on latency before fine-tuning (latency_first)
+    remeasured: int = 0  # flagged figures measured again after the loop that came back steady
+    still_noisy: int = 0  # flagged figures that were noisy again
     failed: int = 0
     interrupted: bool = False
     exhausted: bool = False
@@ -235,6 +243,7 @@ def run_trials(
     """
     outcome = LoopOutcome()
     keys: dict[tuple, tuple] = {}  # params -> the model they build (model_key)
+    kept: dict[int, Flagged] = {}  # trials of this run whose latency was flagged noisy
 
     def key_of(params: Mapping[str, Any], plan: Plan | None = None) -> tuple:
         """Trials that build the same model (same channels, precisions and fine-tune) are one
@@ -298,6 +307,13 @@ def run_trials(
         keep_dense_ms()
         metrics = dict(evaluation.metrics)
         metrics[names.TRIAL_SECONDS] = time.perf_counter() - start
+        if evaluation.latency is not None and evaluation.latency.noisy:
+            kept[trial.number] = Flagged(
+                evaluator.keep(evaluation.candidate.onnx_path, f"trial-{trial.number}"),
+                plan,
+                evaluation.latency.noise,
+                evaluation.latency.speedup,
+            )
         for name, value in metrics.items():
             trial.set_user_attr(name, float(value))
         trial.set_user_attr(SECONDS_ATTR, {k: round(v, 4) for k, v in evaluation.seconds.items()})
@@ -394,7 +410,9 @@ def run_trials(
         outcome.interrupted = True
     finally:
         progress.close()
-        outcome.seconds = time.perf_counter() - loop_start
+    if kept and not outcome.interrupted and not outcome.stopped_for_failures:
+        outcome.remeasured, outcome.still_noisy = remeasure_noisy(study, evaluator, kept)
+    outcome.seconds = time.perf_counter() - loop_start
     if outcome.exhausted:
         log.warning(
             f"the sampler proposed only already-evaluated plans (or plans ruled out on latency) "
@@ -403,6 +421,88 @@ def run_trials(
             "converged; widen the space or change sampler)"
         )
     return outcome
+
+
+@dataclass(frozen=True)
+class Flagged:
+    """A trial whose latency the noise gate flagged: a copy of its model, to measure again."""
+
+    onnx_path: Path
+    plan: Plan
+    noise: str
+    speedup: float
+
+
+def remeasure_noisy(study, evaluator: Evaluator, kept: Mapping[int, Flagged]) -> tuple[int, int]:
+    """Measure again, after the loop, the trials of this run whose latency was flagged noisy (a
+    slow phase of the host that outlasted the noise gate's retries; it may have ended since).
+    A figure that comes back steady is stored in the study (``REMEASURED_PREFIX`` + number) and
+    replaces the flagged one in ``study_rows``; one that is noisy again is left as it was.
+    Returns how many came back steady and how many did not."""
+    forget_slow_streak()  # the first windows get the gate's retries, even after a slow phase
+    log.info(f"measure  {len(kept)} trials flagged noisy in this run, again")
+    steady = 0
+    progress = bar(total=len(kept), desc="re-measure", leave=False)
+    try:
+        for number, flagged in kept.items():
+            try:
+                latency = evaluator.measure(flagged.onnx_path, flagged.plan)
+            except PrunaSearchError as exc:
+                log.warning(f"trial {number:>4} measured again: {exc}; keeps its flagged figure")
+                continue
+            finally:
+                progress.update(1)
+            if latency.noisy:
+                log.info(
+                    f"trial {number:>4} measured again: noisy again ({latency.noise}); keeps its "
+                    f"flagged figure ({flagged.speedup:.2f}x)"
+                )
+                continue
+            metrics = evaluator.latency_metrics(latency)
+            study.set_user_attr(
+                f"{REMEASURED_PREFIX}{number}",
+                {**metrics, "was_speedup": flagged.speedup, "was": flagged.noise},
+            )
+            steady += 1
+            log.info(
+                f"trial {number:>4} measured again: {metrics[names.SPEEDUP]:.2f}x "
+                f"({metrics[names.LATENCY]:.3f} ms), steady; was {flagged.speedup:.2f}x, flagged"
+            )
+    finally:
+        progress.close()
+    return steady, len(kept) - steady
+
+
+def remeasured(study) -> dict[int, dict[str, Any]]:
+    """The figures measured again after a run (``remeasure_noisy``), by trial number."""
+    return {
+        int(key[len(REMEASURED_PREFIX) :]): value
+        for key, value in study.user_attrs.items()
+        if key.startswith(REMEASURED_PREFIX)
+    }
+
+
+def study_rows(study, objective: Objective) -> list[dict[str, Any]]:
+    """A row (``row_of``) per completed trial; a trial whose flagged figure was measured again
+    steady (its own, or for a repeat its original's) carries the steady figure, its
+    ``latency_noisy`` empty, ``latency_remeasured`` saying what it was, and its feasibility
+    judged again on it."""
+    again = remeasured(study)
+    rows = []
+    for trial in completed(study):
+        row = row_of(trial)
+        source = row["duplicate_of"] if row["duplicate_of"] is not None else trial.number
+        figures = again.get(int(source))
+        if figures is not None:
+            row.update({name: figures[name] for name in (*LATENCY_NAMES, names.SPEEDUP)})
+            row["latency_noisy"] = ""
+            row["latency_remeasured"] = (
+                f"measured again after the run: was {figures['was_speedup']:.2f}x, flagged "
+                f"({figures['was']})"
+            )
+            row["feasible"] = all(v <= 0 for v in objective.constraints(row).values())
+        rows.append(row)
+    return rows
 
 
 def _reuse(trial: Trial, previous: FrozenTrial, objective: Objective) -> list[float]:
@@ -425,7 +525,10 @@ __all__ = [
     "LoopOutcome",
     "TrialFailed",
     "plan_summary",
+    "remeasure_noisy",
+    "remeasured",
     "row_of",
+    "study_rows",
     "run_trials",
     "trial_line",
 ]
