@@ -196,6 +196,17 @@ def beats_uniform(
     return out
 
 
+def _flagged_again(s: Mapping[str, Any]) -> str:
+    """``, 2 of 3 latency figures flagged noisy ...`` — empty when none was flagged."""
+    flagged = s["remeasured_now"] + s["still_noisy_now"]
+    if not flagged:
+        return ""
+    return (
+        f", {s['remeasured_now']} of {flagged} latency figures flagged noisy steady when "
+        "measured again after it"
+    )
+
+
 def write_markdown(
     path: Path,
     *,
@@ -216,9 +227,8 @@ def write_markdown(
         f"- objective `{s['objective']}`, budget: {s['budget']}; sampler `{s['sampler']}`",
         f"- {s['evaluated']} plans evaluated, {s['trials']} completed trials with repeats "
         f"({s['evaluated_now']} evaluated in this run, {s['failed_now']} failed, "
-        f"{s.get('pruned_now', 0)} ruled out on latency before fine-tuning, "
-        f"{s['remeasured_now']} of {s['remeasured_now'] + s['still_noisy_now']} figures "
-        "flagged noisy steady when measured again after it); "
+        f"{s.get('pruned_now', 0)} ruled out on latency before fine-tuning"
+        f"{_flagged_again(s)}); "
         f"space: {len(space.prune_params)} pruning and "
         f"{len(space.bits_params)} precision choices ({space.size:.3g} plans)",
         f"- status: **{s['status']}**",
