@@ -42,10 +42,14 @@ def test_many_plans_against_one_dense_export(digits, tmp_path):
     assert dense[names.ACCURACY_DROP] == 0.0  # the unchanged plan scores as the baseline
     assert pruned[names.MACS] < 0.4 * evaluator.baseline[names.MACS]
     assert int8[names.SIZE_MB] < 0.5 * evaluator.baseline[names.SIZE_MB]
-    for metrics in (dense, pruned, int8):
+    for result in results:
+        metrics = result.metrics
         assert {names.SPEEDUP, names.LATENCY_P10, names.COMPRESSION} <= set(metrics)
-        # latency_ms: one dense reference, fixed by the first window, over each speedup
-        assert metrics[names.LATENCY] * metrics[names.SPEEDUP] == pytest.approx(evaluator.dense_ms)
+        # latency_ms: one dense reference, fixed by the first steady window, over each
+        # speedup; a flagged window before it was fixed is scaled by its own dense p10
+        scale = metrics[names.LATENCY] * metrics[names.SPEEDUP]
+        if evaluator.dense_ms is None or scale != pytest.approx(evaluator.dense_ms):
+            assert result.latency.noisy and scale == pytest.approx(result.latency.baseline.p10)
     assert results[1].seconds.keys() >= {"prune", "export", "quantize", "evaluate", "measure"}
     # the int8 plan's window also timed the dense model at int8, built once, as a probe
     assert results[0].latency.reference is None and results[1].latency.reference is None
@@ -61,3 +65,28 @@ def test_a_plan_is_validated_before_any_work(digits, tmp_path):
     with pytest.raises(PlanError, match="not a prunable group"):
         evaluator.evaluate(Plan(prune={"nope": 0.5}), name="bad")
     assert not list(tmp_path.glob("bad*"))
+
+
+def test_dense_reference_is_not_fixed_by_a_flagged_window(digits, tmp_path, monkeypatch):
+    """Without a floor, the first window the noise gate flagged does not fix the study's dense
+    reference (its dense p10 was measured in a slow phase); the first steady one does."""
+    from pruna_search.measure import latency
+    from pruna_search.measure.latency import Latency, LatencyComparison
+
+    monkeypatch.setattr(latency, "_BASELINE_FLOOR", {})  # no floor in this process
+    torch.manual_seed(0)
+    evaluator = Evaluator(models.build("cnn", data=digits), digits, QUICK, workdir=tmp_path)
+
+    def window(dense_p10: float, p10: float, noisy: bool) -> LatencyComparison:
+        return LatencyComparison(
+            candidate=Latency(p10=p10, p50=p10, p90=p10, runs=100),
+            baseline=Latency(p10=dense_p10, p50=dense_p10, p90=dense_p10, runs=100),
+            noisy=noisy,
+        )
+
+    slow = window(0.95, 0.40, noisy=True)  # a slow phase: the dense model 19 % slower
+    assert evaluator.steady_ms(slow) == pytest.approx(0.40) and evaluator.dense_ms is None
+    steady = window(0.80, 0.32, noisy=False)
+    assert evaluator.steady_ms(steady) == pytest.approx(0.32) and evaluator.dense_ms == 0.80
+    # fixed from then on: the slow window's figure is scaled by the steady reference
+    assert evaluator.steady_ms(slow) == pytest.approx(0.80 / (0.95 / 0.40))

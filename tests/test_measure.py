@@ -62,8 +62,10 @@ def test_runs_until_the_p10_is_known(two_models):
     # max_runs bounds all timed runs; the figures use the quiet rounds' (20 runs each)
     assert not capped.converged and capped.rounds * 20 == 200
     assert capped.candidate.runs == 20 * capped.quiet_rounds > 0
-    # stopping at max_runs is the protocol's choice: not a disturbance, not flagged
-    assert capped.stopped_by == "max_runs" and not capped.unsettled and not capped.noisy
+    # stopping at max_runs is the protocol's choice: not a disturbance, not flagged for it (a
+    # slow phase of a loaded host may still flag it against the dense floor: another reason)
+    assert capped.stopped_by == "max_runs" and not capped.unsettled
+    assert "never settled" not in capped.noise
     # running out of time unsettled is: measured again (noise_retries), then flagged noisy
     budget = dataclasses.replace(
         tight, max_runs=10**6, time_budget_s=0.3, noise_retries=1, noise_wait_s=0.1

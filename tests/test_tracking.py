@@ -32,6 +32,7 @@ from pruna_search.search.settings import JobSettings
 from pruna_search.tracking import (
     CHOSEN_TAG,
     PARETO_TAG,
+    REMEASURED_TAG,
     STUDY_TAG,
     StudyEnd,
     StudyRecord,
@@ -95,6 +96,9 @@ def test_parent_children_end_and_resume(tmp_path):
             model=model,
             model_name="pruna-tiny-cpu",
             model_tags={"speedup": "2", "pruna.trial": "2"},
+            # trial 1's figure was flagged and came back steady after the run
+            remeasured={1: {"latency_ms": 0.3, "speedup": 2.5}},
+            remeasured_why={1: "measured again after the run: was 2.00x, flagged (slow)"},
         )
     )
     tracker.close()
@@ -117,6 +121,12 @@ def test_parent_children_end_and_resume(tmp_path):
     assert children["0"].info.run_name == "trial-0"
     assert children["0"].data.params["prune/layer1"] == "0.5"
     assert children["1"].data.metrics["accuracy"] == pytest.approx(0.91)
+    # the steady figure is the child's latest value, and the tag says what it replaced
+    assert children["1"].data.metrics["speedup"] == 2.5
+    assert children["1"].data.tags[REMEASURED_TAG].endswith("was 2.00x, flagged (slow)")
+    assert children["2"].data.metrics["speedup"] == 2.0 and REMEASURED_TAG not in (
+        children["2"].data.tags
+    )
     assert {n for n, r in children.items() if r.data.tags[PARETO_TAG] == "true"} == {"1", "2"}
     assert {n for n, r in children.items() if r.data.tags[CHOSEN_TAG] == "true"} == {"2"}
     names = [a.path for a in client.list_artifacts(parent[0].info.run_id)]

@@ -11,9 +11,9 @@ latency when the dense model runs at the *dense reference* ``dense_ms``. The spe
 of two models timed in one window, so a window in which the whole host ran a few per cent
 slower moves both p10s and leaves it alone; ``latency_ms_p10`` is the raw figure of the window.
 ``dense_ms`` is fixed once per study: the dense model's floor on the measuring machine when the
-first window is timed (that window's dense p10 when no converged window has set one), or the
-value the study stored (``run_trials`` reads and writes it), so every trial of a study, resumed
-or run by many workers, is scaled by the same figure.
+first window is timed (without a floor, the dense p10 of the first window the noise gate did
+not flag), or the value the study stored (``run_trials`` reads and writes it), so every trial
+of a study, resumed or run by many workers, is scaled by the same figure.
 """
 
 from __future__ import annotations
@@ -124,11 +124,15 @@ class Evaluator:
         self.dense_ms: float | None = None
 
     def steady_ms(self, latency: LatencyComparison) -> float:
-        """``latency_ms``: ``dense_ms / speedup``, fixing ``dense_ms`` on first use."""
+        """``latency_ms``: ``dense_ms / speedup``, fixing ``dense_ms`` on first use: the dense
+        floor, or without one the dense p10 of a window the noise gate did not flag (a flagged
+        window's own dense p10 scales only its own figure, which is flagged anyway)."""
         if self.dense_ms is None:
             floor = baseline_floor(
                 self.dense_path, self.x_val, self.target, self.latency_cache, self.runner
             )
+            if floor is None and latency.noisy:
+                return latency.candidate.p10  # its own dense p10 over its speedup
             self.dense_ms = floor if floor is not None else latency.baseline.p10
         return self.dense_ms / latency.speedup
 

@@ -21,6 +21,7 @@ from ..tracking import GuardedTracker, StudyEnd, make_tracker
 from . import plots
 from .front import pareto_front
 from .records import is_finished, study_record, trial_record
+from .runner import LATENCY_NAMES
 from .settings import JobSettings
 from .study import UID_ATTR, FrozenTrial, param_importances
 
@@ -97,6 +98,7 @@ class StudyTracking:
         files = [output_dir / name for name in ARTIFACTS]
         files += sorted(output_dir.glob("*.png")) + [output_dir / plots.HTML_FILE]
         metrics = dict(final_metrics or {})
+        again = [r for r in rows if r.get("latency_remeasured")]
         self.tracker.end_study(
             StudyEnd(
                 pareto=pareto_numbers(rows),
@@ -111,6 +113,11 @@ class StudyTracking:
                     "pruna.target": settings.target.name,
                     "pruna.trial": str(chosen_number),
                 },
+                remeasured={
+                    int(r["number"]): {m: r[m] for m in (*LATENCY_NAMES, names.SPEEDUP)}
+                    for r in again
+                },
+                remeasured_why={int(r["number"]): str(r["latency_remeasured"]) for r in again},
             )
         )
         self.tracker.close("KILLED" if status == "interrupted" else "FINISHED")

@@ -15,6 +15,7 @@ from .base import (
     FEASIBLE_TAG,
     PARETO_TAG,
     REFERENCE_TAG,
+    REMEASURED_TAG,
     RUN_KIND_TAG,
     STUDY_TAG,
     STUDY_UID_TAG,
@@ -44,6 +45,7 @@ def make_tracker(name: str, uri: str = DEFAULT_URI, *, register: bool = True) ->
 __all__ = [
     "ARTIFACTS_DIR",
     "CHOSEN_TAG",
+    "REMEASURED_TAG",
     "DEFAULT_URI",
     "DUPLICATE_TAG",
     "FAIL_TAG",

@@ -27,6 +27,8 @@ RUN_KIND_TAG = "pruna.run"  # "study" (the parent) or "trial" (a child)
 TRIAL_TAG = "pruna.trial"
 PARETO_TAG = "pruna.pareto"
 CHOSEN_TAG = "pruna.chosen"
+# a flagged latency figure measured again steady after the run (what it was)
+REMEASURED_TAG = "pruna.remeasured"
 REFERENCE_TAG = "pruna.reference"
 DUPLICATE_TAG = "pruna.duplicate_of"
 FAIL_TAG = "pruna.fail_reason"
@@ -106,6 +108,10 @@ class StudyEnd:
     model_name: str  # registered model name, e.g. pruna-resnet20-cpu
     model_tags: Mapping[str, str] = field(default_factory=dict)
     status: str = "FINISHED"
+    # latency figures flagged noisy during the run that came back steady when measured again
+    # after it, by trial number: the metrics to log on that trial's child run, and why
+    remeasured: Mapping[int, Mapping[str, float]] = field(default_factory=dict)
+    remeasured_why: Mapping[int, str] = field(default_factory=dict)
 
 
 class Tracker:

@@ -23,6 +23,7 @@ from .base import (
     CHOSEN_TAG,
     DEFAULT_URI,
     PARETO_TAG,
+    REMEASURED_TAG,
     RUN_KIND_TAG,
     STUDY_TAG,
     STUDY_UID_TAG,
@@ -196,7 +197,11 @@ class MlflowTracker(Tracker):
                 PARETO_TAG: "true" if number in pareto else "false",
                 CHOSEN_TAG: "true" if number == chosen else "false",
             }
-            if any(run.data.tags.get(k) != v for k, v in tags.items()):
+            figures = end.remeasured.get(int(number)) if number is not None else None
+            if figures is not None:  # the steady figure becomes the run's latest value
+                why = end.remeasured_why.get(int(number), "measured again after the run")
+                self._log(run.info.run_id, metrics=figures, tags={**tags, REMEASURED_TAG: why})
+            elif any(run.data.tags.get(k) != v for k, v in tags.items()):
                 self._log(run.info.run_id, tags=tags)
         self._log(
             self.parent_id,
