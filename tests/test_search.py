@@ -374,6 +374,54 @@ def test_flagged_latency_is_measured_again_after_the_run(tmp_path, resnet20_trai
     assert all(r["latency_remeasured"].startswith("measured again") for r in read)
 
 
+def test_flagged_figures_of_an_earlier_run_are_measured_again_by_the_next(
+    tmp_path, resnet20_trained, monkeypatch
+):
+    """A slow phase lasts through a whole run, its re-measurement included: the figures stay
+    flagged. The same study run again once it has ended (nothing left to evaluate) rebuilds
+    those plans without fine-tune and measures them again, steady."""
+    config = tiny(tmp_path, n_trials=2)
+    config["target"] = dict(
+        config["target"],
+        max_runs=2000,
+        ci_tolerance=0.05,
+        cache=False,
+        floor_max_age_h=None,
+        max_baseline_drift=0.5,
+    )
+    monkeypatch.setattr(latency, "_BASELINE_FLOOR", _FasterEarlier())
+    settings = JobSettings.parse(config)
+    session = open_session(settings)
+    try:
+        study = optuna.create_study(
+            storage=f"sqlite:///{tmp_path}/later.db", directions=settings.objective.directions
+        )
+        references = reference_plans(session.space, [0.5])
+        enqueue_references(study, {k: references[k] for k in ("uniform int8", "uniform 0.5 fp32")})
+
+        def run():
+            return run_trials(
+                study, session.space, session.evaluator, settings.objective, n_trials=2
+            )
+
+        first = run()
+        assert (first.evaluated, first.remeasured, first.still_noisy) == (2, 0, 2)
+        assert remeasured(study) == {}
+        rows = study_rows(study, settings.objective)
+        assert all("slow phase" in r["latency_noisy"] for r in rows), "still flagged"
+        monkeypatch.setattr(latency, "_BASELINE_FLOOR", {})  # the slow phase is over
+        again = run()
+    finally:
+        session.close()
+    assert (again.evaluated, again.remeasured, again.still_noisy) == (0, 2, 0)
+    assert len(study.trials) == 2, "no trial evaluated again"
+    rows = study_rows(study, settings.objective)
+    assert all(r["latency_noisy"] == "" and r["latency_remeasured"] for r in rows)
+    assert {r["number"]: r["speedup"] for r in rows} == {
+        n: figures["speedup"] for n, figures in remeasured(study).items()
+    }
+
+
 def test_unreachable_latency_budget_is_refused_before_the_study(tmp_path, resnet20_trained):
     config = tiny(tmp_path)
     config["objective"] = {"name": "best_within_latency", "max_latency_ms": 0.001}

@@ -306,7 +306,9 @@ def write_markdown(
             "and stayed so after the noise gate's retries (a slow phase of a shared host): "
             "they are not steady figures. Why, per trial: "
             + "; ".join(f"trial {r['number']}: {r['latency_noisy']}" for r in noisy)
-            + ". `pruna-search-export trial=N` re-measures one when the host is quiet.",
+            + ". They were measured again after the run and were noisy again; running the same "
+            "command again when the host is quiet measures them again (without evaluating "
+            "anything twice).",
             "",
         ]
     if outcome.stage_seconds:

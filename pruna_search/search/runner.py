@@ -261,11 +261,13 @@ def run_trials(
         return found
 
     done = finished()
-    if len(evaluated(study)) >= n_trials:
-        return outcome
     stored_ms = study.user_attrs.get(DENSE_MS_ATTR)
     if stored_ms is not None:
         evaluator.dense_ms = float(stored_ms)
+    if len(evaluated(study)) >= n_trials:
+        # nothing to evaluate: the same command run again measures flagged figures again
+        outcome.remeasured, outcome.still_noisy = remeasure_noisy(study, space, evaluator, {})
+        return outcome
 
     def keep_dense_ms() -> None:
         """Store the dense reference the first time a trial of the study fixes it."""
@@ -410,8 +412,8 @@ def run_trials(
         outcome.interrupted = True
     finally:
         progress.close()
-    if kept and not outcome.interrupted and not outcome.stopped_for_failures:
-        outcome.remeasured, outcome.still_noisy = remeasure_noisy(study, evaluator, kept)
+    if not outcome.interrupted and not outcome.stopped_for_failures:
+        outcome.remeasured, outcome.still_noisy = remeasure_noisy(study, space, evaluator, kept)
     outcome.seconds = time.perf_counter() - loop_start
     if outcome.exhausted:
         log.warning(
@@ -425,29 +427,58 @@ def run_trials(
 
 @dataclass(frozen=True)
 class Flagged:
-    """A trial whose latency the noise gate flagged: a copy of its model, to measure again."""
+    """A trial whose latency the noise gate flagged: its plan and a copy of its model (None
+    for a trial of an earlier run: rebuilt without fine-tune), to measure again."""
 
-    onnx_path: Path
+    onnx_path: Path | None
     plan: Plan
     noise: str
     speedup: float
 
 
-def remeasure_noisy(study, evaluator: Evaluator, kept: Mapping[int, Flagged]) -> tuple[int, int]:
-    """Measure again, after the loop, the trials of this run whose latency was flagged noisy (a
-    slow phase of the host that outlasted the noise gate's retries; it may have ended since).
-    A figure that comes back steady is stored in the study (``REMEASURED_PREFIX`` + number) and
-    replaces the flagged one in ``study_rows``; one that is noisy again is left as it was.
-    Returns how many came back steady and how many did not."""
+def _flagged_earlier(study, space: SearchSpace, kept: Mapping[int, Flagged]) -> dict[int, Flagged]:
+    """The study's evaluated trials flagged noisy, not of this run (``kept``) and not measured
+    again steady yet."""
+    again = remeasured(study)
+    return {
+        t.number: Flagged(
+            None,
+            space(FixedTrial(dict(t.params))),
+            str(t.user_attrs[NOISY_ATTR]),
+            float(t.user_attrs[names.SPEEDUP]),
+        )
+        for t in evaluated(study)
+        if t.user_attrs.get(NOISY_ATTR) and t.number not in again and t.number not in kept
+    }
+
+
+def remeasure_noisy(
+    study, space: SearchSpace, evaluator: Evaluator, kept: Mapping[int, Flagged]
+) -> tuple[int, int]:
+    """Measure again, after the loop, the trials whose latency was flagged noisy (a slow phase
+    of the host that outlasted the noise gate's retries; it may have ended since): this run's
+    from the copies in ``kept``, earlier runs' (not yet measured again steady) rebuilt from
+    their plans without fine-tune — the same layers, channels and precisions, so the same
+    latency. A figure that comes back steady is stored in the study (``REMEASURED_PREFIX`` +
+    number) and replaces the flagged one in ``study_rows``; one that is noisy again is left as
+    it was. Returns how many came back steady and how many did not."""
+    earlier = _flagged_earlier(study, space, kept)
+    flagged_all = {**earlier, **kept}
+    if not flagged_all or not evaluator.measure_latency:
+        return 0, 0
     forget_slow_streak()  # the first windows get the gate's retries, even after a slow phase
-    log.info(f"measure  {len(kept)} trials flagged noisy in this run, again")
+    log.info(
+        f"measure  {len(flagged_all)} trials flagged noisy, again"
+        + (f" ({len(earlier)} of earlier runs, rebuilt without fine-tune)" if earlier else "")
+    )
     steady = 0
-    progress = bar(total=len(kept), desc="re-measure", leave=False)
+    progress = bar(total=len(flagged_all), desc="re-measure", leave=False)
     try:
-        for number, flagged in kept.items():
+        for number, flagged in sorted(flagged_all.items()):
             try:
-                latency = evaluator.measure(flagged.onnx_path, flagged.plan)
-            except PrunaSearchError as exc:
+                path = flagged.onnx_path or evaluator.untuned(flagged.plan, f"again-{number}")
+                latency = evaluator.measure(path, flagged.plan)
+            except Exception as exc:  # optional work: a failure keeps the flagged figure
                 log.warning(f"trial {number:>4} measured again: {exc}; keeps its flagged figure")
                 continue
             finally:
@@ -470,7 +501,7 @@ def remeasure_noisy(study, evaluator: Evaluator, kept: Mapping[int, Flagged]) ->
             )
     finally:
         progress.close()
-    return steady, len(kept) - steady
+    return steady, len(flagged_all) - steady
 
 
 def remeasured(study) -> dict[int, dict[str, Any]]:
