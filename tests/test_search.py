@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import optuna
@@ -311,14 +312,14 @@ def test_latency_first_skips_the_fine_tune_of_a_plan_that_cannot_win(
     assert outcome.pruned == 1 and outcome.evaluated == 1
 
 
-def test_flagged_latency_is_measured_again_after_the_run(tmp_path, resnet20_trained, monkeypatch):
-    """A slow phase flags every window of the run; it ends before the run does: the flagged
-    trials are timed again after the loop, and their steady figures replace the flagged ones
-    in the rows the front and the choice are made from (and in pareto.csv)."""
+@pytest.fixture
+def slow_phase(tmp_path, resnet20_trained, monkeypatch):
+    """A session whose every latency window is flagged (floors planted 1000x below the host's
+    figures) until the test ends the slow phase (``end()``), and a study with two uniform
+    references enqueued. Windows converge, so the drift check judges them; nothing is cached;
+    floors are this process's only, with a drift that only the planted floors exceed, so the
+    host's own slow phases do not decide these tests."""
     config = tiny(tmp_path, n_trials=2)
-    # windows that converge, so the baseline-drift check judges them; never cached; floors of
-    # this process only, and a drift that only the planted floors (1000x faster) exceed, so
-    # the host's own slow phases do not decide the test
     config["target"] = dict(
         config["target"],
         max_runs=2000,
@@ -330,34 +331,42 @@ def test_flagged_latency_is_measured_again_after_the_run(tmp_path, resnet20_trai
     monkeypatch.setattr(latency, "_BASELINE_FLOOR", _FasterEarlier())
     settings = JobSettings.parse(config)
     session = open_session(settings)
+    study = optuna.create_study(
+        storage=f"sqlite:///{tmp_path}/slow.db", directions=settings.objective.directions
+    )
+    references = reference_plans(session.space, [0.5])
+    enqueue_references(study, {k: references[k] for k in ("uniform int8", "uniform 0.5 fp32")})
+
+    def run(**options):
+        return run_trials(
+            study, session.space, session.evaluator, settings.objective, n_trials=2, **options
+        )
+
+    def end():
+        monkeypatch.setattr(latency, "_BASELINE_FLOOR", {})
+
+    yield SimpleNamespace(settings=settings, study=study, run=run, end=end)
+    session.close()
+
+
+def test_flagged_latency_is_measured_again_after_the_run(slow_phase, tmp_path):
+    """A slow phase flags every window of the run; it ends before the run does: the flagged
+    trials are timed again after the loop, and their steady figures replace the flagged ones
+    in the rows the front and the choice are made from (and in pareto.csv)."""
     seen = []
 
     def slow_phase_ends_after_the_last_trial(trial):
         seen.append(trial.number)
         if len(seen) == 2:
-            monkeypatch.setattr(latency, "_BASELINE_FLOOR", {})
+            slow_phase.end()
 
-    try:
-        study = optuna.create_study(
-            storage=f"sqlite:///{tmp_path}/again.db", directions=settings.objective.directions
-        )
-        references = reference_plans(session.space, [0.5])
-        enqueue_references(study, {k: references[k] for k in ("uniform int8", "uniform 0.5 fp32")})
-        outcome = run_trials(
-            study,
-            session.space,
-            session.evaluator,
-            settings.objective,
-            n_trials=2,
-            on_trial=slow_phase_ends_after_the_last_trial,
-        )
-    finally:
-        session.close()
+    outcome = slow_phase.run(on_trial=slow_phase_ends_after_the_last_trial)
+    study = slow_phase.study
     trials = study.get_trials()
     assert all("slow phase" in t.user_attrs[NOISY_ATTR] for t in trials), "flagged in the run"
     assert (outcome.remeasured, outcome.still_noisy) == (2, 0)
     again = remeasured(study)
-    rows = {r["number"]: r for r in study_rows(study, settings.objective)}
+    rows = {r["number"]: r for r in study_rows(study, slow_phase.settings.objective)}
     for trial in trials:
         figures, row = again[trial.number], rows[trial.number]
         assert "slow phase" in figures["was"]
@@ -374,48 +383,20 @@ def test_flagged_latency_is_measured_again_after_the_run(tmp_path, resnet20_trai
     assert all(r["latency_remeasured"].startswith("measured again") for r in read)
 
 
-def test_flagged_figures_of_an_earlier_run_are_measured_again_by_the_next(
-    tmp_path, resnet20_trained, monkeypatch
-):
+def test_flagged_figures_of_an_earlier_run_are_measured_again_by_the_next(slow_phase):
     """A slow phase lasts through a whole run, its re-measurement included: the figures stay
     flagged. The same study run again once it has ended (nothing left to evaluate) rebuilds
     those plans without fine-tune and measures them again, steady."""
-    config = tiny(tmp_path, n_trials=2)
-    config["target"] = dict(
-        config["target"],
-        max_runs=2000,
-        ci_tolerance=0.05,
-        cache=False,
-        floor_max_age_h=None,
-        max_baseline_drift=0.5,
-    )
-    monkeypatch.setattr(latency, "_BASELINE_FLOOR", _FasterEarlier())
-    settings = JobSettings.parse(config)
-    session = open_session(settings)
-    try:
-        study = optuna.create_study(
-            storage=f"sqlite:///{tmp_path}/later.db", directions=settings.objective.directions
-        )
-        references = reference_plans(session.space, [0.5])
-        enqueue_references(study, {k: references[k] for k in ("uniform int8", "uniform 0.5 fp32")})
-
-        def run():
-            return run_trials(
-                study, session.space, session.evaluator, settings.objective, n_trials=2
-            )
-
-        first = run()
-        assert (first.evaluated, first.remeasured, first.still_noisy) == (2, 0, 2)
-        assert remeasured(study) == {}
-        rows = study_rows(study, settings.objective)
-        assert all("slow phase" in r["latency_noisy"] for r in rows), "still flagged"
-        monkeypatch.setattr(latency, "_BASELINE_FLOOR", {})  # the slow phase is over
-        again = run()
-    finally:
-        session.close()
+    study, objective = slow_phase.study, slow_phase.settings.objective
+    first = slow_phase.run()
+    assert (first.evaluated, first.remeasured, first.still_noisy) == (2, 0, 2)
+    assert remeasured(study) == {}
+    assert all("slow phase" in r["latency_noisy"] for r in study_rows(study, objective))
+    slow_phase.end()
+    again = slow_phase.run()
     assert (again.evaluated, again.remeasured, again.still_noisy) == (0, 2, 0)
     assert len(study.trials) == 2, "no trial evaluated again"
-    rows = study_rows(study, settings.objective)
+    rows = study_rows(study, objective)
     assert all(r["latency_noisy"] == "" and r["latency_remeasured"] for r in rows)
     assert {r["number"]: r["speedup"] for r in rows} == {
         n: figures["speedup"] for n, figures in remeasured(study).items()
