@@ -468,7 +468,8 @@ def remeasure_noisy(
         return 0, 0
     forget_slow_streak()  # the first windows get the gate's retries, even after a slow phase
     log.info(
-        f"measure  {len(flagged_all)} trials flagged noisy, again"
+        f"measure  {len(flagged_all)} trial{'s' if len(flagged_all) != 1 else ''} flagged "
+        "noisy, again"
         + (f" ({len(earlier)} of earlier runs, rebuilt without fine-tune)" if earlier else "")
     )
     steady = 0
