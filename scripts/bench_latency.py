@@ -70,7 +70,7 @@ from pruna_search.measure.latency import (
     forget_slow_streak,
 )
 from pruna_search.models.pretrained import cache_dir
-from pruna_search.search.evaluate import Evaluator
+from pruna_search.search.evaluate import Evaluator, dense_reference
 
 RATIOS = (0.0, 0.25, 0.5, 0.625, 0.75)
 PRECISIONS = (("fp32", 32), ("int8", 8))
@@ -172,8 +172,9 @@ def measure_rounds(
 ) -> Section:
     """``rounds`` independent rounds; odd rounds in the configurations' order, even reversed.
     Int8 configurations are timed with ``probe`` as the reference when the target asks. The
-    dense reference of ``latency_ms`` is fixed as a study fixes it (``Evaluator.steady_ms``):
-    the dense floor known once the first window is timed, else that window's dense p10. With
+    dense reference of ``latency_ms`` is fixed as a study fixes it (``dense_reference``): the
+    dense floor known once the first window is timed, else the dense p10 of the first window
+    not flagged (all flagged: the first window's). With
     ``remeasure``, figures flagged noisy are measured again after the rounds, as a search does
     after its loop (``runner.remeasure_noisy``), and a steady one replaces the flagged one."""
     results = []
@@ -193,14 +194,15 @@ def measure_rounds(
             measured[label] = measure(label, path)
             if dense_ms is None:
                 floor = baseline_floor(dense, x, target, FLOORS, runner)
-                dense_ms = floor if floor is not None else measured[label].baseline.p10
+                dense_ms = dense_reference(floor, measured[label])
         results.append(measured)
         print(
             f"  round {index + 1} ({'forward' if index % 2 == 0 else 'reversed'}): "
             f"{time.perf_counter() - start:.1f} s",
             flush=True,
         )
-    assert dense_ms is not None
+    if dense_ms is None:  # every window flagged and no floor: the first window's, flagged
+        dense_ms = results[0][configs[0][0]].baseline.p10
     print(f"  dense reference of latency_ms: {dense_ms:.3f} ms")
     first = [dict(r) for r in results]
     flagged = [(i, label) for i, r in enumerate(results) for label in r if r[label].noisy]

@@ -55,6 +55,15 @@ class Evaluation:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
+def dense_reference(floor: float | None, window: LatencyComparison) -> float | None:
+    """The dense reference of ``latency_ms`` a study fixes at its first window: the dense
+    ``floor``, or without one the window's dense p10 unless the noise gate flagged the window
+    (None: not yet)."""
+    if floor is not None:
+        return floor
+    return None if window.noisy else window.baseline.p10
+
+
 def _size_mb(path: Path) -> float:
     return path.stat().st_size / 1e6
 
@@ -132,9 +141,9 @@ class Evaluator:
             floor = baseline_floor(
                 self.dense_path, self.x_val, self.target, self.latency_cache, self.runner
             )
-            if floor is None and latency.noisy:
+            self.dense_ms = dense_reference(floor, latency)
+            if self.dense_ms is None:
                 return latency.candidate.p10  # its own dense p10 over its speedup
-            self.dense_ms = floor if floor is not None else latency.baseline.p10
         return self.dense_ms / latency.speedup
 
     def measure(self, onnx_path: Path, plan: Plan) -> LatencyComparison:
@@ -162,8 +171,10 @@ class Evaluator:
         }
 
     def untuned(self, plan: Plan, name: str) -> Path:
-        """The model ``plan`` builds without its fine-tune: the same layers, channels and
-        precisions, so the same latency, in about a second instead of the fine-tune."""
+        """The model ``plan`` (validated first) builds without its fine-tune: the same layers,
+        channels and precisions, so the same latency, in about a second instead of the
+        fine-tune."""
+        plan.validate(self.info, self.target)
         finetune = dataclasses.replace(plan.finetune, steps=0, bn_recalibration=0)
         return self._build(plan.with_finetune(finetune), name).onnx_path
 

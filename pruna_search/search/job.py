@@ -41,7 +41,7 @@ from .evaluate import Evaluation, Evaluator
 from .front import hypervolume, pareto_front, write_csv
 from .objectives import Objective
 from .report import STATUS_INTERRUPTED, STATUS_NO_FEASIBLE, STATUS_OK
-from .runner import DENSE_MS_ATTR, LoopOutcome, run_trials, study_rows
+from .runner import LoopOutcome, adopt_dense_ms, run_trials, study_rows
 from .settings import JobSettings
 from .study import (
     CONFIG_ATTR,
@@ -457,8 +457,7 @@ def export_from_study(
         config.setdefault("finetune", {})["final_steps"] = final_steps
     settings = JobSettings.parse(config)
     session = open_session(settings)
-    if study.user_attrs.get(DENSE_MS_ATTR) is not None:  # the study's scale of latency_ms
-        session.evaluator.dense_ms = float(study.user_attrs[DENSE_MS_ATTR])
+    adopt_dense_ms(study, session.evaluator)  # the study's scale of latency_ms
     try:
         if session.weights_digest != json.loads(study.user_attrs["pruna.identity"])["model"].get(
             "weights"

@@ -14,7 +14,6 @@ What the loop guarantees (issue 3):
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 import signal
@@ -261,9 +260,7 @@ def run_trials(
         return found
 
     done = finished()
-    stored_ms = study.user_attrs.get(DENSE_MS_ATTR)
-    if stored_ms is not None:
-        evaluator.dense_ms = float(stored_ms)
+    stored_ms = adopt_dense_ms(study, evaluator)
     if len(evaluated(study)) >= n_trials:
         # nothing to evaluate: the same command run again measures flagged figures again
         outcome.remeasured, outcome.still_noisy = remeasure_noisy(study, space, evaluator, {})
@@ -335,17 +332,17 @@ def run_trials(
         fastest = objective.choose(feasible)
         if objective.name == "fastest_within_drop" and fastest is None:
             return  # nothing to compare with yet
-        untuned = dataclasses.replace(plan.finetune, steps=0, bn_recalibration=0)
-        probe = evaluator.evaluate(plan.with_finetune(untuned), name="probe")
+        # only the latency: the untuned model times like the tuned one; its accuracy is moot
+        latency = evaluator.measure(evaluator.untuned(plan, "probe"), plan)
+        metrics = evaluator.latency_metrics(latency)
         keep_dense_ms()
-        if probe.latency is not None and probe.latency.noisy:
+        if latency.noisy:
             return  # a figure the host disturbed rules nothing out: fine-tune, measure again
-        reason = objective.rules_out(probe.metrics, fastest)
+        reason = objective.rules_out(metrics, fastest)
         if reason is None:
             return
-        latency = (names.LATENCY, names.LATENCY_P10, names.LATENCY_P50, names.LATENCY_P90)
-        for name in (*latency, names.SPEEDUP):
-            trial.set_user_attr(name, float(probe.metrics[name]))
+        for name in (*LATENCY_NAMES, names.SPEEDUP):
+            trial.set_user_attr(name, float(metrics[name]))
         trial.set_user_attr(names.TRIAL_SECONDS, time.perf_counter() - start)
         trial.set_user_attr(PRUNED_ATTR, reason)
         raise TrialPruned(reason)
@@ -423,6 +420,15 @@ def run_trials(
             "converged; widen the space or change sampler)"
         )
     return outcome
+
+
+def adopt_dense_ms(study, evaluator: Evaluator) -> float | None:
+    """Give ``evaluator`` the dense reference of ``latency_ms`` the study stored, if any (the
+    first trial timed stores it), and return it."""
+    stored = study.user_attrs.get(DENSE_MS_ATTR)
+    if stored is not None:
+        evaluator.dense_ms = float(stored)
+    return stored
 
 
 @dataclass(frozen=True)
@@ -554,6 +560,7 @@ def _reuse(trial: Trial, previous: FrozenTrial, objective: Objective) -> list[fl
 
 __all__ = [
     "DENSE_MS_ATTR",
+    "adopt_dense_ms",
     "LoopOutcome",
     "TrialFailed",
     "plan_summary",
