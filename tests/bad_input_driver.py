@@ -4,7 +4,9 @@ ONNX Runtime, Optuna and MLflow instead of one per case).
 Each case gets its own working directory and its own file descriptor 2, so everything written to
 stderr (Python or C++) is what a user would see. Usage::
 
-    python tests/bad_input_driver.py WORKDIR OVERRIDE [OVERRIDE ...]
+    python tests/bad_input_driver.py WORKDIR OVERRIDES [OVERRIDES ...]
+
+where each OVERRIDES is one case: one override, or several separated by spaces.
 
 prints one JSON list: ``{"override", "code", "stderr", "left"}`` per case, where ``left`` lists
 every file the run left in its working directory.
@@ -28,7 +30,7 @@ def run_case(workdir: Path, override: str) -> dict:
     with open(log, "w") as sink:
         sys.stderr.flush()
         os.dup2(sink.fileno(), 2)
-        sys.argv = ["pruna-search", override]
+        sys.argv = ["pruna-search", *override.split()]
         try:
             main()
             code = 0

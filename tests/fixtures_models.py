@@ -23,3 +23,43 @@ class TinyNet(nn.Module):
 
 
 NOT_A_CLASS = 42
+
+
+def tiny_factory(num_classes: int = 10, in_channels: int = 1, width: int = 8) -> nn.Module:
+    """A factory function with keyword arguments (random weights)."""
+    return TinyNet(num_classes=num_classes, in_channels=in_channels, hidden=width)
+
+
+def raising_factory(**kwargs) -> nn.Module:
+    raise ValueError("weights server unreachable")
+
+
+def not_a_model() -> int:
+    return 3
+
+
+class Output(dict):
+    """Like a Hugging Face ``ModelOutput``: a dict whose entries are also attributes."""
+
+    def __getattr__(self, name: str):
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+class MultiOutputNet(TinyNet):
+    """TinyNet whose forward returns more than logits: a dict, a tuple or an ``Output``."""
+
+    def __init__(self, kind: str = "dict", **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.kind = kind
+
+    def forward(self, x: torch.Tensor):
+        features = self.flatten(self.pool(self.relu(self.bn(self.conv(x)))))
+        logits = self.fc(features)
+        if self.kind == "dict":
+            return {"features": features, "logits": logits}
+        if self.kind == "tuple":
+            return (features, logits)
+        return Output(logits=logits, features=features)

@@ -14,10 +14,12 @@ from pathlib import Path
 
 import optuna
 import pytest
+import torch
 
 from pruna_search.core.plan import Plan
 
 BIN = Path(sys.executable).parent
+TESTS = Path(__file__).resolve().parent
 TINY = [
     "space.ratios=[0.0,0.5]",
     "space.tie=stage",
@@ -40,10 +42,11 @@ def cli(tmp_path: Path, *args: str, script: str = "pruna-search", timeout: int =
         capture_output=True,
         text=True,
         timeout=timeout,
-        env={**os.environ, "PRUNA_SEARCH_PROGRESS": "0"},
+        env={**os.environ, "PRUNA_SEARCH_PROGRESS": "0", "PYTHONPATH": str(TESTS)},
     )
 
 
+USER_MODEL = "model=custom model.name=fixtures_models:tiny_factory"
 BAD_INPUT = [
     ("modle=cnn", "error: modle: no config group or key of that name; did you mean 'model'?"),
     (
@@ -71,6 +74,50 @@ BAD_INPUT = [
         "target=remote",
         "error: target.url: the agent at http://127.0.0.1:8765 is not answering",
     ),
+    # your own model and data (several overrides per case; {placeholders} are test files)
+    (
+        "model=custom model.name=fixtures_models:NOT_A_CLASS",
+        "error: model.name: 'fixtures_models:NOT_A_CLASS' is a int, not a class or factory",
+    ),
+    (
+        "model=custom model.name=fixtures_models:raising_factory",
+        "error: model.name: 'fixtures_models:raising_factory'() raised ValueError: weights",
+    ),
+    (
+        f"{USER_MODEL} +model.model_kwargs.depth=3",
+        "error: model.model_kwargs: 'fixtures_models:tiny_factory' could not be created with",
+    ),
+    (f"{USER_MODEL} model.checkpoint={{other_checkpoint}}", "error: checkpoint: '"),
+    (
+        "model=custom model.name=fixtures_models:MultiOutputNet model.output_key=nope",
+        "error: model.output_key: 'nope' is not in the output, a dict with keys",
+    ),
+    ("finetune.device=cuda", "error: finetune.device: 'cuda' but torch"),
+    ("finetune.amp=fp8", "error: finetune.amp: 'fp8' is unknown; use bf16 or fp16"),
+    ("data=imagefolder data.root={images} data.size=0", "error: data.size: 0 must be positive"),
+    (
+        "data=imagefolder data.root={images} data.mean=imagenett",
+        "error: data.mean: 'imagenett' is not a preset; use one of imagenet, half, train",
+    ),
+    (
+        "data=imagefolder data.root={images} data.val_subset=5000",
+        "error: data.val_subset: 5000 but the split has 6 images; give at most 6",
+    ),
+    (
+        "data=imagefolder data.root={wolves}",
+        "error: data.root: val class 'wolf' has no folder in",
+    ),
+    (
+        "data=imagefolder data.root={images}",
+        "error: objective.max_accuracy_drop: 0.01 cannot be judged on 6 val images",
+    ),
+    ("objective.metric=top3", "error: objective.metric: 'top3' is unknown; use top1, top5"),
+    (
+        f"{USER_MODEL} +model.model_kwargs.in_channels=3 +model.model_kwargs.num_classes=3"
+        " data=imagefolder data.root={images} data.size=16 objective.allow_small_val=true"
+        " objective.metric=top5",
+        "error: objective.metric: top5 needs more than 5 classes but the data has 3",
+    ),
 ]
 
 
@@ -79,17 +126,42 @@ def bad_input_runs(tmp_path_factory):
     """Every bad override run through ``pruna-search``'s entry point in one process (one import
     of torch and friends instead of one per case), each in its own folder with its own stderr."""
     base = tmp_path_factory.mktemp("bad_input")
+    files = user_files(base / "files")
     driver = Path(__file__).with_name("bad_input_driver.py")
-    overrides = [override for override, _ in BAD_INPUT]
+    overrides = [_fill(override, files) for override, _ in BAD_INPUT]
     proc = subprocess.run(
         [sys.executable, str(driver), str(base), *overrides],
         capture_output=True,
         text=True,
         timeout=300,
-        env={**os.environ, "PRUNA_SEARCH_PROGRESS": "0"},
+        env={**os.environ, "PRUNA_SEARCH_PROGRESS": "0", "PYTHONPATH": str(TESTS)},
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    return {run["override"]: run for run in json.loads(proc.stdout.splitlines()[-1])}
+    runs = json.loads(proc.stdout.splitlines()[-1])
+    return {override: run for (override, _), run in zip(BAD_INPUT, runs, strict=True)}
+
+
+def _fill(override: str, files: dict[str, str]) -> str:
+    for key, path in files.items():
+        override = override.replace("{" + key + "}", path)
+    return override
+
+
+def user_files(root: Path) -> dict[str, str]:
+    """A small photo folder (3 classes, 4 train and 2 val images each), one whose val has a
+    class train lacks, and a checkpoint of another architecture."""
+    sys.path.insert(0, str(TESTS))
+    from test_user_data import make_folder
+
+    from pruna_search import models
+
+    images = make_folder(root / "images", {"a": (4, 2), "b": (4, 2), "c": (4, 2)}, side=24)
+    wolves = make_folder(root / "wolves", {"a": (2, 1), "b": (2, 1)}, side=24)
+    make_folder(root / "wolves" / "val_only", {"wolf": (0, 1)}, side=24)
+    (root / "wolves" / "val_only" / "val" / "wolf").rename(wolves / "val" / "wolf")
+    other = root / "other.pt"
+    torch.save(models.build("cnn", num_classes=10, in_channels=1).state_dict(), other)
+    return {"images": str(images), "wolves": str(wolves), "other_checkpoint": str(other)}
 
 
 @pytest.mark.parametrize("override, message", BAD_INPUT)
@@ -111,6 +183,42 @@ def test_bad_input_through_the_console_script(tmp_path):
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert lines == ["error: modle: no config group or key of that name; did you mean 'model'?"]
     assert not list(tmp_path.glob("outputs/*")), "no half-written run directory"
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_your_own_model_and_photos(tmp_path):
+    """A factory with keyword arguments and a folder of JPEGs, as a user types it: every data
+    key is in conf/data/imagefolder.yaml, so no `+` is needed."""
+    files = user_files(tmp_path / "files")
+    proc = cli(
+        tmp_path,
+        *TINY,
+        "study.n_trials=3",
+        *USER_MODEL.split(),
+        "+model.model_kwargs.in_channels=3",
+        "+model.model_kwargs.num_classes=3",
+        "data=imagefolder",
+        f"data.root={files['images']}",
+        "data.size=32",
+        "data.workers=1",
+        "data.mean=imagenet",
+        "data.std=imagenet",
+        "objective.allow_small_val=true",
+        "finetune.device=auto",
+        "tracking=none",
+        "hydra.run.dir=run",
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "cannot be judged on 6 val images" in proc.stdout + proc.stderr  # the warning
+    assert "data     imagefolder: 12 train / 12 calib / 6 val, input (3, 32, 32)" in proc.stdout
+    import onnx
+
+    model = onnx.load(str(tmp_path / "run" / "best.onnx"))
+    dims = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim[1:]]
+    assert dims == [3, 32, 32] and len(model.graph.output) == 1
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["status"] == "ok"
 
 
 @pytest.mark.slow

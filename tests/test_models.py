@@ -231,7 +231,7 @@ def test_checkpoint_missing_and_unexpected_keys(tmp_path: Path) -> None:
     message = str(info.value)
     assert "1 missing keys (fc.weight)" in message
     assert "1 unexpected keys (head.weight)" in message
-    assert "check model_kwargs/width, or set strip_prefix" in message
+    assert "check model.name and model.model_kwargs (or width), or set strip_prefix" in message
     assert "\n" not in message
 
 

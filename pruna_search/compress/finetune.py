@@ -1,11 +1,11 @@
-"""Recovery after pruning: BatchNorm recalibration and a short fine-tune."""
+"""Recovery after pruning: BatchNorm recalibration and a short fine-tune, where the compute is."""
 
 from __future__ import annotations
 
 from torch import nn
 from torch.utils.data import Dataset
 
-from ..core.loops import recalibrate_batchnorm, train
+from ..core.loops import CPU, Compute, recalibrate_batchnorm, train
 from ..core.plan import Finetune
 
 
@@ -16,29 +16,38 @@ def finetune(
     *,
     teacher: nn.Module | None = None,
     desc: str = "fine-tune",
+    compute: Compute = CPU,
 ) -> nn.Module:
     """Recalibrate BatchNorm statistics, then fine-tune for ``options.steps`` steps (in place),
-    distilling from ``teacher`` (the dense model) when ``options.distill`` > 0."""
-    if options.bn_recalibration > 0:
-        recalibrate_batchnorm(
-            model,
-            train_set,
-            batches=options.bn_recalibration,
-            batch_size=options.batch_size,
-            seed=options.seed,
-        )
-    if options.steps > 0:
-        train(
-            model,
-            train_set,
-            steps=options.steps,
-            lr=options.lr,
-            optimizer=options.optimizer,
-            batch_size=options.batch_size,
-            weight_decay=options.weight_decay,
-            seed=options.seed,
-            desc=desc,
-            teacher=teacher,
-            distill=options.distill,
-        )
+    distilling from ``teacher`` (the dense model, already on ``compute.device``) when
+    ``options.distill`` > 0. The model runs on ``compute.device`` meanwhile and is back on
+    the CPU when this returns (export, quantization and measurements run as the target does)."""
+    model.to(compute.device)
+    try:
+        if options.bn_recalibration > 0:
+            recalibrate_batchnorm(
+                model,
+                train_set,
+                batches=options.bn_recalibration,
+                batch_size=options.batch_size,
+                seed=options.seed,
+                compute=compute,
+            )
+        if options.steps > 0:
+            train(
+                model,
+                train_set,
+                steps=options.steps,
+                lr=options.lr,
+                optimizer=options.optimizer,
+                batch_size=options.batch_size,
+                weight_decay=options.weight_decay,
+                seed=options.seed,
+                desc=desc,
+                teacher=teacher,
+                distill=options.distill,
+                compute=compute,
+            )
+    finally:
+        model.to("cpu")
     return model.eval()

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from ..core.errors import CompressionError, PrunaSearchError
+from ..core.loops import CPU, Compute
 from ..core.plan import Plan
 from ..core.precision import Precision
 from ..export import check_parity, export_onnx
@@ -55,6 +56,8 @@ def apply_plan(
     parity_atol: float = 1e-4,
     reduce_range: bool = False,
     name: str = "candidate",
+    teacher: nn.Module | None = None,
+    compute: Compute = CPU,
 ) -> Candidate:
     """Build the candidate for ``plan``; ``model`` itself is never modified.
 
@@ -66,6 +69,8 @@ def apply_plan(
         example: a real input batch (>= 2) used for tracing, export and parity.
         workdir: folder for the ONNX files (``<name>.fp32.onnx`` and ``<name>.onnx``).
         reduce_range: 7-bit int8 weights (see ``measure.hardware.has_vnni``).
+        teacher: the model distilled from, on ``compute.device`` (default: ``model``).
+        compute: where the fine-tune runs; everything else runs on the CPU.
     """
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -78,7 +83,13 @@ def apply_plan(
         with _stage(seconds, "finetune"):
             # Recovery is for pruning loss: a plan that prunes nothing keeps the trained weights.
             if not plan.is_dense:
-                finetune(pruned, train_set, plan.finetune, teacher=model)
+                finetune(
+                    pruned,
+                    train_set,
+                    plan.finetune,
+                    teacher=model if teacher is None else teacher,
+                    compute=compute,
+                )
         with _stage(seconds, "export"):
             fp32_path = export_onnx(
                 pruned, example, workdir / f"{name}.fp32.onnx", exporter=exporter

@@ -28,6 +28,7 @@ from onnxruntime.quantization import (
 )
 from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
+from ..core import runtime
 from ..core.errors import CompressionError
 from ..export import module_to_node, save
 
@@ -38,7 +39,8 @@ WEIGHT_OPS = ("Conv", "Gemm", "MatMul")
 class _Batches(CalibrationDataReader):
     """Feeds calibration inputs to the quantizer in batches (the batch axis is dynamic)."""
 
-    def __init__(self, input_name: str, x: np.ndarray, batch_size: int = 64) -> None:
+    def __init__(self, input_name: str, x: np.ndarray) -> None:
+        batch_size = runtime.batch_for(x.shape[1:], limit=64)
         self._items = iter(
             {input_name: np.ascontiguousarray(x[i : i + batch_size], dtype=np.float32)}
             for i in range(0, len(x), batch_size)

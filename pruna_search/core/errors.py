@@ -4,7 +4,17 @@ from __future__ import annotations
 
 
 class PrunaSearchError(Exception):
-    """Root of every error pruna_search raises on purpose."""
+    """Root of every error pruna_search raises on purpose.
+
+    Raised in a data loader's worker process, torch re-raises it in the main process with the
+    worker's traceback as its message; the message is then the original one line again.
+    """
+
+    def __init__(self, *args: object) -> None:
+        if len(args) == 1 and isinstance(args[0], str) and "Original Traceback" in args[0]:
+            last = args[0].rstrip().splitlines()[-1]
+            args = (last.split(f"{type(self).__name__}: ", 1)[-1],)
+        super().__init__(*args)
 
 
 class ConfigError(PrunaSearchError, ValueError):

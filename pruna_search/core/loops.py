@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import weakref
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -13,6 +15,65 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 from .errors import ConfigError
 from .progress import bar
 
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass(frozen=True)
+class Compute:
+    """Where fine-tuning, BatchNorm recalibration and the teacher's logits run.
+
+    Attributes:
+        device: a torch device string (``cpu``, ``cuda``, ``cuda:1``), already checked.
+        amp: ``bf16`` or ``fp16`` autocast on CUDA; None: full precision.
+    """
+
+    device: str = "cpu"
+    amp: str | None = None
+
+    @classmethod
+    def resolve(cls, device: str = "auto", amp: str | None = None) -> Compute:
+        """``auto`` is CUDA when torch sees a GPU, else the CPU; a device torch cannot use, or
+        an unknown ``amp``, is a ConfigError naming the key. ``amp`` is dropped on the CPU."""
+        if amp is not None and amp not in AMP_DTYPES:
+            raise ConfigError(
+                f"finetune.amp: {amp!r} is unknown; use bf16 or fp16 (autocast on CUDA), or null"
+            )
+        resolved = _device(str(device))
+        return cls(device=resolved, amp=amp if resolved.startswith("cuda") else None)
+
+    @property
+    def on_cuda(self) -> bool:
+        return self.device.startswith("cuda")
+
+    def autocast(self):
+        """Autocast to ``amp`` on CUDA, or nothing."""
+        if self.amp is None:
+            return contextlib.nullcontext()
+        return torch.autocast("cuda", dtype=AMP_DTYPES[self.amp])
+
+
+CPU = Compute()
+
+
+def _device(name: str) -> str:
+    if name in ("auto", "cpu"):
+        return "cuda" if name == "auto" and torch.cuda.is_available() else "cpu"
+    kind, _, index = name.partition(":")
+    if kind != "cuda" or (index and not index.isdigit()):
+        raise ConfigError(f"finetune.device: {name!r} is unknown; use auto, cpu, cuda or cuda:N")
+    if not torch.cuda.is_available():
+        raise ConfigError(
+            f"finetune.device: {name!r} but torch {torch.__version__} sees no CUDA device "
+            "(no GPU, or a CPU build of torch); use finetune.device=auto or cpu"
+        )
+    count = torch.cuda.device_count()
+    if index and int(index) >= count:
+        raise ConfigError(
+            f"finetune.device: {name!r} but torch sees {count} CUDA device(s) "
+            f"(cuda:0 to cuda:{count - 1}); pick one of those"
+        )
+    return name
+
 
 def _sliceable(dataset: Dataset) -> bool:
     """Inputs and labels held as tensors: batches are sliced from them, by example index."""
@@ -20,7 +81,7 @@ def _sliceable(dataset: Dataset) -> bool:
 
 
 def _batches(
-    dataset: Dataset, batch_size: int, seed: int
+    dataset: Dataset, batch_size: int, seed: int, pin_memory: bool = False
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]:
     """Endless shuffled ``(inputs, labels, indices)`` batches with a seeded order (reshuffled
     every pass); ``indices`` are the examples' positions in ``dataset`` (None unless it is
@@ -29,7 +90,8 @@ def _batches(
     A TensorDataset is sliced directly, in exactly the order a shuffled DataLoader with the
     same generator would give (the same random draws, in the same order: the loader's base
     seed, the sampler's permutation, then its empty remainder draw), without collating one
-    example at a time.
+    example at a time. Any other dataset goes through a DataLoader with the dataset's
+    ``workers`` reading processes (see ``data.base``).
     """
     generator = torch.Generator().manual_seed(seed)
     if _sliceable(dataset):
@@ -44,7 +106,13 @@ def _batches(
             torch.randperm(n, generator=generator)
     while True:
         loader = DataLoader(
-            dataset, batch_size=batch_size, shuffle=True, drop_last=False, generator=generator
+            dataset,
+            batch_size=batch_size,
+            shuffle=True,
+            drop_last=False,
+            generator=generator,
+            num_workers=int(getattr(dataset, "workers", 0) or 0),
+            pin_memory=pin_memory,
         )
         for x, y in loader:
             yield x, y, None
@@ -69,13 +137,13 @@ class _TeacherLogits:
     def get(self, teacher: nn.Module, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         missing = ~self.known[idx]
         if bool(missing.any()):
-            fresh = teacher(x[missing])
+            fresh = teacher(x[missing.to(x.device)]).float().cpu()  # kept in host memory
             if self.logits is None:
                 self.logits = torch.empty((len(self.known), *fresh.shape[1:]), dtype=fresh.dtype)
             self.logits[idx[missing]] = fresh
             self.known[idx[missing]] = True
         assert self.logits is not None
-        return self.logits[idx]
+        return self.logits[idx].to(x.device)
 
 
 _TEACHER_CACHE: weakref.WeakKeyDictionary[nn.Module, _TeacherLogits] = weakref.WeakKeyDictionary()
@@ -121,8 +189,10 @@ def train(
     teacher: nn.Module | None = None,
     distill: float = 0.0,
     temperature: float = 4.0,
+    compute: Compute = CPU,
 ) -> float:
-    """Train ``model`` in place for ``steps`` optimizer steps with cosine-decayed ``lr``.
+    """Train ``model`` in place for ``steps`` optimizer steps with cosine-decayed ``lr``, on
+    ``compute.device`` (the model and the ``teacher`` must already be there).
 
     With a ``teacher`` and ``distill`` > 0 the loss is ``(1 - distill) * CE + distill * T^2 *
     KL(teacher || student)`` at temperature ``T`` (Hinton et al., 2015): the dense model's soft
@@ -140,35 +210,28 @@ def train(
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, steps) / steps))
     )
-    loss_fn = nn.CrossEntropyLoss()
-    batches = _batches(dataset, batch_size, seed)
-    cached = (
-        _teacher_logits(teacher, dataset.tensors[0])
-        if teacher is not None and distill > 0 and _sliceable(dataset)
-        else None
-    )
+    distiller = _Distiller(teacher, dataset, distill, temperature) if distill > 0 else None
+    scaler = torch.amp.GradScaler("cuda") if compute.amp == "fp16" else None
+    batches = _batches(dataset, batch_size, seed, pin_memory=compute.on_cuda)
     tail: list[float] = []
     tail_from = int(steps * 0.9)
     progress = bar(total=steps, desc=desc)
     for step in range(steps):
         x, y, idx = next(batches)
+        x, y = x.to(compute.device, non_blocking=True), y.to(compute.device, non_blocking=True)
         opt.zero_grad(set_to_none=True)
-        logits = model(x)
-        loss = loss_fn(logits, y)
-        if teacher is not None and distill > 0:
-            with torch.no_grad():
-                # idx is set exactly when the dataset is sliceable, as the cache is
-                taught = cached.get(teacher, x, idx) if cached is not None else teacher(x)
-                soft = torch.softmax(taught / temperature, dim=1)
-            kd = (
-                nn.functional.kl_div(
-                    torch.log_softmax(logits / temperature, dim=1), soft, reduction="batchmean"
-                )
-                * temperature**2
-            )
-            loss = (1.0 - distill) * loss + distill * kd
-        loss.backward()
-        opt.step()
+        with compute.autocast():
+            logits = model(x)
+            loss = nn.functional.cross_entropy(logits, y)
+            if distiller is not None:
+                loss = distiller.loss(loss, logits, x, idx)
+        if scaler is None:
+            loss.backward()
+            opt.step()
+        else:
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
         sched.step()
         value = loss.item()
         if step >= tail_from:
@@ -181,11 +244,54 @@ def train(
     return sum(tail) / max(len(tail), 1)
 
 
+class _Distiller:
+    """The distillation term of ``train``'s loss, with the teacher's logits cached per example
+    when the data set is sliceable (see ``_TeacherLogits``)."""
+
+    def __init__(
+        self, teacher: nn.Module | None, dataset: Dataset, weight: float, temperature: float
+    ) -> None:
+        self.teacher = teacher
+        self.weight = weight
+        self.temperature = temperature
+        self.cached = (
+            _teacher_logits(teacher, dataset.tensors[0])
+            if teacher is not None and _sliceable(dataset)
+            else None
+        )
+
+    def loss(
+        self, ce: torch.Tensor, logits: torch.Tensor, x: torch.Tensor, idx: torch.Tensor | None
+    ) -> torch.Tensor:
+        if self.teacher is None:
+            return ce
+        t = self.temperature
+        with torch.no_grad():
+            # idx is set exactly when the dataset is sliceable, as the cache is
+            taught = self.cached.get(self.teacher, x, idx) if self.cached is not None else None
+            taught = self.teacher(x) if taught is None else taught
+            soft = torch.softmax(taught.float() / t, dim=1)
+        kd = (
+            nn.functional.kl_div(
+                torch.log_softmax(logits.float() / t, dim=1), soft, reduction="batchmean"
+            )
+            * t**2
+        )
+        return (1.0 - self.weight) * ce + self.weight * kd
+
+
 @torch.no_grad()
 def recalibrate_batchnorm(
-    model: nn.Module, dataset: Dataset, *, batches: int, batch_size: int = 64, seed: int = 0
+    model: nn.Module,
+    dataset: Dataset,
+    *,
+    batches: int,
+    batch_size: int = 64,
+    seed: int = 0,
+    compute: Compute = CPU,
 ) -> None:
-    """Re-estimate BatchNorm running statistics with ``batches`` forward passes."""
+    """Re-estimate BatchNorm running statistics with ``batches`` forward passes on
+    ``compute.device`` (where the model must already be)."""
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     if not norms or batches <= 0:
         return
@@ -193,10 +299,11 @@ def recalibrate_batchnorm(
         m.reset_running_stats()
         m.momentum = None  # cumulative average over the recalibration batches
     model.train()
-    source = _batches(dataset, batch_size, seed)
+    source = _batches(dataset, batch_size, seed, pin_memory=compute.on_cuda)
     for _ in range(batches):
         x, _y, _idx = next(source)
-        model(x)
+        with compute.autocast():
+            model(x.to(compute.device, non_blocking=True))
     model.eval()
 
 

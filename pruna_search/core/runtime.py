@@ -97,6 +97,22 @@ def run(sess: ort.InferenceSession, x: np.ndarray) -> np.ndarray:
     return sess.run(None, {name: np.ascontiguousarray(x, dtype=np.float32)})[0]
 
 
+# A batch run to score or calibrate a model holds at most this many input values (16 images at
+# 3x224x224, 256 at 3x32x32): ONNX Runtime's activation memory grows with the batch.
+BATCH_VALUES = 1 << 22
+MAX_BATCH = 256
+
+
+def batch_for(input_shape: tuple[int, ...], limit: int = MAX_BATCH) -> int:
+    """A batch size for running inputs of one example's ``input_shape``: a power of two, at
+    most ``limit``, whose inputs hold at most ``BATCH_VALUES`` values."""
+    values = max(1, int(np.prod(input_shape)))
+    batch = 1
+    while batch * 2 <= limit and batch * 2 * values <= BATCH_VALUES:
+        batch *= 2
+    return batch
+
+
 def all_threads() -> int:
     return os.cpu_count() or 1
 

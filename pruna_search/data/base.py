@@ -1,17 +1,32 @@
-"""The data contract every loader returns: train / calib / val splits plus shape facts."""
+"""The data contract every loader returns: train / calib / val splits plus shape facts.
+
+A split is a torch ``Dataset``: built-in small sets hold tensors (``TensorDataset``); a folder of
+photos is read file by file (``data.imagefolder``), and a dataset that reads files says how many
+loader processes may read it (its ``workers`` attribute). Everything that walks a split goes
+through ``DataSplits.batches``, so no split is ever held in memory beyond the batches in flight.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import TensorDataset
+from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from ..core.errors import DataError
+from ..core.runtime import batch_for
+
+SPLITS = ("train", "calib", "val")
+
+
+def workers_of(dataset: Dataset) -> int:
+    """Loader processes that read ``dataset`` (0 for tensors in memory)."""
+    return int(getattr(dataset, "workers", 0) or 0)
 
 
 @dataclass(frozen=True)
@@ -20,9 +35,9 @@ class DataSplits:
 
     Attributes:
         name: the loader's name (``digits``, ``fashion_mnist``, ...).
-        train: fine-tuning split (a TensorDataset of float32 inputs and int64 labels).
-        calib: calibration subset of ``train`` (int8 quantization ranges, BN recalibration).
-        val: validation split; accuracy is measured on it.
+        train: fine-tuning split: a Dataset of (float32 input, int64 label) examples.
+        calib: calibration subset of ``train`` (int8 quantization ranges), read as validated.
+        val: validation split; the metric is measured on it, batch by batch.
         input_shape: one example's shape as fed to the model, e.g. ``(1, 32, 32)``.
         num_classes: number of classes.
         options: the options the loader was called with (part of the fingerprint).
@@ -31,33 +46,65 @@ class DataSplits:
     """
 
     name: str
-    train: TensorDataset
-    calib: TensorDataset
-    val: TensorDataset
+    train: Dataset
+    calib: Dataset
+    val: Dataset
     input_shape: tuple[int, ...]
     num_classes: int
     options: dict[str, Any] = field(default_factory=dict)
     content: str = ""
 
     def __post_init__(self) -> None:
-        for split in ("train", "calib", "val"):
+        if self.num_classes < 2:
+            raise DataError(
+                f"data: {self.name!r} has {self.num_classes} class(es); a classifier needs at "
+                "least 2 (check the labels, or the class folders under data.root)"
+            )
+        for split in SPLITS:
             if len(getattr(self, split)) == 0:
                 raise DataError(
                     f"data.{split}: the {split} split of {self.name!r} is empty; "
                     "provide more examples or lower the split sizes"
                 )
 
+    def batches(
+        self, split: str = "val", batch_size: int | None = None
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """The split in order, as (float32 inputs, int64 labels) batches of ``batch_size``
+        (default: ``batch_for(input_shape)``), read by the dataset's loader processes."""
+        dataset = self._split(split)
+        size = batch_size or batch_for(self.input_shape)
+        if isinstance(dataset, TensorDataset):
+            x, y = dataset.tensors[0], dataset.tensors[1]
+            for start in range(0, len(dataset), size):
+                yield _as_arrays(x[start : start + size], y[start : start + size])
+            return
+        loader = DataLoader(dataset, batch_size=size, num_workers=workers_of(dataset))
+        for x, y in loader:
+            yield _as_arrays(x, y)
+
     def val_arrays(self) -> tuple[np.ndarray, np.ndarray]:
-        """Validation inputs exactly as fed to the model (float32) and labels (int64)."""
-        return _arrays(self.val)
+        """The whole validation split in memory (inputs exactly as fed to the model, labels):
+        for small sets and tests; searches read ``batches("val")``."""
+        return _concat(self.batches("val"))
 
     def calib_arrays(self) -> tuple[np.ndarray, np.ndarray]:
-        return _arrays(self.calib)
+        """The calibration subset in memory (``calib_size`` examples)."""
+        return _concat(self.batches("calib"))
+
+    def head(self, count: int) -> np.ndarray:
+        """The first ``count`` validation inputs (fewer when the split is smaller)."""
+        n = min(count, len(self.val))
+        return np.stack([np.asarray(self.val[i][0], dtype=np.float32) for i in range(n)])
 
     def example(self, batch: int = 2) -> torch.Tensor:
         """Real inputs from the val split (used for tracing, export and parity checks)."""
-        x, _ = self.val.tensors
-        return x[:batch].clone()
+        return torch.from_numpy(self.head(batch))
+
+    def _split(self, split: str) -> Dataset:
+        if split not in SPLITS:
+            raise ValueError(f"split {split!r} is not one of {SPLITS}")
+        return getattr(self, split)
 
     @property
     def fingerprint(self) -> str:
@@ -79,9 +126,15 @@ def content_digest(*arrays: np.ndarray) -> str:
     return digest.hexdigest()
 
 
-def _arrays(dataset: TensorDataset) -> tuple[np.ndarray, np.ndarray]:
-    x, y = dataset.tensors
-    return (x.numpy().astype(np.float32, copy=False), y.numpy().astype(np.int64, copy=False))
+def _as_arrays(x: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
+    x = x.numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+    y = y.numpy() if isinstance(y, torch.Tensor) else np.asarray(y)
+    return x.astype(np.float32, copy=False), y.astype(np.int64, copy=False)
+
+
+def _concat(batches: Iterator[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    xs, ys = zip(*batches, strict=True)
+    return np.concatenate(xs), np.concatenate(ys)
 
 
 def make_splits(

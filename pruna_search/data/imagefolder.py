@@ -1,46 +1,142 @@
-"""Images in class folders: ``root/train/<class>/*.png|jpg`` and ``root/val/<class>/*``."""
+"""Photos in class folders, ``root/train/<class>/*`` and ``root/val/<class>/*``, read per batch.
+
+Nothing is decoded up front: a split is a list of files, and each batch is read, resized,
+cropped and normalised by the loader's worker processes (``workers``) while the model runs, so
+a folder of any size fits in memory. Validation and calibration see the evaluation transform
+(shorter side to ``resize``, centre crop ``size``); fine-tuning sees random resized crops and
+flips (``augment``).
+"""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
+from torch.utils.data import Dataset
 
 from ..core.errors import DataError
 from ..core.progress import bar
-from .base import DataSplits, make_splits
+from .base import DataSplits
+from .images import (
+    HW,
+    EvalTransform,
+    Normalize,
+    TrainTransform,
+    check_image,
+    default_resize,
+    open_image,
+)
+from .subset import balanced_subset, subset_size
 
 EXTENSIONS = (".jpg", ".jpeg", ".png")
-_BAR_FROM = 200  # show a progress bar when a split has at least this many files
+# mean / std presets: ImageNet's statistics, and (x - 0.5) / 0.5 (TensorFlow-trained models)
+PRESETS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
+    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    "half": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+}
+TRAIN = "train"  # the preset that computes the statistics on train images
+STATS_IMAGES = 500  # train images (seeded) read to compute `train` statistics
+_BAR_FROM = 2000  # show a progress bar when checking at least this many files
 
 
-def _size(size: int | Sequence[int]) -> tuple[int, int]:
+class ImageFiles(Dataset):
+    """Image files and their labels; ``[i]`` reads one as a float32 ``(C, H, W)`` tensor.
+
+    Attributes:
+        files: the image paths.
+        labels: int64 class of each file.
+        workers: loader processes that read this dataset (0: the calling process).
+    """
+
+    def __init__(
+        self,
+        files: Sequence[Path],
+        labels: np.ndarray,
+        *,
+        mode: str,
+        transform,
+        normalize: Normalize,
+        workers: int,
+    ) -> None:
+        self.files = list(files)
+        self.labels = np.asarray(labels, dtype=np.int64)
+        self.mode = mode
+        self.transform = transform
+        self.normalize = normalize
+        self.workers = workers
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        image = self.transform(open_image(self.files[index], self.mode))
+        return torch.from_numpy(self.normalize(image)), int(self.labels[index])
+
+    def select(self, indices: np.ndarray, *, transform=None) -> ImageFiles:
+        """The files at ``indices`` (with another ``transform`` when given)."""
+        return ImageFiles(
+            [self.files[i] for i in indices],
+            self.labels[indices],
+            mode=self.mode,
+            transform=transform or self.transform,
+            normalize=self.normalize,
+            workers=self.workers,
+        )
+
+
+def _size(size: int | Sequence[int]) -> HW:
     if isinstance(size, int) and not isinstance(size, bool):
         hw = (size, size)
     elif (
         isinstance(size, Sequence)
+        and not isinstance(size, str)
         and len(size) == 2
         and all(isinstance(s, int) and not isinstance(s, bool) for s in size)
     ):
         hw = (int(size[0]), int(size[1]))
     else:
-        raise DataError(f"data.size: {size!r} must be an integer or [height, width]")
+        raise DataError(f"data.size: {size!r} must be an integer or [height, width], e.g. 224")
     if min(hw) < 1:
-        raise DataError(f"data.size: {size!r} must be positive")
+        raise DataError(f"data.size: {size!r} must be positive, e.g. 224")
     return hw
 
 
-def _stats(value: float | Sequence[float] | None, channels: int, field: str) -> np.ndarray | None:
-    """A (channels,) float64 array from a scalar or per-channel list (None stays None)."""
-    if value is None:
-        return None
+def _resize(resize: int | None, hw: HW) -> int:
+    if resize is None:
+        return default_resize(hw)
+    if isinstance(resize, bool) or not isinstance(resize, int) or resize < max(hw):
+        raise DataError(
+            f"data.resize: {resize!r} must be an integer >= the crop size {max(hw)} (the shorter "
+            f"side before the centre crop); null gives {default_resize(hw)}"
+        )
+    return resize
+
+
+def _stats(value: object, channels: int, field: str) -> tuple[float, ...] | None:
+    """Per-channel values from a preset name, a number or a list; None for the ``train`` preset
+    (computed later)."""
+    if isinstance(value, str):
+        if value == TRAIN:
+            return None
+        if value not in PRESETS:
+            names = ", ".join([*PRESETS, TRAIN])
+            raise DataError(
+                f"data.{field}: {value!r} is not a preset; use one of {names}, or numbers"
+            )
+        values = PRESETS[value][0 if field == "mean" else 1]
+        return values if channels == 3 else (float(np.mean(values)),)
     try:
         arr = np.asarray(value, dtype=np.float64).reshape(-1)
     except (TypeError, ValueError):
+        arr = np.empty(0)
+    if arr.size == 0 or not np.all(np.isfinite(arr)):
         raise DataError(
-            f"data.{field}: {value!r} must be a number or a list of {channels} numbers"
-        ) from None
+            f"data.{field}: {value!r} must be a preset ({', '.join([*PRESETS, TRAIN])}), a number "
+            f"or a list of {channels} numbers"
+        )
     if arr.size == 1:
         arr = np.repeat(arr, channels)
     if arr.size != channels:
@@ -50,7 +146,7 @@ def _stats(value: float | Sequence[float] | None, channels: int, field: str) -> 
         )
     if field == "std" and np.any(arr <= 0):
         raise DataError(f"data.std: {value!r} must be > 0")
-    return arr
+    return tuple(float(v) for v in arr)
 
 
 def _class_dirs(split_dir: Path) -> list[Path]:
@@ -74,76 +170,13 @@ def _images_in(class_dir: Path) -> list[Path]:
     return files
 
 
-def _read(path: Path, mode: str, hw: tuple[int, int]) -> np.ndarray:
-    """One image as float32 (C, H, W) in [0, 1]."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as img:
-            img = img.convert(mode)
-            if img.size != (hw[1], hw[0]):
-                img = img.resize((hw[1], hw[0]), Image.Resampling.BILINEAR)
-            arr = np.asarray(img, dtype=np.float32)
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        raise DataError(
-            f"data.root: cannot read image {str(path)!r} ({type(exc).__name__}: {exc}); "
-            "replace or delete the file"
-        ) from None
-    arr = arr * (1.0 / 255.0)
-    return arr[None, :, :] if arr.ndim == 2 else arr.transpose(2, 0, 1)
-
-
-def _read_split(
-    files: list[tuple[Path, int]], mode: str, hw: tuple[int, int], split: str
-) -> tuple[np.ndarray, np.ndarray]:
-    channels = 1 if mode == "L" else 3
-    x = np.empty((len(files), channels, hw[0], hw[1]), dtype=np.float32)
-    y = np.empty(len(files), dtype=np.int64)
-    items = bar(files, desc=f"reading {split}") if len(files) >= _BAR_FROM else files
-    for i, (path, label) in enumerate(items):
-        x[i] = _read(path, mode, hw)
-        y[i] = label
-    return x, y
-
-
-def load_imagefolder(
-    *,
-    root: str,
-    size: int | tuple[int, int] = 32,
-    grayscale: bool = False,
-    mean: float | list[float] | None = None,
-    std: float | list[float] | None = None,
-    calib_size: int = 256,
-    seed: int = 0,
-) -> DataSplits:
-    """Images from ``root/train/<class>/*`` and ``root/val/<class>/*`` as float32 (C, H, W).
-
-    Classes are the sorted subfolder names of ``train`` (label = position); ``val`` may lack
-    classes but may not add any. Files ending in .jpg, .jpeg or .png (any case) are read.
-
-    Args:
-        root: folder holding ``train`` and ``val``.
-        size: side (or ``[height, width]``) every image is bilinearly resized to.
-        grayscale: read one channel (L) instead of three (RGB).
-        mean: per-channel (or single) mean subtracted; None: the train split's mean.
-        std: per-channel (or single) std divided by; None: the train split's std.
-        calib_size: size of the calibration subset drawn from train.
-        seed: calibration subset seed.
-    """
-    hw = _size(size)
-    mode = "L" if grayscale else "RGB"
-    channels = 1 if grayscale else 3
-    mean_arr = _stats(mean, channels, "mean")
-    std_arr = _stats(std, channels, "std")
-    mean_opt = None if mean_arr is None else [float(v) for v in mean_arr]
-    std_opt = None if std_arr is None else [float(v) for v in std_arr]
-    folder = Path(root).expanduser().absolute()
+def _split_dirs(folder: Path) -> dict[str, Path]:
     if not folder.is_dir():
         raise DataError(
             f"data.root: {str(folder)!r} is not a folder; set data.root to a folder holding "
             "train/<class>/* and val/<class>/* images"
         )
-    split_dirs = {}
+    dirs = {}
     for split in ("train", "val"):
         split_dir = folder / split
         if not split_dir.is_dir():
@@ -151,56 +184,175 @@ def load_imagefolder(
                 f"data.root: {str(folder)!r} has no {split!r} subfolder; put the images in "
                 f"{split}/<class>/*.png|jpg under it"
             )
-        split_dirs[split] = split_dir
+        dirs[split] = split_dir
+    return dirs
 
-    classes = [p.name for p in _class_dirs(split_dirs["train"])]
+
+def _listing(folder: Path) -> tuple[list[str], dict[str, tuple[list[Path], np.ndarray]]]:
+    """Class names (sorted train folders) and each split's files and labels."""
+    dirs = _split_dirs(folder)
+    classes = [p.name for p in _class_dirs(dirs["train"])]
     if not classes:
         raise DataError(
-            f"data.root: {str(split_dirs['train'])!r} has no class folders; "
-            "put the images in train/<class>/*"
+            f"data.root: {str(dirs['train'])!r} has no class folders; put the images in "
+            "train/<class>/*"
         )
     index = {name: i for i, name in enumerate(classes)}
-    listing: dict[str, list[tuple[Path, int]]] = {}
-    for split, split_dir in split_dirs.items():
-        files: list[tuple[Path, int]] = []
+    listing = {}
+    for split, split_dir in dirs.items():
+        files: list[Path] = []
+        labels: list[int] = []
         for class_dir in _class_dirs(split_dir):
             if class_dir.name not in index:
                 raise DataError(
                     f"data.root: val class {class_dir.name!r} has no folder in "
-                    f"{str(split_dirs['train'])!r}; add train/{class_dir.name}/ or remove "
+                    f"{str(dirs['train'])!r}; add train/{class_dir.name}/ or remove "
                     f"val/{class_dir.name}/"
                 )
-            label = index[class_dir.name]
-            files.extend((path, label) for path in _images_in(class_dir))
-        listing[split] = files
+            found = _images_in(class_dir)
+            files.extend(found)
+            labels.extend([index[class_dir.name]] * len(found))
+        listing[split] = (files, np.asarray(labels, dtype=np.int64))
+    return classes, listing
 
-    x_train, y_train = _read_split(listing["train"], mode, hw, "train")
-    x_val, y_val = _read_split(listing["val"], mode, hw, "val")
-    if mean_arr is None:
-        mean_arr = x_train.mean(axis=(0, 2, 3), dtype=np.float64)
-    if std_arr is None:
-        std_arr = x_train.std(axis=(0, 2, 3), dtype=np.float64)
-        std_arr[std_arr == 0] = 1.0
-    m = mean_arr.astype(np.float32).reshape(1, channels, 1, 1)
-    s = std_arr.astype(np.float32).reshape(1, channels, 1, 1)
-    x_train = (x_train - m) / s
-    x_val = (x_val - m) / s
-    return make_splits(
-        "imagefolder",
-        x_train,
-        y_train,
-        x_val,
-        y_val,
+
+def _subset(
+    files: list[Path], labels: np.ndarray, value: object, seed: int, field: str
+) -> tuple[list[Path], np.ndarray]:
+    size = subset_size(value, len(files), field)
+    if size is None or size == len(files):
+        return files, labels
+    keep = balanced_subset(labels, size, seed)
+    return [files[i] for i in keep], labels[keep]
+
+
+def _check_files(files: list[Path], split: str) -> None:
+    items = bar(files, desc=f"checking {split}") if len(files) >= _BAR_FROM else files
+    for path in items:
+        check_image(path)
+
+
+def _content(folder: Path, files: list[Path]) -> str:
+    """A digest of the files' names, sizes and modification times (a file changed in place
+    gets a new fingerprint, so no baseline trained on its old contents is reused)."""
+    digest = hashlib.blake2b(digest_size=16)
+    for path in files:
+        stat = path.stat()
+        digest.update(f"{path.relative_to(folder)}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+def _train_statistics(files: list[Path], mode: str, crop: EvalTransform, seed: int):
+    """Per-channel mean and std of up to ``STATS_IMAGES`` train images (seeded sample), as the
+    evaluation transform shows them."""
+    rng = np.random.default_rng(seed)
+    pick = np.sort(rng.permutation(len(files))[:STATS_IMAGES])
+    channels = 1 if mode == "L" else 3
+    total = np.zeros(channels)
+    squares = np.zeros(channels)
+    count = 0
+    for i in bar(pick, desc="train statistics") if len(pick) >= 200 else pick:
+        arr = Normalize((0.0,) * channels, (1.0,) * channels)(crop(open_image(files[i], mode)))
+        total += arr.sum(axis=(1, 2), dtype=np.float64)
+        squares += np.square(arr, dtype=np.float64).sum(axis=(1, 2))
+        count += arr.shape[1] * arr.shape[2]
+    mean = total / count
+    std = np.sqrt(np.maximum(squares / count - mean**2, 0.0))
+    std[std == 0] = 1.0
+    return tuple(float(v) for v in mean), tuple(float(v) for v in std)
+
+
+def _check_workers(workers: object) -> int:
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+        raise DataError(
+            f"data.workers: {workers!r} must be an integer >= 0 (processes that read images; "
+            "0 reads them in the main process)"
+        )
+    return workers
+
+
+def load_imagefolder(
+    *,
+    root: str,
+    size: int | tuple[int, int] = 224,
+    resize: int | None = None,
+    grayscale: bool = False,
+    mean: str | float | list[float] = TRAIN,
+    std: str | float | list[float] = TRAIN,
+    augment: bool = True,
+    workers: int = 2,
+    train_subset: int | float | None = None,
+    val_subset: int | float | None = None,
+    calib_size: int = 256,
+    seed: int = 0,
+) -> DataSplits:
+    """Images from ``root/train/<class>/*`` and ``root/val/<class>/*``, read per batch.
+
+    Classes are the sorted subfolder names of ``train`` (label = position); ``val`` may lack
+    classes but may not add any. Files ending in .jpg, .jpeg or .png (any case) are read.
+
+    Args:
+        root: folder holding ``train`` and ``val``.
+        size: the crop the model sees: a side, or ``[height, width]``.
+        resize: the shorter side before the centre crop (None: ``size`` x 256/224).
+        grayscale: read one channel (L) instead of three (RGB).
+        mean: ``imagenet``, ``half`` (0.5), ``train`` (computed on train images), a number or
+            one per channel; subtracted after scaling pixels to [0, 1].
+        std: the same choices; divided by.
+        augment: fine-tune on random resized crops and flips (False: the centre crop).
+        workers: loader processes reading images (0: the main process).
+        train_subset: keep this many train images, or this fraction (class-balanced, seeded).
+        val_subset: the same for val.
+        calib_size: size of the calibration subset drawn from train.
+        seed: seed of the subsets, the calibration subset and the statistics sample.
+    """
+    hw = _size(size)
+    crop_side = _resize(resize, hw)
+    mode = "L" if grayscale else "RGB"
+    channels = 1 if grayscale else 3
+    mean_values, std_values = _stats(mean, channels, "mean"), _stats(std, channels, "std")
+    workers = _check_workers(workers)
+    if isinstance(calib_size, bool) or not isinstance(calib_size, int) or calib_size < 1:
+        raise DataError(f"data.calib_size: {calib_size!r} must be an integer >= 1")
+    folder = Path(root).expanduser().absolute()
+    classes, listing = _listing(folder)
+    train_files, train_labels = _subset(*listing["train"], train_subset, seed, "train_subset")
+    val_files, val_labels = _subset(*listing["val"], val_subset, seed + 1, "val_subset")
+    _check_files(train_files, "train")
+    _check_files(val_files, "val")
+    evaluation = EvalTransform(hw, crop_side)
+    if mean_values is None or std_values is None:
+        computed = _train_statistics(train_files, mode, evaluation, seed)
+        mean_values = mean_values or computed[0]
+        std_values = std_values or computed[1]
+    common = {"mode": mode, "normalize": Normalize(mean_values, std_values), "workers": workers}
+    train = ImageFiles(
+        train_files,
+        train_labels,
+        transform=TrainTransform(hw) if augment else evaluation,
+        **common,
+    )
+    rng = np.random.default_rng(seed)
+    calib_idx = np.sort(rng.permutation(len(train_files))[: min(calib_size, len(train_files))])
+    return DataSplits(
+        name="imagefolder",
+        train=train,
+        calib=train.select(calib_idx, transform=evaluation),
+        val=ImageFiles(val_files, val_labels, transform=evaluation, **common),
+        input_shape=(channels, *hw),
         num_classes=len(classes),
-        calib_size=calib_size,
-        seed=seed,
         options={
             "root": str(folder),
             "size": list(hw),
+            "resize": crop_side,
             "grayscale": grayscale,
-            "mean": mean_opt,
-            "std": std_opt,
+            "mean": list(mean_values),
+            "std": list(std_values),
+            "augment": augment,
+            "train_subset": train_subset,
+            "val_subset": val_subset,
             "calib_size": calib_size,
             "seed": seed,
         },
+        content=_content(folder, [*train_files, *val_files]),
     )

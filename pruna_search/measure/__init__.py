@@ -1,8 +1,8 @@
-"""Measurements of exported models: accuracy in ONNX Runtime and latency on the target."""
+"""Measurements of exported models: the metric in ONNX Runtime and latency on the target."""
 
 from __future__ import annotations
 
-from .accuracy import onnx_accuracy
+from .accuracy import onnx_accuracy, onnx_score
 from .cache import LatencyCache
 from .latency import (
     Latency,
@@ -17,6 +17,7 @@ from .latency import (
     runner_for,
     stored_floor,
 )
+from .metrics import Metric, metric
 from .remote import AgentClient
 
 __all__ = [
@@ -26,12 +27,15 @@ __all__ = [
     "LatencyComparison",
     "LatencyRunner",
     "LocalRunner",
+    "Metric",
     "RemoteRunner",
     "baseline_floor",
     "compare_latency",
     "file_hash",
     "forget_slow_streak",
+    "metric",
     "onnx_accuracy",
+    "onnx_score",
     "runner_for",
     "stored_floor",
 ]

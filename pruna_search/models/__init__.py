@@ -7,7 +7,6 @@ created with ``model_kwargs`` and loaded from ``checkpoint``.
 
 from __future__ import annotations
 
-import importlib
 import math
 from collections.abc import Callable
 from typing import Any
@@ -16,10 +15,12 @@ import torch
 from torch import nn
 
 from ..core.errors import ModelError
+from ..core.imports import import_object
 from ..core.names import did_you_mean
 from . import pretrained as _baselines
 from .checkpoint import load_checkpoint, load_state_dict
 from .mobilenet import mobilenetv2
+from .outputs import pick, returns_logits
 from .pretrained import cache_dir, default_epochs
 from .resnet import resnet20, resnet56
 from .simple import cnn, mlp
@@ -72,68 +73,49 @@ def _check_positive_int(field: str, value: Any) -> None:
         raise ModelError(f"model.{field}: {value!r} must be an integer >= 1")
 
 
-def _import_class(path: str) -> Any:
-    """The object named by ``pkg.module:Class`` (or ``pkg.module.Class``)."""
-    if ":" in path:
-        module_name, _, attr = path.partition(":")
-    else:
-        module_name, _, attr = path.rpartition(".")
-    fix = "write it as 'package.module:ClassName' with the package importable (installed or on "
-    fix += "PYTHONPATH)"
-    if not module_name or not attr:
-        raise ModelError(f"model: {path!r} is not a class path; {fix}")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name and (module_name == exc.name or module_name.startswith(exc.name + ".")):
-            raise ModelError(
-                f"model: cannot import module {module_name!r} of {path!r}; {fix}"
-            ) from None
-        raise ModelError(
-            f"model: importing {module_name!r} for {path!r} failed: {exc}; install the missing "
-            "package"
-        ) from None
-    except Exception as exc:
-        raise ModelError(
-            f"model: importing {module_name!r} for {path!r} failed: {type(exc).__name__}: {exc}; "
-            "fix the module"
-        ) from None
-    obj: Any = module
-    for part in attr.split("."):
-        if not hasattr(obj, part):
-            choices = [n for n in dir(obj) if not n.startswith("_")]
-            raise ModelError(
-                f"model: {module_name!r} has no {attr!r} (from {path!r}); "
-                f"{did_you_mean(part, choices)}"
-            )
-        obj = getattr(obj, part)
-    return obj
-
-
 def _user_model(path: str, model_kwargs: dict[str, Any]) -> nn.Module:
-    cls = _import_class(path)
-    if not callable(cls):
-        raise ModelError(f"model: {path!r} is a {type(cls).__name__}, not a class; name the class")
+    """The model the class or factory ``path`` builds with ``model_kwargs``."""
+    factory = import_object(path, field="model.name", kind="ClassName", error=ModelError)
+    if not callable(factory):
+        raise ModelError(
+            f"model.name: {path!r} is a {type(factory).__name__}, not a class or factory; name "
+            "an nn.Module class or a function that returns one"
+        )
     try:
-        model = cls(**model_kwargs)
+        model = factory(**model_kwargs)
     except TypeError as exc:
         raise ModelError(
-            f"model: {path!r} could not be created with model_kwargs {model_kwargs}: {exc}; "
+            f"model.model_kwargs: {path!r} could not be created with {model_kwargs}: {exc}; "
             "fix model_kwargs"
+        ) from None
+    except Exception as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else ""
+        raise ModelError(
+            f"model.name: {path!r}({_kwargs(model_kwargs)}) raised {type(exc).__name__}: "
+            f"{reason}; fix model_kwargs or the factory"
         ) from None
     if not isinstance(model, nn.Module):
         raise ModelError(
-            f"model: {path!r} returned a {type(model).__name__}, not a torch.nn.Module; "
-            "name an nn.Module class"
+            f"model.name: {path!r} returned a {type(model).__name__}, not a torch.nn.Module; "
+            "name an nn.Module class or a factory that returns one"
         )
     return model
 
 
+def _kwargs(values: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v!r}" for k, v in values.items())
+
+
 @torch.no_grad()
-def _check_forward(
-    model: nn.Module, name: str, input_shape: tuple[int, ...], num_classes: int | None
-) -> None:
-    """Run a batch of 2 zeros through ``model`` and check it gives (2, num_classes) logits."""
+def _logits_model(
+    model: nn.Module,
+    name: str,
+    input_shape: tuple[int, ...],
+    num_classes: int | None,
+    output_key: str | int | None,
+) -> nn.Module:
+    """Run a batch of 2 zeros through ``model``; make it return only its logits (see
+    ``outputs``) and check they have the shape (2, num_classes)."""
     try:
         out = model(torch.zeros(2, *input_shape))
     except Exception as exc:
@@ -142,52 +124,23 @@ def _check_forward(
             f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}; "
             "check the model matches the data"
         ) from None
-    if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != 2:
-        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+    model = returns_logits(model, out, output_key)
+    logits = pick(out, output_key)
+    if logits.dim() != 2 or logits.shape[0] != 2:
         raise ModelError(
-            f"model {name!r} returns {shape} for a batch of 2; it must return logits of shape "
-            "(batch, num_classes)"
+            f"model {name!r} returns {tuple(logits.shape)} for a batch of 2; it must return "
+            "logits of shape (batch, num_classes)"
+            + (" (model.output_key picks them from a dict or tuple)" if output_key is None else "")
         )
-    if num_classes is not None and out.shape[1] != num_classes:
+    if num_classes is not None and logits.shape[1] != num_classes:
         raise ModelError(
-            f"model {name!r} gives {out.shape[1]} outputs but the data has {num_classes} classes; "
-            "change the model's classifier (model_kwargs) or the data"
+            f"model {name!r} gives {logits.shape[1]} outputs but the data has {num_classes} "
+            "classes; change the model's classifier (model_kwargs) or the data"
         )
+    return model
 
 
-def build(
-    name: str,
-    *,
-    data: Any = None,
-    num_classes: int | None = None,
-    in_channels: int | None = None,
-    width: float = 1.0,
-    pretrained: bool = False,
-    input_shape: tuple[int, ...] | None = None,
-    checkpoint: str | None = None,
-    model_kwargs: dict[str, Any] | None = None,
-    strip_prefix: str | None = None,
-    train_epochs: int | None = None,
-) -> nn.Module:
-    """Build a model in eval mode.
-
-    Args:
-        name: a built-in name (see ``names()``) or a class path ``package.module:ClassName``.
-        data: a DataSplits; supplies num_classes, in_channels and input_shape when not given.
-        num_classes: classifier outputs (must agree with ``data``).
-        in_channels: input channels (must agree with ``data``).
-        width: channel multiplier of built-in models (> 0).
-        pretrained: train the built-in model on ``data`` once and cache it (needs ``data``).
-        input_shape: one example's shape, e.g. ``(1, 32, 32)`` (must agree with ``data``).
-        checkpoint: a state dict file loaded into the model (strict).
-        model_kwargs: keyword arguments of a user class.
-        strip_prefix: removed from checkpoint keys before loading.
-        train_epochs: epochs of the pretrained baseline (None: a default per model and data).
-
-    Raises:
-        ModelError: unknown name, bad class path, a disagreement with ``data``, bad options.
-        CheckpointError: the checkpoint is missing, unreadable or does not match.
-    """
+def _check_options(name: Any, width: Any, pretrained: bool, checkpoint: Any, data: Any) -> None:
     if not isinstance(name, str) or not name:
         raise ModelError(f"model.name: {name!r} must be a model name or 'package.module:Class'")
     if (
@@ -197,7 +150,29 @@ def build(
         or width <= 0
     ):
         raise ModelError(f"model.width: {width!r} must be a number > 0 (1.0 is the full model)")
-    width = float(width)
+    if pretrained and data is None:
+        raise ModelError(
+            f"model {name!r}: pretrained=True trains the baseline on the data; pass data=..."
+        )
+    if pretrained and checkpoint:
+        raise ModelError(
+            f"model {name!r}: both pretrained and checkpoint are set; the checkpoint already "
+            "holds trained weights, so set pretrained to false"
+        )
+    if pretrained and is_class_path(name):
+        raise ModelError(
+            f"model {name!r}: pretrained=True trains built-in models only; pass checkpoint= "
+            "with your trained weights, or a factory that loads them"
+        )
+
+
+def _shapes(
+    data: Any,
+    num_classes: int | None,
+    in_channels: int | None,
+    input_shape: tuple[int, ...] | None,
+) -> tuple[int | None, int | None, tuple[int, ...] | None]:
+    """num_classes, in_channels and input_shape: given, or from ``data``, and agreeing."""
     _check_positive_int("num_classes", num_classes)
     _check_positive_int("in_channels", in_channels)
     if input_shape is not None:
@@ -225,54 +200,97 @@ def build(
             f"model.in_channels: {in_channels} but input_shape {input_shape} has "
             f"{shape_channels} channel(s); drop in_channels or set it to {shape_channels}"
         )
-    in_channels = in_channels or shape_channels
-    if pretrained and data is None:
-        raise ModelError(
-            f"model {name!r}: pretrained=True trains the baseline on the data; pass data=..."
-        )
-    if pretrained and checkpoint:
-        raise ModelError(
-            f"model {name!r}: both pretrained and checkpoint are set; the checkpoint already "
-            "holds trained weights, so set pretrained to false"
-        )
+    return num_classes, in_channels or shape_channels, input_shape
 
+
+def _built_in(
+    name: str,
+    model_kwargs: dict[str, Any] | None,
+    num_classes: int | None,
+    in_channels: int | None,
+    input_shape: tuple[int, ...] | None,
+    width: float,
+) -> nn.Module:
+    if name not in _FACTORIES:
+        raise ModelError(
+            f"model: unknown model {name!r}; {did_you_mean(name, _FACTORIES)} "
+            "(or give a class path 'package.module:ClassName')"
+        )
+    if model_kwargs:
+        raise ModelError(
+            f"model.model_kwargs: built-in model {name!r} takes no model_kwargs "
+            f"(got {sorted(model_kwargs)}); use width, or a class path for your own model"
+        )
+    if num_classes is None:
+        raise ModelError(f"model {name!r}: num_classes is unknown; pass data or num_classes")
+    return _FACTORIES[name](num_classes, in_channels or 3, input_shape, width)
+
+
+def build(
+    name: str,
+    *,
+    data: Any = None,
+    num_classes: int | None = None,
+    in_channels: int | None = None,
+    width: float = 1.0,
+    pretrained: bool = False,
+    input_shape: tuple[int, ...] | None = None,
+    checkpoint: str | None = None,
+    model_kwargs: dict[str, Any] | None = None,
+    strip_prefix: str | None = None,
+    train_epochs: int | None = None,
+    output_key: str | int | None = None,
+) -> nn.Module:
+    """Build a model in eval mode.
+
+    Args:
+        name: a built-in name (see ``names()``) or ``package.module:name`` of a user's
+            nn.Module class or of a function that returns a model (with trained weights, or
+            weights from ``checkpoint``).
+        data: a DataSplits; supplies num_classes, in_channels and input_shape when not given.
+        num_classes: classifier outputs (must agree with ``data``).
+        in_channels: input channels (must agree with ``data``).
+        width: channel multiplier of built-in models (> 0).
+        pretrained: train the built-in model on ``data`` once and cache it (needs ``data``).
+        input_shape: one example's shape, e.g. ``(1, 32, 32)`` (must agree with ``data``).
+        checkpoint: a state dict file loaded into the model (strict; see ``load_checkpoint``).
+        model_kwargs: keyword arguments of a user's class or factory.
+        strip_prefix: removed from checkpoint keys before loading.
+        train_epochs: epochs of the pretrained baseline (None: a default per model and data).
+        output_key: which output holds the logits when the forward returns a dict, a tuple or
+            a ``ModelOutput`` (None: the tensor itself, else ``logits``, else the first tensor).
+
+    Raises:
+        ModelError: unknown name, bad class path, a disagreement with ``data``, bad options.
+        CheckpointError: the checkpoint is missing, unreadable or does not match.
+    """
+    _check_options(name, width, pretrained, checkpoint, data)
+    width = float(width)
+    num_classes, in_channels, input_shape = _shapes(data, num_classes, in_channels, input_shape)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         if is_class_path(name):
-            if pretrained:
-                raise ModelError(
-                    f"model {name!r}: pretrained=True trains built-in models only; pass "
-                    "checkpoint= with your trained weights"
-                )
             model = _user_model(name, dict(model_kwargs or {}))
         else:
-            if name not in _FACTORIES:
-                raise ModelError(
-                    f"model: unknown model {name!r}; {did_you_mean(name, _FACTORIES)} "
-                    "(or give a class path 'package.module:ClassName')"
-                )
-            if model_kwargs:
-                raise ModelError(
-                    f"model.model_kwargs: built-in model {name!r} takes no model_kwargs "
-                    f"(got {sorted(model_kwargs)}); use width, or a class path for your own model"
-                )
-            if num_classes is None:
-                raise ModelError(
-                    f"model {name!r}: num_classes is unknown; pass data or num_classes"
-                )
-            model = _FACTORIES[name](num_classes, in_channels or 3, input_shape, width)
+            model = _built_in(name, model_kwargs, num_classes, in_channels, input_shape, width)
     if checkpoint:
         load_checkpoint(model, checkpoint, strip_prefix=strip_prefix)
     elif pretrained:
         model = _baselines.pretrained(model, name, data, width, train_epochs)
     model.eval()
     if input_shape:
-        _check_forward(model, name, input_shape, num_classes)
+        model = _logits_model(model, name, input_shape, num_classes, output_key)
+    elif output_key is not None:
+        raise ModelError(
+            f"model.output_key: {output_key!r} needs the input shape to check it; pass data"
+        )
     return model
 
 
 __all__ = [
     "build",
+    "pick",
+    "returns_logits",
     "cache_dir",
     "default_epochs",
     "is_class_path",

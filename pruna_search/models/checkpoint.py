@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import pickle
 from collections.abc import Mapping
@@ -12,8 +13,12 @@ from torch import nn
 
 from ..core.errors import CheckpointError
 
+log = logging.getLogger("pruna_search")
+
 # Keys under which training scripts commonly nest the state dict, in order of preference.
-NESTED_KEYS = ("state_dict", "model_state_dict", "model")
+NESTED_KEYS = ("state_dict", "model_state_dict", "model", "net", "ema", "state_dict_ema")
+# BatchNorm's step counter: older PyTorch versions (< 0.4.1) saved no such buffer
+BN_COUNTER = ".num_batches_tracked"
 # Prefixes removed automatically when every key carries them (DataParallel, torch.compile).
 AUTO_PREFIXES = ("module.", "_orig_mod.")
 SHOWN = 5
@@ -52,8 +57,8 @@ def _is_state_dict(obj: object) -> bool:
 
 
 def extract_state_dict(obj: object, path: str | Path = "<checkpoint>") -> dict[str, torch.Tensor]:
-    """The state dict in a loaded checkpoint: the object itself, or the dict found under
-    ``state_dict``, ``model_state_dict`` or ``model``."""
+    """The state dict in a loaded checkpoint: the object itself, or the dict found under one
+    of ``NESTED_KEYS`` (``state_dict``, ``model_state_dict``, ``model``, ``net``, ``ema``)."""
     if _is_state_dict(obj):
         return dict(obj)  # type: ignore[arg-type]
     if isinstance(obj, Mapping):
@@ -90,6 +95,65 @@ def _prefix_hint(state: Mapping[str, torch.Tensor], expected: set[str]) -> str:
     return ""
 
 
+def _first_shape_differences(
+    state: Mapping[str, torch.Tensor], own: Mapping[str, torch.Tensor]
+) -> list[str]:
+    return [
+        f"{k} has shape {tuple(state[k].shape)} in the checkpoint but {tuple(v.shape)} in the "
+        "model"
+        for k, v in own.items()
+        if k in state and tuple(state[k].shape) != tuple(v.shape)
+    ]
+
+
+def _mismatch(
+    state: Mapping[str, torch.Tensor], own: Mapping[str, torch.Tensor], source: str | Path
+) -> CheckpointError | None:
+    """The error for keys or shapes that differ (None when they match)."""
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = _first_shape_differences(state, own)
+    if not (missing or unexpected or shapes):
+        return None
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing keys ({_listing(missing)})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected keys ({_listing(unexpected)})")
+    if shapes:
+        more = f" (and {len(shapes) - 1} more)" if len(shapes) > 1 else ""
+        parts.append(shapes[0] + more)
+    fix = _prefix_hint(state, set(own)) or (
+        "the checkpoint holds another architecture or size: check model.name and "
+        "model.model_kwargs (or width), or set strip_prefix"
+    )
+    return CheckpointError(
+        f"checkpoint: '{source}' does not match the model: {'; '.join(parts)}; {fix}"
+    )
+
+
+def _fill_bn_counters(
+    state: dict[str, torch.Tensor], own: Mapping[str, torch.Tensor], source: str | Path
+) -> None:
+    """Take the model's own BatchNorm step counters where the checkpoint has none (saved by
+    an older PyTorch): they only matter when training with ``momentum=None``."""
+    absent = [
+        k
+        for k in own
+        if k.endswith(BN_COUNTER)
+        and k not in state
+        and k.removesuffix(BN_COUNTER) + ".running_mean" in state  # the layer is there
+    ]
+    if not absent:
+        return
+    for key in absent:
+        state[key] = own[key]
+    log.info(
+        f"checkpoint '{source}' has no num_batches_tracked for {len(absent)} BatchNorm layers "
+        "(saved by an older PyTorch); the model's own counters are kept"
+    )
+
+
 def load_state_dict(
     model: nn.Module,
     state: Mapping[str, torch.Tensor],
@@ -105,25 +169,10 @@ def load_state_dict(
         if state and all(k.startswith(prefix) for k in state):
             state = _strip(state, prefix)
     own = model.state_dict()
-    expected = set(own)
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    if missing or unexpected:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing keys ({_listing(missing)})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected keys ({_listing(unexpected)})")
-        fix = _prefix_hint(state, expected) or "check model_kwargs/width, or set strip_prefix"
-        raise CheckpointError(
-            f"checkpoint: '{source}' does not match the model: {' and '.join(parts)}; {fix}"
-        )
-    for key, value in own.items():
-        if tuple(state[key].shape) != tuple(value.shape):
-            raise CheckpointError(
-                f"checkpoint: '{source}': {key} has shape {tuple(state[key].shape)} in the "
-                f"checkpoint but {tuple(value.shape)} in the model; check model_kwargs/width"
-            )
+    _fill_bn_counters(state, own, source)
+    error = _mismatch(state, own, source)
+    if error is not None:
+        raise error
     model.load_state_dict(state, strict=True)
     return model
 
@@ -133,10 +182,13 @@ def load_checkpoint(
 ) -> nn.Module:
     """Load the weights saved at ``path`` into ``model`` (in place) and return it.
 
-    Accepts a plain state dict or a dict holding one under ``state_dict``, ``model_state_dict``
-    or ``model``. ``strip_prefix`` is removed from the keys that start with it; ``module.``
-    (DataParallel) and ``_orig_mod.`` (torch.compile) are removed when every key has them.
-    Keys and shapes must match exactly.
+    Accepts a plain state dict or a dict holding one under ``state_dict``, ``model_state_dict``,
+    ``model``, ``net`` or ``ema`` (other entries, e.g. ``epoch`` or ``best_prec1``, are ignored).
+    ``strip_prefix`` is removed from the keys that start with it; ``module.`` (DataParallel) and
+    ``_orig_mod.`` (torch.compile) are removed when every key has them. Keys and shapes must
+    match exactly, except BatchNorm's ``num_batches_tracked``, which checkpoints saved by an
+    older PyTorch lack (the model's own are kept, with one info line). Only tensors are
+    unpickled (``weights_only``): a whole pickled model is refused.
 
     Raises:
         CheckpointError: the file is missing or unreadable, or its keys or shapes differ.

@@ -18,6 +18,7 @@ of a study, resumed or run by many workers, is scaled by the same figure.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import shutil
 import time
@@ -30,6 +31,7 @@ from ..analysis import analyze as analyze_model
 from ..analysis import count_macs, count_params, example_input
 from ..compress import Candidate, apply_plan
 from ..core import hardware, names
+from ..core.loops import CPU, Compute
 from ..core.plan import Plan
 from ..core.target import Target, get_target
 from ..export import export_onnx
@@ -37,11 +39,13 @@ from ..measure import (
     LatencyCache,
     LatencyComparison,
     LatencyRunner,
+    Metric,
     baseline_floor,
     compare_latency,
-    onnx_accuracy,
+    onnx_score,
     runner_for,
 )
+from ..measure.metrics import TOP1
 
 
 @dataclass
@@ -81,6 +85,9 @@ class Evaluator:
         latency_cache: reuse latency figures of identical files on identical settings.
         runner: where latency is measured; None: the target's (a local process, or the device
             agent for ``runner: remote``, asked for its health here).
+        metric: what "accuracy" is (``objective.metric``), measured on ``data``'s val split
+            batch by batch.
+        compute: where fine-tuning, BatchNorm recalibration and the teacher's logits run.
     """
 
     def __init__(
@@ -94,8 +101,15 @@ class Evaluator:
         measure_latency: bool = True,
         latency_cache: LatencyCache | None = None,
         runner: LatencyRunner | None = None,
+        metric: Metric = TOP1,
+        compute: Compute = CPU,
     ) -> None:
         self.model = model.eval()
+        metric.check(data.num_classes)
+        self.metric = metric
+        self.compute = compute
+        # the dense model distilled from, where the fine-tune runs (a copy off the CPU)
+        self.teacher = model if compute == CPU else copy.deepcopy(model).to(compute.device)
         self.data = data
         self.target = get_target(target)
         self.workdir = Path(workdir)
@@ -104,7 +118,8 @@ class Evaluator:
         self.latency_cache = latency_cache
         self.runner = runner or (runner_for(self.target) if measure_latency else None)
         self.example = example_input(data)
-        self.x_val, self.y_val = data.val_arrays()
+        # the inputs latency windows time (the target's batch of the first val examples)
+        self.timing_input = data.head(max(2, self.target.batch_size))
         self.x_calib, _ = data.calib_arrays()
         if self.target.reduce_range is None:
             # the CPU that runs the model decides (the device's, for a remote target)
@@ -123,7 +138,7 @@ class Evaluator:
         self.seconds["export_dense"] = time.perf_counter() - start
         start = time.perf_counter()
         self.baseline: dict[str, float] = {
-            names.ACCURACY: onnx_accuracy(self.dense_path, self.x_val, self.y_val),
+            names.ACCURACY: self.score(self.dense_path),
             names.SIZE_MB: _size_mb(self.dense_path),
             names.MACS: float(self.info.macs),
             names.PARAMS: float(self.info.params),
@@ -133,13 +148,21 @@ class Evaluator:
         # the dense reference of latency_ms (see the module's doc); set by the first window
         self.dense_ms: float | None = None
 
+    def score(self, onnx_path: Path) -> float:
+        """The metric of an exported model on the val split, read batch by batch."""
+        return onnx_score(onnx_path, self.data.batches("val"), self.metric)
+
     def steady_ms(self, latency: LatencyComparison) -> float:
         """``latency_ms``: ``dense_ms / speedup``, fixing ``dense_ms`` on first use: the dense
         floor, or without one the dense p10 of a window the noise gate did not flag (a flagged
         window's own dense p10 scales only its own figure, which is flagged anyway)."""
         if self.dense_ms is None:
             floor = baseline_floor(
-                self.dense_path, self.x_val, self.target, self.latency_cache, self.runner
+                self.dense_path,
+                self.timing_input,
+                self.target,
+                self.latency_cache,
+                self.runner,
             )
             self.dense_ms = dense_reference(floor, latency)
             if self.dense_ms is None:
@@ -153,7 +176,7 @@ class Evaluator:
         return compare_latency(
             onnx_path,
             self.dense_path,
-            self.x_val,
+            self.timing_input,
             self.target,
             cache=self.latency_cache,
             runner=self.runner,
@@ -177,6 +200,13 @@ class Evaluator:
         plan.validate(self.info, self.target)
         finetune = dataclasses.replace(plan.finetune, steps=0, bn_recalibration=0)
         return self._build(plan.with_finetune(finetune), name).onnx_path
+
+    def score_without_finetune(self, plan: Plan) -> float:
+        """The metric of the model ``plan`` builds with BatchNorm recalibrated but no
+        fine-tune: what the fine-tune starts from."""
+        plan.validate(self.info, self.target)
+        plan = plan.with_finetune(dataclasses.replace(plan.finetune, steps=0))
+        return self.score(self._build(plan, "recalibrated").onnx_path)
 
     def keep(self, onnx_path: Path, name: str) -> Path:
         """A copy of ``onnx_path`` in the work folder that later evaluations do not overwrite
@@ -208,6 +238,8 @@ class Evaluator:
             exporter=self.exporter,
             reduce_range=self.reduce_range,
             name=name,
+            teacher=self.teacher,
+            compute=self.compute,
         )
 
     def evaluate(self, plan: Plan, *, name: str = "candidate") -> Evaluation:
@@ -216,7 +248,7 @@ class Evaluator:
         candidate = self._build(plan, name)
         seconds = dict(candidate.seconds)
         start = time.perf_counter()
-        accuracy = onnx_accuracy(candidate.onnx_path, self.x_val, self.y_val)
+        accuracy = self.score(candidate.onnx_path)
         seconds["evaluate"] = time.perf_counter() - start
         size = _size_mb(candidate.onnx_path)
         metrics = {

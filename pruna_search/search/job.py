@@ -48,6 +48,7 @@ from .study import (
     REFERENCE_ATTR,
     FixedTrial,
     StudySettings,
+    check_storage,
     completed,
     enqueue_references,
     evaluated,
@@ -110,6 +111,7 @@ def open_session(settings: JobSettings, runner: LatencyRunner | None = None) -> 
         f"data     {splits.name}: {len(splits.train)} train / {len(splits.calib)} calib / "
         f"{len(splits.val)} val, input {splits.input_shape}, {splits.num_classes} classes"
     )
+    check_val_size(settings.objective, len(splits.val))
     model_options = {k: v for k, v in settings.model.items() if k != "name" and v is not None}
     model_options.setdefault("pretrained", False)
     if model_options.get("checkpoint"):
@@ -125,6 +127,8 @@ def open_session(settings: JobSettings, runner: LatencyRunner | None = None) -> 
         workdir=workdir.name,
         latency_cache=LatencyCache(cache_dir() / "latency.sqlite"),
         runner=runner,
+        metric=settings.objective.scorer,
+        compute=settings.compute,
     )
     space = SearchSpace(evaluator.info, settings.target, settings.space)
     base = evaluator.baseline
@@ -138,12 +142,27 @@ def open_session(settings: JobSettings, runner: LatencyRunner | None = None) -> 
     return Session(settings, evaluator, space, weights_digest(model), workdir)
 
 
+def check_val_size(objective: Objective, val_images: int) -> None:
+    """Refuse a val split too small to resolve the budget (a warning when the user insists)."""
+    problem = objective.small_val(val_images)
+    if problem is None:
+        return
+    if not objective.allow_small_val:
+        raise ConfigError(
+            f"{problem}; use more val images, a larger budget, or "
+            "objective.allow_small_val=true to run anyway"
+        )
+    log.warning(f"data     {problem}; running anyway (objective.allow_small_val=true)")
+
+
 def log_floor(evaluator: Evaluator) -> None:
     """Say which dense floor this run's latency windows are held to from the start."""
     target, cache = evaluator.target, evaluator.latency_cache
     if cache is None or target.floor_max_age_h is None or target.max_baseline_drift is None:
         return
-    found = stored_floor(evaluator.dense_path, evaluator.x_val, target, cache, evaluator.runner)
+    found = stored_floor(
+        evaluator.dense_path, evaluator.timing_input, target, cache, evaluator.runner
+    )
     if found is None:
         log.info(
             f"floor    no dense p10 stored in the last {target.floor_max_age_h:g} h for the "
@@ -222,10 +241,12 @@ def run_job(
     sampler = make_sampler(settings.sampler, settings.seed, settings.sampler_options)
     # and the latency runner: an agent that is down fails before the storage is created
     runner = runner_for(settings.target)
-    storage = open_storage(settings.study)
+    check_storage(settings.study)
+    # the model and data come first: a refused model or data set leaves no storage file behind
     session = open_session(settings, runner)
     try:
         check_budget_reachable(session, settings.objective)
+        storage = open_storage(settings.study)
         references = reference_plans(session.space, settings.study.reference_ratios)
         identity = settings.identity(session.weights_digest)
         name = settings.study.name or study_name(

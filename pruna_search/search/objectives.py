@@ -31,6 +31,8 @@ from dataclasses import dataclass
 
 from ..core import names
 from ..core.errors import ConfigError
+from ..measure import Metric
+from ..measure import metric as resolve_metric
 
 OBJECTIVES = ("pareto", "fastest_within_drop", "best_within_latency")
 MAXIMIZE = "maximize"
@@ -41,6 +43,7 @@ DROP_BUDGET = "accuracy_drop_budget"
 LATENCY_BUDGET = "latency_budget"
 SPEEDUP_BUDGET = "speedup_budget"
 SLACK = 1.03  # timing noise allowed before a plan is ruled out on latency alone
+MIN_IMAGES_IN_BUDGET = 3  # a budget on the drop spans at least this many val images
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,10 @@ class Objective:
         min_speedup: speedup budget against dense fp32 for ``best_within_latency``.
         include_size: also minimize the ONNX file size.
         select_max_drop: for ``pareto``, the accuracy drop the shipped model may have.
+        metric: what "accuracy" is: ``top1``, ``top5`` or ``package.module:function`` of
+            (logits, labels), higher is better; budgets and drops are on it.
+        allow_small_val: run even when the val split is too small to resolve the budget
+            (see ``small_val``); not part of a study's identity.
     """
 
     name: str = "fastest_within_drop"
@@ -62,8 +69,11 @@ class Objective:
     min_speedup: float | None = None
     include_size: bool = False
     select_max_drop: float = 0.01
+    metric: str = "top1"
+    allow_small_val: bool = False
 
     def __post_init__(self) -> None:
+        resolve_metric(self.metric)  # an unknown or unimportable metric fails at parse
         if self.name not in OBJECTIVES:
             raise ConfigError(
                 f"objective: {self.name!r} is unknown; {names.did_you_mean(self.name, OBJECTIVES)}"
@@ -98,6 +108,35 @@ class Objective:
                 )
             if self.min_speedup is not None and self.min_speedup <= 0:
                 raise ConfigError(f"objective.min_speedup: {self.min_speedup} must be > 0")
+
+    @property
+    def scorer(self) -> Metric:
+        """The metric as a function of (logits, labels)."""
+        return resolve_metric(self.metric)
+
+    @property
+    def accuracy_budget(self) -> tuple[str, float] | None:
+        """The key and value of the budget on the metric's drop, if the objective has one."""
+        if self.name == "fastest_within_drop":
+            return "max_accuracy_drop", float(self.max_accuracy_drop)
+        if self.name == "pareto":
+            return "select_max_drop", float(self.select_max_drop)
+        return None
+
+    def small_val(self, val_images: int) -> str | None:
+        """Why ``val_images`` cannot judge the budget on the drop (None when they can): one
+        image moves top-1 by 1/n, and a budget should span at least ``MIN_IMAGES_IN_BUDGET``
+        images, so 1 point needs 300 images."""
+        budget = self.accuracy_budget
+        if budget is None or budget[1] <= 0:
+            return None
+        needed = math.ceil(MIN_IMAGES_IN_BUDGET / budget[1] - 1e-9)
+        if val_images >= needed:
+            return None
+        return (
+            f"objective.{budget[0]}: {budget[1]:g} cannot be judged on {val_images} val images "
+            f"(one image is {100 / val_images:.2g} points; it needs at least {needed})"
+        )
 
     @property
     def front_names(self) -> tuple[str, ...]:
@@ -135,7 +174,8 @@ class Objective:
     def budget(self) -> str:
         """The budget in words, for reports."""
         if self.name == "fastest_within_drop":
-            return f"accuracy drop <= {self.max_accuracy_drop * 100:g} points"
+            what = "accuracy" if self.metric == "top1" else self.metric
+            return f"{what} drop <= {self.max_accuracy_drop * 100:g} points"
         if self.name == "best_within_latency":
             if self.max_latency_ms is not None:
                 return f"latency <= {self.max_latency_ms:g} ms"

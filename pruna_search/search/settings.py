@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..core.errors import ConfigError, PrunaSearchError
+from ..core.loops import CPU, Compute
 from ..core.names import did_you_mean
 from ..core.plan import DEFAULT_ROUND_TO, Finetune
 from ..core.target import Target
@@ -41,9 +42,13 @@ MODEL_KEYS = (
     "train_epochs",
     "num_classes",
     "in_channels",
+    "output_key",
 )
 SPACE_KEYS = ("ratios", "precisions", "tie", "precision_tie", "round_to")
 FINETUNE_KEYS = tuple(f.name for f in dataclasses.fields(Finetune) if f.name != "steps")
+# where the fine-tune runs: not part of the plan, nor of a study's identity (workers on
+# machines with and without a GPU share one study)
+COMPUTE_KEYS = ("device", "amp")
 
 
 @dataclass(frozen=True)
@@ -104,6 +109,7 @@ class JobSettings:
     study: StudySettings
     trial_finetune: Finetune
     final_finetune: Finetune
+    compute: Compute = CPU
     tracking: TrackingSettings = field(default_factory=TrackingSettings)
     raw: dict[str, Any] = field(default_factory=dict)
 
@@ -129,7 +135,14 @@ class JobSettings:
         _check_keys("space", space_config, SPACE_KEYS)
 
         finetune_config = _section(config, "finetune")
-        _check_keys("finetune", finetune_config, (*FINETUNE_KEYS, "trial_steps", "final_steps"))
+        _check_keys(
+            "finetune",
+            finetune_config,
+            (*FINETUNE_KEYS, *COMPUTE_KEYS, "trial_steps", "final_steps"),
+        )
+        compute = Compute.resolve(
+            finetune_config.get("device", "auto"), finetune_config.get("amp")
+        )
         common = {k: v for k, v in finetune_config.items() if k in FINETUNE_KEYS}
         trial_steps = finetune_config.get("trial_steps", 50)
         final_steps = finetune_config.get("final_steps", 300)
@@ -189,6 +202,7 @@ class JobSettings:
             study=study,
             trial_finetune=trial_finetune,
             final_finetune=final_finetune,
+            compute=compute,
             tracking=tracking,
             raw=config,
         )
@@ -217,7 +231,11 @@ class JobSettings:
                 "round_to": self.space.round_to,
             },
             "finetune": dataclasses.asdict(self.trial_finetune),
-            "objective": dataclasses.asdict(self.objective),
+            "objective": {
+                k: v
+                for k, v in dataclasses.asdict(self.objective).items()
+                if k != "allow_small_val"
+            },
         }
 
 

@@ -131,8 +131,8 @@ def study_name(parts: Sequence[str], identity: Mapping[str, Any]) -> str:
     return "-".join([*parts, digest])
 
 
-def open_storage(settings: StudySettings) -> RDBStorage:
-    """Open (creating tables if needed) the study storage; a clear error if it cannot be."""
+def check_storage(settings: StudySettings) -> None:
+    """What can be checked of the storage without creating anything: a SQLite file's folder."""
     url = settings.storage
     if url.startswith("sqlite:///"):
         path = Path(url.removeprefix("sqlite:///"))
@@ -141,6 +141,12 @@ def open_storage(settings: StudySettings) -> RDBStorage:
                 f"study.storage: folder {str(path.parent)!r} of {url!r} does not exist; "
                 "create it or point study.storage elsewhere"
             )
+
+
+def open_storage(settings: StudySettings) -> RDBStorage:
+    """Open (creating tables if needed) the study storage; a clear error if it cannot be."""
+    check_storage(settings)
+    url = settings.storage
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         try:

@@ -1,0 +1,89 @@
+"""Import a user's object named ``package.module:name``, with errors that say how to fix it."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from typing import Any
+
+from .errors import PrunaSearchError
+from .names import did_you_mean
+
+
+def _split(path: str) -> tuple[str, str]:
+    if ":" in path:
+        module_name, _, attr = path.partition(":")
+    else:
+        module_name, _, attr = path.rpartition(".")
+    return module_name, attr
+
+
+def _defined_in(module: Any) -> list[str]:
+    """Public callables the module itself defines (not the names it imports)."""
+    return sorted(
+        name
+        for name, obj in vars(module).items()
+        if not name.startswith("_")
+        and callable(obj)
+        and getattr(obj, "__module__", None) == module.__name__
+    )
+
+
+def import_object(path: str, *, field: str, kind: str, error: type[PrunaSearchError]) -> Any:
+    """The object ``path`` names: ``package.module:name`` (or ``package.module.name``).
+
+    Args:
+        path: what the user wrote.
+        field: the config key, for the message (``model.name``).
+        kind: what the name should be, for the message (``ClassName``, ``function``).
+        error: the exception raised when it cannot be imported.
+    """
+    module_name, attr = _split(path)
+    fix = (
+        f"write it as 'package.module:{kind}' with the package importable (installed or on "
+        "PYTHONPATH)"
+    )
+    if not module_name or not attr:
+        raise error(f"{field}: {path!r} names no object; {fix}")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and (module_name == exc.name or module_name.startswith(exc.name + ".")):
+            raise error(
+                f"{field}: cannot import module {module_name!r} of {path!r}; {fix}"
+            ) from None
+        raise error(
+            f"{field}: importing {module_name!r} for {path!r} failed: {exc}; install the missing "
+            "package"
+        ) from None
+    except Exception as exc:
+        raise error(
+            f"{field}: importing {module_name!r} for {path!r} failed: {type(exc).__name__}: "
+            f"{exc}; fix the module"
+        ) from None
+    obj: Any = module
+    for part in attr.split("."):
+        if not hasattr(obj, part) and inspect.ismodule(obj):
+            # pkg.module written without its object: the submodule, if it is one
+            try:
+                obj = importlib.import_module(f"{obj.__name__}.{part}")
+                continue
+            except ImportError:
+                pass
+        if not hasattr(obj, part):
+            choices = _defined_in(obj) if inspect.ismodule(obj) else []
+            hint = (
+                did_you_mean(part, choices)
+                if choices
+                else f"it defines no public {kind} of its own"
+            )
+            raise error(f"{field}: {module_name!r} has no {attr!r} (from {path!r}); {hint}")
+        obj = getattr(obj, part)
+    if inspect.ismodule(obj):
+        choices = _defined_in(obj)
+        example = f"{obj.__name__}:{choices[0] if choices else kind}"
+        raise error(
+            f"{field}: {path!r} is a module; name the {kind} in it, e.g. {example!r}"
+            + (f" (it defines {', '.join(choices[:8])})" if choices else "")
+        )
+    return obj
