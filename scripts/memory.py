@@ -1,9 +1,10 @@
 """Peak resident memory of a process and its children, sampled from /proc (Linux).
 
 Used by the benchmarks that must stay under a memory target: ``Peak(pid)`` samples in a thread
-until ``stop()``; ``tree_mb`` is the largest sum of the tree's resident sets seen (it counts
-pages shared between a process and its forked loader workers once per process, so it is an
-upper bound), ``main_mb`` the main process's own high-water mark (VmHWM).
+until ``stop()``; ``tree_mb`` is the largest sum of the tree's proportional set sizes seen (PSS:
+a page shared between a process and its forked loader workers is split between them, so the
+sum is the memory the tree really holds), ``main_mb`` the main process's own high-water mark
+of resident memory (VmHWM).
 """
 
 from __future__ import annotations
@@ -12,10 +13,10 @@ import threading
 from pathlib import Path
 
 
-def _status(pid: int, field: str) -> int:
-    """A ``kB`` field of /proc/<pid>/status (0 when the process is gone)."""
+def _field(pid: int, file: str, field: str) -> int:
+    """A ``kB`` field of /proc/<pid>/<file> (0 when the process is gone)."""
     try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        for line in Path(f"/proc/{pid}/{file}").read_text().splitlines():
             if line.startswith(field + ":"):
                 return int(line.split()[1])
     except (FileNotFoundError, ProcessLookupError, PermissionError, ValueError):
@@ -61,9 +62,9 @@ class Peak:
             self._stop.wait(self.interval)
 
     def sample(self) -> None:
-        total = sum(_status(p, "VmRSS") for p in tree(self.pid))
+        total = sum(_field(p, "smaps_rollup", "Pss") for p in tree(self.pid))
         self.tree_kb = max(self.tree_kb, total)
-        self.main_kb = max(self.main_kb, _status(self.pid, "VmHWM"))
+        self.main_kb = max(self.main_kb, _field(self.pid, "status", "VmHWM"))
 
     def stop(self) -> None:
         self.sample()

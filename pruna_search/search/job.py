@@ -62,6 +62,9 @@ from .study import (
 from .tracked import StudyTracking, write_plots
 
 log = logging.getLogger("pruna_search")
+# data options that make the search run on part of the data; the shipped model is measured on
+# the whole of it
+SUBSET_KEYS = ("train_subset", "val_subset")
 
 
 @dataclass
@@ -73,10 +76,33 @@ class Session:
     space: SearchSpace
     weights_digest: str
     workdir: tempfile.TemporaryDirectory
+    _final: Evaluator | None = None
 
     @property
     def info(self):
         return self.evaluator.info
+
+    @property
+    def final(self) -> Evaluator:
+        """The evaluator the shipped model is measured with: the search's own, or — when the
+        search ran on ``data.train_subset`` / ``data.val_subset`` — one over the whole data
+        (same model, target, runner and latency reference), built on first use."""
+        if self._final is None:
+            data = self.settings.data
+            if not any(data.get(key) is not None for key in SUBSET_KEYS):
+                self._final = self.evaluator
+            else:
+                splits = load_data({**data, **dict.fromkeys(SUBSET_KEYS)}, "whole data")
+                evaluator = self.evaluator
+                self._final = make_evaluator(
+                    self.settings,
+                    evaluator.model,
+                    splits,
+                    Path(self.workdir.name) / "whole",
+                    evaluator.runner,
+                )
+                self._final.dense_ms = evaluator.dense_ms
+        return self._final
 
     def close(self) -> None:
         self.workdir.cleanup()
@@ -101,16 +127,41 @@ def weights_digest(model: torch.nn.Module) -> str:
     return digest.hexdigest()[:16]
 
 
+def load_data(config: dict[str, Any], what: str = "data") -> data_lib.DataSplits:
+    """The data set ``config`` (the ``data`` section) names, logged in one line."""
+    options = {k: v for k, v in config.items() if k != "name"}
+    splits = data_lib.load(config["name"], **options)
+    log.info(
+        f"{what:<8} {splits.name}: {len(splits.train)} train / {len(splits.calib)} calib / "
+        f"{len(splits.val)} val, input {splits.input_shape}, {splits.num_classes} classes"
+    )
+    return splits
+
+
+def make_evaluator(
+    settings: JobSettings,
+    model: torch.nn.Module,
+    splits: data_lib.DataSplits,
+    workdir: Path,
+    runner: LatencyRunner | None = None,
+) -> Evaluator:
+    return Evaluator(
+        model,
+        splits,
+        settings.target,
+        workdir=workdir,
+        latency_cache=LatencyCache(cache_dir() / "latency.sqlite"),
+        runner=runner,
+        metric=settings.objective.scorer,
+        compute=settings.compute,
+    )
+
+
 def open_session(settings: JobSettings, runner: LatencyRunner | None = None) -> Session:
     """Load data, build (or load the cached) baseline, export and score the dense model.
 
     ``runner``: the target's latency runner when the caller has made it already."""
-    data_options = {k: v for k, v in settings.data.items() if k != "name"}
-    splits = data_lib.load(settings.data["name"], **data_options)
-    log.info(
-        f"data     {splits.name}: {len(splits.train)} train / {len(splits.calib)} calib / "
-        f"{len(splits.val)} val, input {splits.input_shape}, {splits.num_classes} classes"
-    )
+    splits = load_data(settings.data)
     check_val_size(settings.objective, len(splits.val))
     model_options = {k: v for k, v in settings.model.items() if k != "name" and v is not None}
     model_options.setdefault("pretrained", False)
@@ -120,16 +171,7 @@ def open_session(settings: JobSettings, runner: LatencyRunner | None = None) -> 
     model = model_lib.build(settings.model["name"], data=splits, **model_options)
     log.info(f"model    {settings.model['name']} ready in {time.perf_counter() - start:.1f} s")
     workdir = tempfile.TemporaryDirectory(prefix="pruna_search_")
-    evaluator = Evaluator(
-        model,
-        splits,
-        settings.target,
-        workdir=workdir.name,
-        latency_cache=LatencyCache(cache_dir() / "latency.sqlite"),
-        runner=runner,
-        metric=settings.objective.scorer,
-        compute=settings.compute,
-    )
+    evaluator = make_evaluator(settings, model, splits, Path(workdir.name), runner)
     space = SearchSpace(evaluator.info, settings.target, settings.space)
     base = evaluator.baseline
     log.info(
@@ -376,7 +418,8 @@ def finish(
         study_name=study.study_name,
         status=status,
         settings=settings,
-        baseline=session.evaluator.baseline,
+        # the shipped model is compared with dense on the data it was measured on
+        baseline=(session.evaluator if final is None else session.final).baseline,
         chosen=chosen,
         final=final,
         rows=rows,
@@ -437,10 +480,11 @@ def export_trial(
     )
     log.info(f"final    {source}: re-applying ({recovery})")
     forget_slow_streak()  # the shipped model's figure gets every retry of the noise gate
-    evaluation = session.evaluator.evaluate(plan, name="best")
+    evaluator = session.final
+    evaluation = evaluator.evaluate(plan, name="best")
     atomic_copy(evaluation.candidate.onnx_path, output_dir / "best.onnx")
     plan.save(output_dir / "plan.yaml")
-    log.info(report.comparison_table(session.evaluator.baseline, evaluation))
+    log.info(report.comparison_table(evaluator.baseline, evaluation))
     return evaluation
 
 
