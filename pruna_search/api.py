@@ -12,7 +12,6 @@ A uniform Config is just a Plan with the same value everywhere; pass a Plan for 
 
 from __future__ import annotations
 
-import copy
 import math
 import os
 import tempfile
@@ -20,12 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
 from . import data as data_lib
 from . import models as model_lib
-from .analysis import example_input
 from .compress import PruneReport
 from .core import names
 from .core.errors import ConfigError, DataError, ModelError
@@ -184,27 +181,38 @@ def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
 
-def _logits_model(model: nn.Module, data: data_lib.DataSplits) -> nn.Module:
-    """``model``, or a copy that returns only its logits when its forward returns a dict, a
-    tuple or a ``ModelOutput``; checked against ``data``'s classes."""
-    example = example_input(data)
-    try:
-        with torch.no_grad():
-            out = model.eval()(example)
-    except Exception as exc:
-        raise ModelError(
-            f"model: a forward pass on {data.name!r} inputs of shape {tuple(example.shape)} "
-            f"failed ({type(exc).__name__}: {exc}); build the model for this data"
-        ) from exc
-    if not isinstance(out, torch.Tensor):
-        model = model_lib.returns_logits(copy.deepcopy(model), out, None)
-    logits = model_lib.pick(out, None)
-    if logits.ndim != 2 or logits.shape[1] != data.num_classes:
-        raise ModelError(
-            f"model: outputs {tuple(logits.shape[1:])} but data {data.name!r} has "
-            f"{data.num_classes} classes; build the model with num_classes={data.num_classes}"
+def _checked_inputs(
+    model: nn.Module | str, config: Config | Plan | None, data: data_lib.DataSplits | str
+) -> tuple[Config | Plan, data_lib.DataSplits, nn.Module]:
+    """``optimize``'s arguments checked: a Config or Plan, loaded data and a built model."""
+    config = Config() if config is None else config
+    if not isinstance(config, Config | Plan):
+        raise ConfigError(
+            f"config: expected pruna_search.Config or Plan, got {type(config).__name__}"
         )
-    return model
+    data = data_lib.load(data) if isinstance(data, str) else data
+    if not isinstance(data, data_lib.DataSplits):
+        raise DataError(
+            f"data: expected a DataSplits or a data set name, got {type(data).__name__}"
+        )
+    if isinstance(model, str):
+        model = model_lib.build(model, data=data, pretrained=True)
+    if not isinstance(model, nn.Module):
+        raise ModelError(
+            f"model: expected a torch nn.Module or a model name, got {type(model).__name__}"
+        )
+    return config, data, model
+
+
+def _outcome(
+    baseline: dict[str, float], metrics: dict[str, float], before: float | None, timed: bool
+) -> str:
+    return (
+        f"accuracy {baseline[names.ACCURACY]:.4f} dense, "
+        + (f"{before:.4f} before the fine-tune, " if before is not None else "")
+        + f"{metrics[names.ACCURACY]:.4f} shipped ({-100 * metrics[names.ACCURACY_DROP]:+.2f} pt)"
+        + (f", {metrics[names.SPEEDUP]:.2f}x faster" if timed else "")
+    )
 
 
 def _say(verbose: bool, text: str) -> None:
@@ -271,23 +279,11 @@ def optimize(
     Raises:
         PrunaSearchError: a subclass naming the field, the value and the fix.
     """
-    config = Config() if config is None else config
-    if not isinstance(config, Config | Plan):
-        raise ConfigError(
-            f"config: expected pruna_search.Config or Plan, got {type(config).__name__}"
-        )
-    data = data_lib.load(data) if isinstance(data, str) else data
-    if not isinstance(data, data_lib.DataSplits):
-        raise DataError(
-            f"data: expected a DataSplits or a data set name, got {type(data).__name__}"
-        )
-    if isinstance(model, str):
-        model = model_lib.build(model, data=data, pretrained=True)
-    if not isinstance(model, nn.Module):
-        raise ModelError(
-            f"model: expected a torch nn.Module or a model name, got {type(model).__name__}"
-        )
-    model = _logits_model(model, data)
+    config, data, model = _checked_inputs(model, config, data)
+    # a model whose forward returns a dict or a tuple is used through a copy returning logits
+    model = model_lib.logits_model(
+        model, type(model).__name__, tuple(data.input_shape), data.num_classes, copy_first=True
+    )
     target = get_target(target or (config.target_device if isinstance(config, Config) else "cpu"))
 
     holder = tempfile.TemporaryDirectory(prefix="pruna_search_") if workdir is None else None
@@ -318,14 +314,7 @@ def optimize(
                 names.LATENCY_P90: latency.baseline.p90,
             }
         )
-    accuracy = evaluation.metrics[names.ACCURACY]
-    _say(
-        verbose,
-        f"accuracy {baseline[names.ACCURACY]:.4f} dense, "
-        + (f"{before:.4f} before the fine-tune, " if before is not None else "")
-        + f"{accuracy:.4f} shipped ({-100 * evaluation.metrics[names.ACCURACY_DROP]:+.2f} pt)"
-        + (f", {evaluation.metrics[names.SPEEDUP]:.2f}x faster" if latency is not None else ""),
-    )
+    _say(verbose, _outcome(baseline, evaluation.metrics, before, latency is not None))
     seconds = {**evaluator.seconds, **evaluation.seconds}
     metrics = evaluation.metrics
     candidate = evaluation.candidate

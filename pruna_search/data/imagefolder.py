@@ -262,6 +262,17 @@ def _train_statistics(files: list[Path], mode: str, crop: EvalTransform, seed: i
     return tuple(float(v) for v in mean), tuple(float(v) for v in std)
 
 
+def _normalizer(
+    mean: tuple[float, ...] | None, std: tuple[float, ...] | None, sample: tuple
+) -> Normalize:
+    """``Normalize`` with the given values, computing the ``train`` preset's (None) on
+    ``sample`` = (train files, mode, evaluation transform, seed)."""
+    if mean is None or std is None:
+        computed = _train_statistics(*sample)
+        mean, std = mean or computed[0], std or computed[1]
+    return Normalize(mean, std)
+
+
 def _check_workers(workers: object) -> int:
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
         raise DataError(
@@ -321,11 +332,8 @@ def load_imagefolder(
     _check_files(train_files, "train")
     _check_files(val_files, "val")
     evaluation = EvalTransform(hw, crop_side)
-    if mean_values is None or std_values is None:
-        computed = _train_statistics(train_files, mode, evaluation, seed)
-        mean_values = mean_values or computed[0]
-        std_values = std_values or computed[1]
-    common = {"mode": mode, "normalize": Normalize(mean_values, std_values), "workers": workers}
+    normalize = _normalizer(mean_values, std_values, (train_files, mode, evaluation, seed))
+    common = {"mode": mode, "normalize": normalize, "workers": workers}
     train = ImageFiles(
         train_files,
         train_labels,
@@ -346,8 +354,8 @@ def load_imagefolder(
             "size": list(hw),
             "resize": crop_side,
             "grayscale": grayscale,
-            "mean": list(mean_values),
-            "std": list(std_values),
+            "mean": list(normalize.mean),
+            "std": list(normalize.std),
             "augment": augment,
             "train_subset": train_subset,
             "val_subset": val_subset,

@@ -7,6 +7,7 @@ created with ``model_kwargs`` and loaded from ``checkpoint``.
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable
 from typing import Any
@@ -107,15 +108,18 @@ def _kwargs(values: dict[str, Any]) -> str:
 
 
 @torch.no_grad()
-def _logits_model(
+def logits_model(
     model: nn.Module,
     name: str,
     input_shape: tuple[int, ...],
     num_classes: int | None,
-    output_key: str | int | None,
+    output_key: str | int | None = None,
+    *,
+    copy_first: bool = False,
 ) -> nn.Module:
     """Run a batch of 2 zeros through ``model``; make it return only its logits (see
-    ``outputs``) and check they have the shape (2, num_classes)."""
+    ``outputs``; on a copy with ``copy_first``, leaving the caller's model as it is) and check
+    they have the shape (2, num_classes)."""
     try:
         out = model(torch.zeros(2, *input_shape))
     except Exception as exc:
@@ -124,8 +128,10 @@ def _logits_model(
             f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}; "
             "check the model matches the data"
         ) from None
-    model = returns_logits(model, out, output_key)
     logits = pick(out, output_key)
+    if copy_first and not (isinstance(out, torch.Tensor) and output_key is None):
+        model = copy.deepcopy(model)
+    model = returns_logits(model, out, output_key)
     if logits.dim() != 2 or logits.shape[0] != 2:
         raise ModelError(
             f"model {name!r} returns {tuple(logits.shape)} for a batch of 2; it must return "
@@ -135,7 +141,7 @@ def _logits_model(
     if num_classes is not None and logits.shape[1] != num_classes:
         raise ModelError(
             f"model {name!r} gives {logits.shape[1]} outputs but the data has {num_classes} "
-            "classes; change the model's classifier (model_kwargs) or the data"
+            f"classes; build it with num_classes={num_classes} (model_kwargs) or change the data"
         )
     return model
 
@@ -279,7 +285,7 @@ def build(
         model = _baselines.pretrained(model, name, data, width, train_epochs)
     model.eval()
     if input_shape:
-        model = _logits_model(model, name, input_shape, num_classes, output_key)
+        model = logits_model(model, name, input_shape, num_classes, output_key)
     elif output_key is not None:
         raise ModelError(
             f"model.output_key: {output_key!r} needs the input shape to check it; pass data"
@@ -289,8 +295,7 @@ def build(
 
 __all__ = [
     "build",
-    "pick",
-    "returns_logits",
+    "logits_model",
     "cache_dir",
     "default_epochs",
     "is_class_path",
