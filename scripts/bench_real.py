@@ -14,7 +14,7 @@ time. Targets: the chosen model >= 1.5x faster than dense fp32 within 1 point, p
 
     .venv/bin/python scripts/bench_real.py [--trials 24] [--trial-steps 40]
         [--final-steps 300] [--batch 16] [--lr 0.003] [--ratios 0 0.125 0.25 0.375]
-        [--out bench-real] [OVERRIDE ...]
+        [--round-to 8] [--out bench-real] [OVERRIDE ...]
 """
 
 from __future__ import annotations
@@ -56,6 +56,7 @@ def command(args, out: Path) -> list[str]:
         f"finetune.lr={args.lr}",
         f"space.ratios=[{','.join(f'{r:g}' for r in args.ratios)}]",
         f"study.reference_ratios=[{args.ratios[1]:g}]",
+        f"space.round_to={args.round_to}",
         f"tracking.uri=sqlite:///{out / 'mlflow.db'}",
         f"hydra.run.dir={out / 'run'}",
         *args.overrides,
@@ -142,6 +143,9 @@ def main() -> int:
     parser.add_argument("--lr", type=float, default=0.003)
     # uniform 25 % pruning leaves 0.40 after BatchNorm recalibration: lighter ratios
     parser.add_argument("--ratios", type=float, nargs="+", default=[0.0, 0.125, 0.25, 0.375])
+    # EfficientNet's narrow groups (16, 24, 40 channels): at the default int8 multiple of 16,
+    # uniform 12.5 % pruning keeps 16 of 24 channels and 40 steps recover 0.54 (0.87 at 8)
+    parser.add_argument("--round-to", default="8")
     parser.add_argument("--out", type=Path, default=ROOT / "bench-real")
     parser.add_argument("overrides", nargs="*", help="more pruna-search overrides")
     args = parser.parse_args()

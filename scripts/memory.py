@@ -47,7 +47,7 @@ def tree(pid: int) -> list[int]:
 class Peak:
     """Samples the resident memory of ``pid``'s process tree every ``interval`` seconds."""
 
-    def __init__(self, pid: int, interval: float = 0.5) -> None:
+    def __init__(self, pid: int, interval: float = 2.0) -> None:
         self.pid = pid
         self.interval = interval
         self.tree_kb = 0

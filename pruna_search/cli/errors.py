@@ -7,7 +7,8 @@ from pathlib import Path
 
 from ..core.names import did_you_mean
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+# the Hydra configs ship inside the package, so an installed wheel has them
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 
 def groups() -> list[str]:

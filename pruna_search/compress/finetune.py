@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import nn
 from torch.utils.data import Dataset
 
-from ..core.loops import CPU, Compute, recalibrate_batchnorm, train
+from ..core.loops import CPU, Compute, recalibrate_batchnorm, release_memory, train
 from ..core.plan import Finetune
 
 
@@ -50,4 +50,5 @@ def finetune(
             )
     finally:
         model.to("cpu")
+        release_memory()  # the fine-tune's activations and optimizer state
     return model.eval()

@@ -34,13 +34,17 @@ from ..export import module_to_node, save
 
 logging.getLogger("onnxruntime.quantization").setLevel(logging.ERROR)
 WEIGHT_OPS = ("Conv", "Gemm", "MatMul")
+# A calibration batch holds at most this many input values (4 images at 3x224x224, 64 at
+# 3x32x32): the calibrating session keeps every calibrated tensor of the batch alive, so
+# EfficientNet-Lite0 at 224x224 peaked 1.6 GB higher with 16 images, 0.17 GB with 4.
+CALIBRATION_VALUES = 1 << 20
 
 
 class _Batches(CalibrationDataReader):
     """Feeds calibration inputs to the quantizer in batches (the batch axis is dynamic)."""
 
     def __init__(self, input_name: str, x: np.ndarray) -> None:
-        batch_size = runtime.batch_for(x.shape[1:], limit=64)
+        batch_size = runtime.batch_for(x.shape[1:], limit=64, budget=CALIBRATION_VALUES)
         self._items = iter(
             {input_name: np.ascontiguousarray(x[i : i + batch_size], dtype=np.float32)}
             for i in range(0, len(x), batch_size)

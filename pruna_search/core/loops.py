@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
+import gc
 import math
 import weakref
 from collections.abc import Iterator
@@ -73,6 +76,31 @@ def _device(name: str) -> str:
             f"(cuda:0 to cuda:{count - 1}); pick one of those"
         )
     return name
+
+
+def release_memory() -> None:
+    """Give freed memory back to the operating system.
+
+    A fine-tune allocates and frees gigabytes of activations at 224x224; glibc keeps freed
+    blocks in its heap (its mmap threshold rises after the first large free), so without this
+    a study's resident memory grew by ~150 MB per trial of EfficientNet-Lite0 (to 5 GB after
+    24 trials) while the live data stayed at ~0.6 GB. No-op where libc has no malloc_trim.
+    """
+    gc.collect()
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
+
+
+def _libc():
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+    except OSError:
+        return None
+    return libc if libc is not None and hasattr(libc, "malloc_trim") else None
+
+
+_LIBC = _libc()
 
 
 def _sliceable(dataset: Dataset) -> bool:

@@ -103,12 +103,14 @@ BATCH_VALUES = 1 << 22
 MAX_BATCH = 256
 
 
-def batch_for(input_shape: tuple[int, ...], limit: int = MAX_BATCH) -> int:
+def batch_for(
+    input_shape: tuple[int, ...], limit: int = MAX_BATCH, budget: int = BATCH_VALUES
+) -> int:
     """A batch size for running inputs of one example's ``input_shape``: a power of two, at
-    most ``limit``, whose inputs hold at most ``BATCH_VALUES`` values."""
+    most ``limit``, whose inputs hold at most ``budget`` values."""
     values = max(1, int(np.prod(input_shape)))
     batch = 1
-    while batch * 2 <= limit and batch * 2 * values <= BATCH_VALUES:
+    while batch * 2 <= limit and batch * 2 * values <= budget:
         batch *= 2
     return batch
 

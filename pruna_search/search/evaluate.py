@@ -31,7 +31,7 @@ from ..analysis import analyze as analyze_model
 from ..analysis import count_macs, count_params, example_input
 from ..compress import Candidate, apply_plan
 from ..core import hardware, names
-from ..core.loops import CPU, Compute
+from ..core.loops import CPU, Compute, release_memory
 from ..core.plan import Plan
 from ..core.target import Target, get_target
 from ..export import export_onnx
@@ -265,6 +265,7 @@ class Evaluator:
             latency = self.measure(candidate.onnx_path, plan)
             seconds["measure"] = time.perf_counter() - start
             metrics.update(self.latency_metrics(latency))
+        release_memory()  # the sessions and calibration buffers of this plan
         return Evaluation(
             plan=plan, candidate=candidate, metrics=metrics, latency=latency, seconds=seconds
         )

@@ -186,7 +186,7 @@ def make_sampler(name: str, seed: int | None, options: Mapping[str, Any] | None 
             return factories[name](seed=seed, **options)
     except TypeError as exc:
         raise ConfigError(
-            f"sampler.{name}: bad option ({exc}); see conf/sampler/{name}.yaml"
+            f"sampler.{name}: bad option ({exc}); see pruna_search/conf/sampler/{name}.yaml"
         ) from None
 
 
