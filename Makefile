@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 # make run ARGS="study.n_trials=40" passes options to pruna-search
 ARGS ?=
 
-.PHONY: setup run ui test test-fast lint format bench bench-search bench-tracking bench-latency bench-multiple bench-real bench-data clean
+.PHONY: setup run ui test test-fast lint format bench bench-search bench-tracking bench-latency bench-multiple bench-real bench-data check-wheel clean
 
 setup: $(STAMP)
 
@@ -62,6 +62,10 @@ bench-real: setup
 # streaming 50,000 photos at 224x224: memory and images per second of one scored pass
 bench-data: setup
 	$(BIN)/python scripts/bench_data.py $(BENCH_ARGS)
+
+# build the wheel, install it in a fresh venv, run a 2-trial study from another folder (CI runs it)
+check-wheel:
+	scripts/check_wheel.sh
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

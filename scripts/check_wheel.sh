@@ -9,7 +9,8 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 "$PYTHON" -m venv "$tmp/venv"
 "$tmp/venv/bin/python" -m pip install --quiet --disable-pip-version-check build
-"$tmp/venv/bin/python" -m build --wheel --outdir "$tmp/dist" . >/dev/null
+"$tmp/venv/bin/python" -m build --wheel --outdir "$tmp/dist" . >"$tmp/build.log" 2>&1 \
+    || { cat "$tmp/build.log"; exit 1; }
 wheel=$(ls "$tmp"/dist/pruna_search-*.whl)
 echo "built $(basename "$wheel"): $(unzip -l "$wheel" | grep -c 'pruna_search/conf/.*\.yaml') config files"
 "$tmp/venv/bin/python" -m pip install --quiet --disable-pip-version-check -c constraints.txt "$wheel[search]"
