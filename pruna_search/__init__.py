@@ -12,7 +12,7 @@ The one-shot API::
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+__version__ = "0.2.0.dev0"
 
 import os as _os  # noqa: E402
 

@@ -92,7 +92,10 @@ def report(summary: dict, out: Path, seconds: float, peak: Peak) -> bool:
     storage = open_storage(StudySettings(storage=f"sqlite:///{out / 'study.db'}"))
     study = load_study(storage, summary["study"])
     done = [t for t in study.trials if t.state.name == "COMPLETE"]
-    fine_tuned = [t for t in done if "finetune" in (t.user_attrs.get(SECONDS_ATTR) or {})]
+    fine_tuned = [
+        t for t in done if (t.user_attrs.get(SECONDS_ATTR) or {}).get("finetune", 0) > 0.01
+    ]
+    ruled_out = [t for t in study.trials if t.state.name == "PRUNED"]
     flagged = [t for t in done if t.user_attrs.get(NOISY_ATTR)]
     drop = summary.get("accuracy_drop")
     speedup = summary.get("speedup") or 0.0
@@ -108,9 +111,16 @@ def report(summary: dict, out: Path, seconds: float, peak: Peak) -> bool:
     else:
         print(f"chosen model        none ({summary['status']})")
     print(
-        f"trials              {len(study.trials)} ({len(done)} complete, {len(fine_tuned)} "
-        f"fine-tuned, {summary['evaluated']} distinct plans)"
+        f"trials              {len(study.trials)}: {len(done)} evaluated ({len(fine_tuned)} "
+        f"fine-tuned), {len(ruled_out)} ruled out on latency before their fine-tune"
     )
+    best = sorted(fine_tuned, key=lambda t: -t.user_attrs.get("accuracy", 0.0))[:3]
+    for t in best:
+        print(
+            f"  searched best      trial {t.number}: {t.user_attrs['accuracy']:.4f} "
+            f"({-100 * t.user_attrs['accuracy_drop']:+.2f} pt), {t.user_attrs['speedup']:.2f}x "
+            "after the trial fine-tune"
+        )
     for stage, value in sorted(stage_seconds(done).items()):
         print(f"  {stage:<18}{value:8.1f} s per trial (median)")
     print(f"latency flagged     {len(flagged)} of {len(done)} trials' figures")

@@ -176,6 +176,17 @@ def test_bad_input_is_one_line_and_leaves_nothing(bad_input_runs, override, mess
     assert run["left"] in ([], ["outputs"]), run["left"]
 
 
+def test_version(tmp_path):
+    import pruna_search
+
+    for script in ("pruna-search", "pruna-search-export"):
+        proc = cli(tmp_path, "--version", script=script, timeout=120)
+        assert (
+            proc.returncode == 0
+            and proc.stdout.strip() == f"pruna_search {pruna_search.__version__}"
+        )
+
+
 def test_bad_input_through_the_console_script(tmp_path):
     """The installed ``pruna-search`` script itself: exit code 2 and one line."""
     proc = cli(tmp_path, "modle=cnn", timeout=120)

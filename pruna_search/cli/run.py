@@ -35,7 +35,13 @@ class _DropHydraReport:
 
 def guarded(app: Callable[[], None]) -> int:
     """Call ``app`` (it parses ``sys.argv``); 0 on success, else print one line and return the
-    exit code. ``verbose=true`` on the command line re-raises with the traceback."""
+    exit code. ``verbose=true`` on the command line re-raises with the traceback;
+    ``--version`` prints the package's version instead."""
+    if "--version" in sys.argv[1:]:
+        from .. import __version__
+
+        print(f"pruna_search {__version__}")
+        return 0
     verbose = _verbose(sys.argv[1:])
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra re-raises instead of printing its own report
     stderr = sys.stderr
