@@ -33,13 +33,11 @@ def resnet20_trained(digits):
 
 @pytest.fixture(autouse=True)
 def _fresh_latency_floor(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every test starts with no dense-model floor and no slow-phase streak: both are kept per
-    process (per dense file, machine and target), floors also in the latency cache's file, and
-    the tests share their dense files."""
+    """Every test starts with no floor: floors are kept per process (per file, machine and
+    target) and in the latency cache's file, and the tests share their dense files."""
     from pruna_search.measure import latency
 
     monkeypatch.setattr(latency, "_BASELINE_FLOOR", {})
-    monkeypatch.setattr(latency, "_SLOW_STREAK", {})
     # nor the floors an earlier test stored in the suite's latency cache (the searches' file)
     from pruna_search.measure import LatencyCache
     from pruna_search.models.pretrained import cache_dir

@@ -131,6 +131,15 @@ def test_real_measurement_with_baseline(agent, onnx_files):
     assert reply["input_shape"] == [1, 1, 32, 32]
     assert reply["fingerprint"]["threads"] == 1
     assert reply["reference"] is None
+    # the same fields as before, plus how the models took turns and the window's halves
+    assert reply["interleave"] == "block" and len(reply["halves"]) == 2
+    assert reply["providers"] == ["CPUExecutionProvider"] * 2
+    status, reply = post(
+        url,
+        {"model": onnx_files["small"], "baseline": onnx_files["big"]},
+        settings={**QUICK, "interleave": "run"},
+    )
+    assert status == 200 and reply["interleave"] == "run", reply
     status, _ = post(url, {"model": onnx_files["small"]}, token=None)
     assert status == 401
     status, reply = post(url, {"model": onnx_files["small"], "reference": onnx_files["big"]})

@@ -254,25 +254,22 @@ def test_params_that_build_the_same_model_are_evaluated_once(tmp_path, resnet20_
     assert (outcome.evaluated, outcome.duplicates) == (2, 1)
 
 
-class _FasterEarlier(dict):
-    """Latency floors as if an earlier window had seen every dense model 1000x faster."""
-
-    def get(self, key, default=None):
-        return 1e-6
+def _slow_phase(*args, **kwargs) -> str:
+    """In place of ``latency.ratio_risk``: every window's speedup is at risk."""
+    return "the speedup moved 20.0 % between the halves of the window (a slow phase planted here)"
 
 
 @pytest.mark.parametrize("slow_host", [False, True])
 def test_latency_first_skips_the_fine_tune_of_a_plan_that_cannot_win(
     tmp_path, resnet20_trained, monkeypatch, slow_host
 ):
-    """A plan slower than a feasible trial is not fine-tuned, unless its figure is noisy (a slow
-    phase of the host that outlasted the retries): then it is fine-tuned and measured again."""
+    """A plan slower than a feasible trial is not fine-tuned, unless its figure is flagged (its
+    speedup at risk in every window): then it is fine-tuned and measured again."""
     config = tiny(tmp_path)
     if slow_host:
-        # windows that converge, so the baseline-drift check judges them: every one is noisy
-        # (and not cached: the other case's figures for the same files would be hits)
-        config["target"] = dict(config["target"], max_runs=2000, ci_tolerance=0.05, cache=False)
-        monkeypatch.setattr(latency, "_BASELINE_FLOOR", _FasterEarlier())
+        # every window flagged (and not cached: the other case's figures would be hits)
+        config["target"] = dict(config["target"], cache=False)
+        monkeypatch.setattr(latency, "ratio_risk", _slow_phase)
     settings = JobSettings.parse(config)
     session = open_session(settings)
     try:
@@ -314,21 +311,15 @@ def test_latency_first_skips_the_fine_tune_of_a_plan_that_cannot_win(
 
 @pytest.fixture
 def slow_phase(tmp_path, resnet20_trained, monkeypatch):
-    """A session whose every latency window is flagged (floors planted 1000x below the host's
-    figures) until the test ends the slow phase (``end()``), and a study with two uniform
-    references enqueued. Windows converge, so the drift check judges them; nothing is cached;
-    floors are this process's only, with a drift that only the planted floors exceed, so the
-    host's own slow phases do not decide these tests."""
+    """A session whose every latency window is flagged (its speedup at risk: planted) until the
+    test ends the slow phase (``end()``), and a study with two uniform references enqueued.
+    Nothing is cached; the risk checks are off after ``end()`` (no floors, a loose window),
+    so the host's own slow phases do not decide these tests."""
     config = tiny(tmp_path, n_trials=2)
     config["target"] = dict(
-        config["target"],
-        max_runs=2000,
-        ci_tolerance=0.05,
-        cache=False,
-        floor_max_age_h=None,
-        max_baseline_drift=0.5,
+        config["target"], cache=False, floor_max_age_h=None, max_baseline_drift=None
     )
-    monkeypatch.setattr(latency, "_BASELINE_FLOOR", _FasterEarlier())
+    monkeypatch.setattr(latency, "ratio_risk", _slow_phase)
     settings = JobSettings.parse(config)
     session = open_session(settings)
     study = optuna.create_study(
@@ -343,7 +334,7 @@ def slow_phase(tmp_path, resnet20_trained, monkeypatch):
         )
 
     def end():
-        monkeypatch.setattr(latency, "_BASELINE_FLOOR", {})
+        monkeypatch.setattr(latency, "ratio_risk", lambda window, *args, **kwargs: "")
 
     yield SimpleNamespace(settings=settings, study=study, run=run, end=end)
     session.close()

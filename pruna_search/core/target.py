@@ -71,6 +71,10 @@ class Target:
         token_env: the environment variable holding the agent's token.
         retries: tries of a request to the agent before the measurement fails.
         cache: reuse figures of identical models measured with identical settings.
+        interleave: ``block`` (default: each model runs a block of consecutive runs, warm
+            caches, as on a device running one model on a stream of inputs) or ``run`` (the
+            models alternate run by run: cold caches, as where the model runs between other
+            work). See ``core/timing.py``.
     """
 
     name: str
@@ -100,6 +104,7 @@ class Target:
     token_env: str = DEFAULT_TOKEN_ENV
     retries: int = 3
     cache: bool = True
+    interleave: str = "block"
 
     def supports(self, kind: str, precision: Precision) -> bool:
         return precision in self.precisions.get(kind, (Precision.FP32,))
@@ -131,6 +136,7 @@ class Target:
             max_other_load=self.max_other_load,
             noise_retries=self.noise_retries,
             noise_wait_s=self.noise_wait_s,
+            interleave=self.interleave,
         )
 
     def identity(self) -> dict[str, Any]:

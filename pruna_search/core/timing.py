@@ -1,11 +1,20 @@
 """The latency protocol, shared by the local runner and the device agent (numpy + ORT only).
 
-One *window* times one or more models alternately (model 0, model 1, model 0, ...) so that all
-see the same machine load (STACK.md): at least ``warmup`` untimed runs of each, then timed runs
-in rounds of ``ROUND`` until, over the *quiet* rounds, the 10th percentile of every model is known
+One *window* times one or more models interleaved so that all see the same machine load: after
+a warm-up, in *rounds* — by default each model runs a *block* of consecutive runs (the first
+untimed) and the blocks alternate, so every timed run finds the model's own weights in the
+caches, as on a device that runs one model on a stream of inputs (``interleave: run``
+alternates run by run instead: every run then starts with the caches full of the other models'
+data). Rounds go on until, over the *quiet* rounds, the 10th percentile of every model is known
 to ``±ci_tolerance`` (a 95 % distribution-free confidence interval from order statistics) and
-the window has lasted ``min_window_s``, or ``budget`` seconds or ``max_runs`` runs are spent
-(the reply's ``stopped_by`` says which: ``ci``, ``time_budget`` or ``max_runs``).
+the window has lasted ``min_window_s``, or the time budget or ``max_runs`` runs are spent (the
+reply's ``stopped_by`` says which: ``ci``, ``time_budget`` or ``max_runs``).
+
+The window *scales* with the models' speed, measured in the warm-up (``Scaled``): block lengths,
+the runs a converged window needs (fewer for a slow model, whose jitter is a smaller share of a
+run) and the time budget (longer for slow models), so a 100 ms model settles in bounded time
+and a 40 µs one still gets thousands of runs. The reply also summarises each half of the
+window: a ratio that moved between the halves was disturbed in one model and not the other.
 
 A round is quiet when every model's median in it is within ``quiet_tolerance`` of that model's
 fast rounds (the 10th percentile of its round medians in the window). On a shared host (a VM
@@ -46,6 +55,23 @@ import numpy as np
 from .errors import MeasurementError, TargetError
 
 ROUND = 20  # timed runs of each model per round (the unit the quiet filter keeps or drops)
+INTERLEAVE = ("block", "run")
+# Block interleaving: a model's block lasts about BLOCK_MS (long enough to warm the caches after
+# the other models' blocks, short enough that a round of all models stays well under a second,
+# so the ratio still cancels the host's drift), between MIN_BLOCK and ROUND timed runs, after
+# one untimed run.
+BLOCK_MS = 100.0
+MIN_BLOCK = 2
+# Windows that scale: a model slower than RUN_MS_REFERENCE per run needs fewer runs for a steady
+# p10 (its run-to-run jitter is a smaller share of each run), so min_runs shrinks to what lasts
+# about RUNS_S seconds, never below MIN_RUNS_SLOW (the fewest that bound a p10's 95 %
+# interval: 35); warm-up stops after WARMUP_S; the time budget grows to BUDGET_SLACK times
+# what min_runs of every model take, up to MAX_BUDGET_S.
+RUNS_S = 4.0
+MIN_RUNS_SLOW = 40
+WARMUP_S = 1.0
+BUDGET_SLACK = 3.0
+MAX_BUDGET_S = 60.0
 # /proc/stat counts CPU time in 10 ms ticks: a shorter window cannot tell the other load
 MIN_WINDOW_FLOOR_S = 0.25
 Z95 = 1.959964
@@ -81,6 +107,11 @@ class TimingSettings:
         provider / provider_options / graph_optimization: the ONNX Runtime session.
         max_other_load: cores of other work above which a window is measured again.
         noise_retries / noise_wait_s: how often, and after how long a pause.
+        interleave: ``block`` (each model runs a block of consecutive runs, the first one
+            untimed, and the blocks alternate: every timed run finds the model's weights in
+            the caches, as on a device that runs one model on a stream of inputs) or ``run``
+            (the models alternate run by run: each run finds the caches full of the other
+            models' data, as where the model runs between other work).
     """
 
     batch: int = 1
@@ -98,6 +129,7 @@ class TimingSettings:
     max_other_load: float = 0.5
     noise_retries: int = 2
     noise_wait_s: float = 5.0
+    interleave: str = "block"
 
     def __post_init__(self) -> None:
         for name in ("batch", "threads", "min_runs", "max_runs"):
@@ -123,6 +155,12 @@ class TimingSettings:
         ):
             raise ModelRunError(
                 f"quiet_tolerance: {quiet!r} must be a number > 0, or null to keep every round",
+                "settings",
+            )
+        if self.interleave not in INTERLEAVE:
+            raise ModelRunError(
+                f"interleave: {self.interleave!r} is unknown; use block (warm caches, the "
+                "default) or run (cold caches)",
                 "settings",
             )
         if self.graph_optimization not in GRAPH_LEVELS:
@@ -266,6 +304,41 @@ def quiet_rounds(medians: np.ndarray, tolerance: float | None) -> np.ndarray:
     return worst <= max(1.0, float(worst.min())) * (1 + tolerance)
 
 
+@dataclass(frozen=True)
+class Scaled:
+    """What a window does for models of the speeds its warm-up measured (see the constants).
+
+    Attributes:
+        run_ms: each model's run time in the warm-up (median of its last runs).
+        block: timed runs of each model per round (``run`` interleaving: ROUND each).
+        min_runs: quiet runs of each model a converged window needs.
+        budget: seconds after which the window stops unconverged.
+    """
+
+    run_ms: tuple[float, ...]
+    block: tuple[int, ...]
+    min_runs: int
+    budget: float
+
+    @classmethod
+    def of(cls, settings: TimingSettings, run_ms: Sequence[float]) -> Scaled:
+        if settings.interleave == "block":
+            block = tuple(
+                max(MIN_BLOCK, min(ROUND, round(BLOCK_MS / max(t, 1e-6)))) for t in run_ms
+            )
+            untimed = [1.0 / b for b in block]  # the block's first run
+        else:
+            block, untimed = (ROUND,) * len(run_ms), [0.0] * len(run_ms)
+        slowest = max(run_ms)
+        needed = math.ceil(1000 * RUNS_S / max(slowest, 1e-6))
+        min_runs = min(settings.min_runs, max(MIN_RUNS_SLOW, needed))
+        rounds = max(math.ceil(min_runs / b) for b in block)
+        round_s = sum(b * t * (1 + u) for b, t, u in zip(block, run_ms, untimed, strict=True))
+        expected = rounds * round_s / 1000
+        budget = max(settings.budget, min(MAX_BUDGET_S, BUDGET_SLACK * expected))
+        return cls(tuple(float(t) for t in run_ms), block, min_runs, budget)
+
+
 @dataclass
 class Window:
     """One window's timed runs: ``rounds[r][i]`` holds model ``i``'s times in round ``r``."""
@@ -281,43 +354,72 @@ class Window:
     def quiet(self, tolerance: float | None) -> np.ndarray:
         return quiet_rounds(np.asarray(self.medians, dtype=np.float64), tolerance)
 
-    def times(self, tolerance: float | None) -> list[list[float]]:
-        """Each model's times over the quiet rounds."""
+    def times(self, tolerance: float | None, part: slice = slice(None)) -> list[list[float]]:
+        """Each model's times over the quiet rounds (of ``part`` of the rounds)."""
         keep = self.quiet(tolerance)
         models = len(self.rounds[0]) if self.rounds else 0
+        pairs = list(zip(self.rounds, keep, strict=True))[part]
+        return [[t for r, ok in pairs if ok for t in r[i]] for i in range(models)]
+
+    def halves(self, tolerance: float | None) -> list[list[dict[str, Any]]]:
+        """Each model's summary over the quiet rounds of the first and of the second half of
+        the window: a ratio that moved between them was disturbed in one model and not the
+        other (a host-wide slowdown moves every model alike)."""
+        middle = len(self.rounds) // 2
         return [
-            [t for r, ok in zip(self.rounds, keep, strict=True) if ok for t in r[i]]
-            for i in range(models)
+            [summarize(t) if t else None for t in self.times(tolerance, part)]
+            for part in (slice(None, middle), slice(middle, None))
         ]
 
+    def runs(self) -> int:
+        """Timed runs of the model that ran most."""
+        if not self.rounds:
+            return 0
+        return max(sum(len(r[i]) for r in self.rounds) for i in range(len(self.rounds[0])))
 
-def _window(sessions, feeds, settings: TimingSettings) -> Window:
+
+def _round(sessions, feeds, settings: TimingSettings, scaled: Scaled) -> list[list[float]]:
+    """One round: model by model in blocks (one untimed run first), or run by run."""
+    clock = time.perf_counter
+    times: list[list[float]] = [[] for _ in sessions]
+    if settings.interleave == "block":
+        for i, sess in enumerate(sessions):
+            sess.run(None, feeds[i])
+            for _ in range(scaled.block[i]):
+                t0 = clock()
+                sess.run(None, feeds[i])
+                times[i].append((clock() - t0) * 1e3)
+        return times
+    for _ in range(ROUND):
+        for i, sess in enumerate(sessions):
+            t0 = clock()
+            sess.run(None, feeds[i])
+            times[i].append((clock() - t0) * 1e3)
+    return times
+
+
+def _window(sessions, feeds, settings: TimingSettings, scaled: Scaled) -> Window:
     window = Window()
     clock = time.perf_counter
     start = clock()
     min_seconds = max(MIN_WINDOW_FLOOR_S, settings.min_window_s)
     while True:
-        times: list[list[float]] = [[] for _ in sessions]
-        for _ in range(ROUND):
-            for i, sess in enumerate(sessions):
-                t0 = clock()
-                sess.run(None, feeds[i])
-                times[i].append((clock() - t0) * 1e3)
+        times = _round(sessions, feeds, settings, scaled)
         window.rounds.append(times)
         window.medians.append([float(np.median(t)) for t in times])
         elapsed = clock() - start
-        stop = len(window.rounds) * ROUND >= settings.max_runs or elapsed >= settings.budget
+        stop = window.runs() >= settings.max_runs or elapsed >= scaled.budget
         if elapsed < min_seconds and not stop:
             continue  # it cannot stop converged yet: spare the check (all rounds, sorted)
         quiet = window.times(settings.quiet_tolerance)
-        window.converged = len(quiet[0]) >= settings.min_runs and (
+        window.converged = min(len(t) for t in quiet) >= scaled.min_runs and (
             max(p10_confidence(np.sort(np.asarray(t))) for t in quiet) <= settings.ci_tolerance
         )
         if window.converged or stop:
             break
     if window.converged:
         window.stopped_by = "ci"
-    elif len(window.rounds) * ROUND >= settings.max_runs:
+    elif window.runs() >= settings.max_runs:
         window.stopped_by = "max_runs"
     else:
         window.stopped_by = "time_budget"
@@ -325,24 +427,60 @@ def _window(sessions, feeds, settings: TimingSettings) -> Window:
     return window
 
 
+def warm_up(sessions, feeds, settings: TimingSettings) -> list[float]:
+    """Untimed runs of each model — ``warmup`` of them, or fewer when they take longer than
+    WARMUP_S (at least 2) — and each model's run time: the median of the later half of them."""
+    clock = time.perf_counter
+    run_ms = []
+    for sess, feed in zip(sessions, feeds, strict=True):
+        times = []
+        start = clock()
+        while len(times) < max(2, settings.warmup):
+            t0 = clock()
+            sess.run(None, feed)
+            times.append((clock() - t0) * 1e3)
+            if clock() - start >= WARMUP_S and len(times) >= 2:
+                break
+        run_ms.append(float(np.median(times[len(times) // 2 :])))
+    return run_ms
+
+
 def measure(
     models: Sequence[str | Path],
     settings: TimingSettings,
     x: np.ndarray | None = None,
 ) -> dict[str, Any]:
-    """Time ``models`` alternately in this process (see the module docstring).
+    """Time ``models`` in this process, interleaved in one window (see the module docstring).
 
     ``x`` is the input (its batch is used as it is); None: a seeded random input of the first
     model's input shape with the batch axis set to ``settings.batch``.
     """
-    from . import hardware, runtime
+    sessions = _sessions(models, settings)
+    return measure_sessions(
+        sessions, [_feeds(sess, x, settings.batch) for sess in sessions], settings
+    )
+
+
+def measure_sessions(sessions: Sequence, feeds: Sequence, settings: TimingSettings) -> dict:
+    """``measure`` on sessions already made (anything with ONNX Runtime's ``run`` and
+    ``get_providers``) and their input feeds."""
+    try:
+        scaled = Scaled.of(settings, warm_up(sessions, feeds, settings))
+    except Exception as exc:
+        raise ModelRunError(f"the model fails at run time: {_short(exc)}", "run") from exc
+    best, other_load, attempts = _gated_window(sessions, feeds, settings, scaled)
+    return _reply(best, other_load, attempts, sessions, feeds, settings, scaled)
+
+
+def _sessions(models: Sequence[str | Path], settings: TimingSettings) -> list:
+    from . import runtime
 
     try:  # a provider this ONNX Runtime lacks is a settings error, not a broken model
         runtime.check_provider(settings.provider, field="provider")
     except TargetError as exc:
         raise ModelRunError(str(exc), "settings") from None
     try:
-        sessions = [
+        return [
             runtime.session(
                 str(path),
                 threads=settings.threads,
@@ -358,13 +496,14 @@ def measure(
         raise ModelRunError(
             f"not an ONNX model ONNX Runtime can load ({_short(exc)})", "load"
         ) from exc
-    feeds = [_feeds(sess, x, settings.batch) for sess in sessions]
-    try:
-        for sess, feed in zip(sessions, feeds, strict=True):
-            for _ in range(max(1, settings.warmup)):
-                sess.run(None, feed)
-    except Exception as exc:
-        raise ModelRunError(f"the model fails at run time: {_short(exc)}", "run") from exc
+
+
+def _gated_window(
+    sessions, feeds, settings: TimingSettings, scaled: Scaled
+) -> tuple[Window, float | None, list[dict[str, Any]]]:
+    """The noise gate: a window, measured again after ``noise_wait_s`` while other work used
+    more than ``max_other_load`` cores (at most ``noise_retries`` times); the least loaded
+    window, its other load and every attempt's facts."""
     attempts: list[dict[str, Any]] = []
     best: Window | None = None
     best_load = math.inf
@@ -372,13 +511,13 @@ def measure(
         if attempt:
             time.sleep(settings.noise_wait_s)
         load = CpuLoad()
-        window = _window(sessions, feeds, settings)
+        window = _window(sessions, feeds, settings, scaled)
         other = load.cores()
         attempts.append(
             {
                 "other_load": other,
                 "seconds": window.seconds,
-                "runs": len(window.rounds) * ROUND,
+                "runs": window.runs(),
                 "quiet_rounds": int(window.quiet(settings.quiet_tolerance).sum()),
                 "rounds": len(window.rounds),
             }
@@ -389,10 +528,25 @@ def measure(
         if other is None or other <= settings.max_other_load:
             break
     assert best is not None
-    other_load = None if attempts[-1]["other_load"] is None else best_load
+    return best, None if attempts[-1]["other_load"] is None else best_load, attempts
+
+
+def _reply(
+    best: Window,
+    other_load: float | None,
+    attempts: list[dict[str, Any]],
+    sessions,
+    feeds,
+    settings: TimingSettings,
+    scaled: Scaled,
+) -> dict[str, Any]:
+    from . import hardware, runtime
+
     quiet = best.quiet(settings.quiet_tolerance)
+    shape = list(next(iter(feeds[0].values())).shape)
     return {
         "models": [summarize(t) for t in best.times(settings.quiet_tolerance)],
+        "halves": best.halves(settings.quiet_tolerance),
         "other_load": other_load,
         "noisy": other_load is not None and other_load > settings.max_other_load,
         "converged": best.converged,
@@ -401,12 +555,19 @@ def measure(
         "rounds": len(quiet),
         "quiet_rounds": int(quiet.sum()),
         "attempts": attempts,
-        "input_shape": list(next(iter(feeds[0].values())).shape),
+        "interleave": settings.interleave,
+        "scaled": {  # as JSON carries it from the worker or the agent
+            k: list(v) if isinstance(v, tuple) else v
+            for k, v in dataclasses.asdict(scaled).items()
+        },
+        # the provider each session really runs first (ONNX Runtime falls back silently)
+        "providers": [sess.get_providers()[0] for sess in sessions],
+        "input_shape": shape,
         "fingerprint": hardware.fingerprint(
             threads=settings.threads,
             provider=runtime.provider_name(settings.provider),
             graph_optimization=settings.graph_optimization,
-            batch=int(next(iter(feeds[0].values())).shape[0]),
+            batch=int(shape[0]),
         ),
         "settings": settings.to_dict(),
     }

@@ -13,7 +13,6 @@ from .latency import (
     baseline_floor,
     compare_latency,
     file_hash,
-    forget_slow_streak,
     runner_for,
     stored_floor,
 )
@@ -32,7 +31,6 @@ __all__ = [
     "baseline_floor",
     "compare_latency",
     "file_hash",
-    "forget_slow_streak",
     "metric",
     "onnx_accuracy",
     "onnx_score",

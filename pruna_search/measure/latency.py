@@ -1,28 +1,30 @@
-"""Latency measured on the target, alternately with the dense baseline, never estimated.
+"""Latency measured on the target, interleaved with the dense baseline, never estimated.
 
-DESIGN.md decision 5. A *runner* times models with the protocol of ``core/timing.py``:
-``LocalRunner`` in a separate process on this machine, ``RemoteRunner`` on a device agent over
-HTTP. Both return the same figures — p10/p50/p90, IQR, runs, the p10's confidence, the other
-CPU load seen during the window and whether the noise gate gave up (``noisy``) — with the
-hardware fingerprint of the machine that measured. The speedup is baseline p10 / candidate p10
-from one window.
+A *runner* times models with the protocol of ``core/timing.py``: ``LocalRunner`` in a separate
+process on this machine, ``RemoteRunner`` on a device agent over HTTP. Both return the same
+figures — p10/p50/p90, IQR, runs, the p10's confidence, the other CPU load seen during the
+window, the two halves of the window — with the hardware fingerprint of the machine that
+measured. The speedup is baseline p10 / candidate p10 from one window, and it is what the search
+ranks by (``latency_ms`` is the study's dense reference over it).
 
-The dense baseline is measured in every window, so it is also the probe of the host's state: a
-slow phase can outlast a whole window (seconds, measured on this VM), where the window's own
-quiet-round filter cannot see it. ``compare_latency`` remembers the lowest baseline p10 seen for
-each baseline file, machine and timing settings — its *floor* — in this process and, with a
-cache file, in the file for ``target.floor_max_age_h`` hours, so a process that starts in a slow
-phase is held to what the processes before it measured; a window whose baseline is more than
-``target.max_baseline_drift`` above it is measured again (the noise gate's retries and wait) and
-flagged ``noisy`` when it stays there. Floors are keyed by the hardware (CPU, host name, cores,
-ONNX Runtime), not by the runner: a device agent and a local process on the same machine share
-them (measured on this VM: dense p10 0.816 ms locally, 0.817 ms through a loopback agent).
+A figure is *flagged* (``noisy``) only when that ratio is at risk (``ratio_risk``): a session
+on another provider, a speedup that moved between the window's halves (a load that hit one
+model and not the other), or a probe that says int8 kernels ran slow against fp32 in this
+window; such a window is measured again (``noise_retries``, ``noise_wait_s`` apart) and
+flagged when every window was. A window that ran out of time before its p10s settled is
+treated the same way. How the *whole host* drifted — the dense p10 above its *floor* (the
+lowest p10 seen for this file, machine and settings: in this process and, with a cache file,
+in the file for ``target.floor_max_age_h`` hours), or other work's load — is reported
+(``drift``), not flagged: a host-wide slowdown moves both p10s of a window and leaves their
+ratio alone. Floors are keyed by the hardware (CPU, host name, cores, ONNX Runtime), not by the
+runner, so a device agent and a local process on the same machine share them.
 
 Some slow phases of a shared host slow int8 kernels and leave fp32 ones alone (measured: an
-int8 model 60–80 % slower while the dense fp32 model stayed within 3 % of its floor). So a
-comparison may carry a *reference*: a third model timed in the same window only as a probe
-(the search passes the dense model at int8 for every quantized plan). It keeps a floor of its
-own, judged like the baseline's.
+int8 model 60–80 % slower while the dense fp32 model stayed within 3 % of its floor): that
+would understate an int8 candidate's speedup against the fp32 baseline. So a comparison may
+carry a *reference*, a third model timed in the same window only as a probe (the search passes
+the dense model at int8 for every quantized plan); its time *relative to the baseline's* is
+held to a floor of its own.
 """
 
 from __future__ import annotations
@@ -72,8 +74,15 @@ class LatencyComparison:
     baseline: Latency
     reference: Latency | None = None  # the probe timed in the same window (None: none)
     other_load: float | None = None  # cores busy with other work during the window
-    noisy: bool = False  # the noise gate never saw the machine settle
-    noise: str = ""  # why it is noisy
+    noisy: bool = False  # the speedup is at risk (see ``ratio_risk``): flagged
+    noise: str = ""  # why it is flagged
+    drift: str = ""  # how the whole host differed from its floor (reported, not flagged)
+    # how much the speedup moved between the two halves of the window, and how much the
+    # halves' own confidence intervals (plus ci_tolerance) allow; None: too few runs to tell
+    ratio_moved: float | None = None
+    ratio_allowed: float | None = None
+    providers: tuple[str, ...] = ()  # the provider each session really ran first
+    interleave: str = "block"
     converged: bool = True  # both p10s reached the target's ci_tolerance
     # what ended the window: "ci" (converged), "max_runs", or "time_budget" (unsettled)
     stopped_by: str = "ci"
@@ -101,6 +110,7 @@ class LatencyComparison:
     @classmethod
     def from_dict(cls, values: dict, *, cached: bool = False) -> LatencyComparison:
         values = dict(values, cached=cached)
+        values["providers"] = tuple(values.get("providers") or ())
         values["candidate"] = Latency(**values["candidate"])
         values["baseline"] = Latency(**values["baseline"])
         if values.get("reference") is not None:
@@ -111,25 +121,39 @@ class LatencyComparison:
     def from_reply(cls, reply: dict, runner: str) -> LatencyComparison:
         """From a worker's (or agent's) reply timing [baseline, candidate(, reference)]."""
         base, cand, *probe = (Latency(**m) for m in reply["models"])
-        noisy = bool(reply.get("noisy"))
-        attempts = len(reply.get("attempts") or [1])
-        load = reply.get("other_load")
+        moved, allowed = _halves_moved(reply)
         return cls(
             candidate=cand,
             baseline=base,
             reference=probe[0] if probe else None,
-            other_load=load,
-            noisy=noisy,
-            noise=f"other load {load:.2f} cores in {attempts} windows" if noisy and load else "",
+            other_load=reply.get("other_load"),
             converged=bool(reply.get("converged", True)),
             stopped_by=str(reply.get("stopped_by") or "ci"),  # agents before 0.9 do not say
-            attempts=attempts,
+            attempts=len(reply.get("attempts") or [1]),
             window_s=float(reply.get("window_s", 0.0)),
             rounds=int(reply.get("rounds", 0)),
             quiet_rounds=int(reply.get("quiet_rounds", 0)),
+            ratio_moved=moved,
+            ratio_allowed=allowed,
+            providers=tuple(reply.get("providers") or ()),
+            interleave=str(reply.get("interleave") or "run"),
             runner=runner,
             fingerprint=dict(reply.get("fingerprint") or {}),
         )
+
+
+def _halves_moved(reply: dict) -> tuple[float | None, float | None]:
+    """How much the candidate's speedup moved between the window's halves (|s1/s2 - 1|), and
+    what the halves allow: ``ci_tolerance`` plus their p10s' combined 95 % half-widths."""
+    halves = reply.get("halves") or []
+    if len(halves) != 2 or any(len(h) < 2 or h[0] is None or h[1] is None for h in halves):
+        return None, None
+    cis = [m.get("ci") for h in halves for m in h[:2]]
+    if any(ci is None for ci in cis):
+        return None, None
+    first, second = ((h[0]["p10"] / h[1]["p10"]) for h in halves)
+    tolerance = float((reply.get("settings") or {}).get("ci_tolerance", 0.015))
+    return abs(first / second - 1), tolerance + math.sqrt(sum(ci * ci for ci in cis))
 
 
 class LatencyRunner(Protocol):
@@ -297,6 +321,7 @@ def compare_latency(
 # what sets how tight a figure is: a figure from a short protocol (a quick test run with
 # max_runs=40) must not answer a long one (an overnight study), so they are in the cache key
 PROTOCOL_KEYS = (
+    "interleave",
     "warmup",
     "min_runs",
     "max_runs",
@@ -337,9 +362,10 @@ def floor_settings(target: Target, runner: LatencyRunner, shape: tuple[int, ...]
 
 
 def floor_key(digest: str, settings: dict, *, reference: bool = False) -> str:
-    """A floor's key, from the file's ``digest`` and ``floor_settings``: a reference has its own
-    even for the baseline's file (the two floors are judged apart)."""
-    parts = ["reference", digest, settings] if reference else [digest, settings]
+    """A floor's key, from the file's ``digest`` and ``floor_settings``. A reference's floor is
+    its time relative to the baseline's (the lowest reference p10 / baseline p10 seen), kept
+    under a key of its own."""
+    parts = ["reference-ratio", digest, settings] if reference else [digest, settings]
     return json.dumps(parts, sort_keys=True, default=str)
 
 
@@ -388,15 +414,9 @@ def _baseline_floor_key(
     return floor_key(file_hash(baseline), where)
 
 
-# lowest p10 seen in this process, per baseline (or reference) file and floor_settings
+# lowest value seen in this process per floor key: a baseline's p10, or a reference's p10
+# relative to the baseline's
 _BASELINE_FLOOR: dict[str, float] = {}
-# comparisons in a row (same baseline key) whose probes stayed above their floors after every
-# retry
-_SLOW_STREAK: dict[str, int] = {}
-# after this many in a row the host has settled into a slower state: windows are not measured
-# again for the drift (each retry costs noise_wait_s plus a window, and would not come back)
-# until one comes back within the drift
-SLOW_STREAK_NO_RETRY = 2
 
 
 class Floors:
@@ -444,104 +464,110 @@ def _measure_steady(
     store: Floors,
 ) -> LatencyComparison:
     """One window of ``models`` (baseline, candidate, optional reference), measured again
-    while a probe's p10 — the baseline's, or the reference's — is above the floor seen before
-    (``keys``: one per probe, naming its file and ``floor_settings``; ``store`` holds the
-    floors) or while
-    it runs out of time unsettled; flagged ``noisy`` when every window did."""
+    while its speedup is at risk (``ratio_risk``) or it ran out of time unsettled, and flagged
+    ``noisy`` when every window was. How the whole host drifted from its floors (``keys``:
+    the baseline's, then the reference's; ``store`` holds them) is reported, not flagged: the
+    speedup is a ratio of two models timed in the same window, which a host-wide drift leaves
+    alone."""
     label = runner.name if runner.name == "local" else f"remote {target.url}"
-    drift = target.max_baseline_drift
     floors = [store.get(key) for key in keys]
-    streak = _SLOW_STREAK.get(keys[0], 0)
-    retries = target.noise_retries if streak < SLOW_STREAK_NO_RETRY else 0
     best: LatencyComparison | None = None
     windows = 0
-    for attempt in range(retries + 1):
+    for attempt in range(target.noise_retries + 1):
         if attempt:
             time.sleep(target.noise_wait_s)
-        comparison = LatencyComparison.from_reply(runner.measure(models, x), label)
-        windows += comparison.attempts
-        if best is None or _steadier(comparison, best):
-            best = comparison
-        # the noise gate already measured again; a drift is judged by the p10's lower bound
-        if comparison.noisy or not (_drift(best, floors, drift) or best.unsettled):
+        window = LatencyComparison.from_reply(runner.measure(models, x), label)
+        windows += window.attempts
+        window = replace(window, noise=ratio_risk(window, floors, target, store, keys))
+        if best is None or _steadier(window, best):
+            best = window
+        if not (best.noise or best.unsettled):
             break
     assert best is not None
-    result = replace(best, attempts=windows)
-    drifted = _drift(best, floors, drift)
-    if (drifted or best.unsettled) and not best.noisy:
-        _SLOW_STREAK[keys[0]] = streak + 1
-        lasting = (
-            f"; {streak + 1} comparisons in a row, so not measured again until it ends"
-            if streak + 1 > SLOW_STREAK_NO_RETRY
-            else ""
-        )
+    drift = _drift_text(best, floors[0], target, store.origin(keys[0]))
+    result = replace(best, attempts=windows, drift=drift)
+    if best.noise or best.unsettled:
         plural = "s" if windows != 1 else ""
-        where = f"in {windows} window{plural} (a slow phase of the host{lasting})"
-        if drifted:
-            name, p10, floor = drifted
-            origin = store.origin(keys[PROBE_NAMES.index(name)])
-            noise = (
-                f"{name} p10 {p10:.3f} ms stayed {100 * (p10 / floor - 1):.1f} % above the "
-                f"{floor:.3f} ms {origin}, {where}"
-            )
-        else:
-            noise = (
-                f"the p10s never settled within ±{100 * target.ci_tolerance:g} % in "
-                f"time_budget_s={target.time_budget_s:g} s, {where}"
-            )
-        result = replace(result, noisy=True, noise=noise)
-    elif best.converged and not best.noisy:
-        _SLOW_STREAK[keys[0]] = 0
-    if best.converged and not best.noisy:
-        for key, floor, probe in zip(keys, floors, _probes(best), strict=False):
-            store.add(key, probe.p10, floor)
+        reason = best.noise or (
+            f"the p10s never settled within ±{100 * target.ci_tolerance:g} % in the window's "
+            "time budget"
+        )
+        result = replace(result, noisy=True, noise=f"{reason}, in {windows} window{plural}")
+    elif best.converged:
+        store.add(keys[0], best.baseline.p10, floors[0])
+        if len(keys) > 1 and best.reference is not None:
+            store.add(keys[1], best.reference.p10 / best.baseline.p10, floors[1])
     return result
 
 
-def forget_slow_streak() -> None:
-    """Measure the next windows again when they drift, even in a lasting slow phase (for a
-    figure that matters more than a trial's: the chosen model's)."""
-    _SLOW_STREAK.clear()
+def ratio_risk(
+    window: LatencyComparison,
+    floors: list[float | None],
+    target: Target,
+    store: Floors | None = None,
+    keys: list[str] | None = None,
+) -> str:
+    """Why the window's speedup cannot be trusted, or "" when it can:
+
+    - a session ran on another provider than the target's (ONNX Runtime falls back silently);
+    - the speedup moved between the two halves of the window by more than ``ci_tolerance``
+      beyond the halves' own confidence: a load that hit one model and not the other;
+    - the reference (the dense model at int8) ran slower *relative to the baseline* than its
+      floor by more than ``max_baseline_drift``: a slow phase that slows int8 kernels and not
+      fp32 ones, which would understate every int8 candidate's speedup.
+    """
+    wanted = runtime.provider_name(target.provider)
+    wrong = [p for p in window.providers if p != wanted]
+    if wrong:
+        return f"ONNX Runtime ran a model on {wrong[0]}, not {wanted} (the provider refused it)"
+    if window.ratio_moved is not None and window.ratio_moved > (window.ratio_allowed or 0.0):
+        return (
+            f"the speedup moved {100 * window.ratio_moved:.1f} % between the halves of the "
+            "window (a load that hit one model and not the other)"
+        )
+    floor = floors[1] if len(floors) > 1 else None
+    probe = window.reference
+    if probe is None or floor is None or target.max_baseline_drift is None:
+        return ""
+    relative = probe.p10 / window.baseline.p10
+    slack = math.hypot(probe.ci or 0.0, window.baseline.ci or 0.0)
+    if relative * (1 - slack) <= floor * (1 + target.max_baseline_drift):
+        return ""
+    origin = store.origin(keys[1]) if store is not None and keys else "measured before"
+    return (
+        f"int8 kernels ran {100 * (relative / floor - 1):.1f} % slower against fp32 than the "
+        f"lowest ratio {origin} (a slow phase of the host that slows int8 kernels only)"
+    )
 
 
-PROBE_NAMES = ("dense", "reference")  # the figures held to a floor, in _probes' order
-
-
-def _probes(window: LatencyComparison) -> list[Latency]:
-    """The figures held to a floor: the baseline's, then the reference's."""
-    return [window.baseline] + ([window.reference] if window.reference is not None else [])
-
-
-def _drift(
-    window: LatencyComparison, floors: list[float | None], drift: float | None
-) -> tuple[str, float, float] | None:
-    """The first probe above its floor (its name, p10 and floor), or None."""
-    for name, probe, floor in zip(PROBE_NAMES, _probes(window), floors, strict=False):
-        if _drifted(window, probe, floor, drift):
-            return name, probe.p10, floor
-    return None
+def _drift_text(
+    window: LatencyComparison, floor: float | None, target: Target, origin: str
+) -> str:
+    """How the whole host differed: the dense p10 above its floor (beyond its own interval and
+    ``max_baseline_drift``; ``origin`` says when the floor was measured) and other work's load
+    above ``max_other_load``; "" when neither."""
+    parts = []
+    base = window.baseline
+    drift = target.max_baseline_drift
+    judged = floor is not None and drift is not None and base.ci is not None
+    if judged and base.p10 * (1 - base.ci) > floor * (1 + drift):
+        parts.append(
+            f"host {100 * (base.p10 / floor - 1):.1f} % slower than the dense floor "
+            f"{floor:.3f} ms {origin}"
+        )
+    if window.other_load is not None and window.other_load > target.max_other_load:
+        parts.append(f"other work used {window.other_load:.2f} cores")
+    return "; ".join(parts)
 
 
 def _steadier(window: LatencyComparison, than: LatencyComparison) -> bool:
-    """A window that settled beats one that ran out of time, a converged one beats one that
-    stopped at ``max_runs``; then the lower dense p10 wins."""
+    """A window whose speedup is not at risk beats one whose is, a window that settled beats
+    one that ran out of time, a converged one beats one that stopped at ``max_runs``; then the
+    lower dense p10 wins."""
+    if bool(window.noise) != bool(than.noise):
+        return not window.noise
     if window.unsettled != than.unsettled:
         return not window.unsettled
     if window.converged != than.converged:
         return window.converged
     return window.baseline.p10 < than.baseline.p10
-
-
-def _drifted(
-    window: LatencyComparison, probe: Latency, floor: float | None, drift: float | None
-) -> bool:
-    """``probe``'s p10 is above its floor by more than ``drift`` beyond its own 95 % interval.
-
-    Only converged windows *set* a floor, but every window whose p10 has an interval *meets*
-    one: a window that stopped at ``max_runs`` before its interval reached ``ci_tolerance``
-    (seen on a CI host: 17 quiet rounds of 250, the dense model at twice its floor) is judged
-    by its looser lower bound instead of passing unjudged. Too few runs to bound the p10
-    (``ci`` None): not judged."""
-    if drift is None or floor is None or probe.ci is None:
-        return False
-    return probe.p10 * (1 - probe.ci) > floor * (1 + drift)

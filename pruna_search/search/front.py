@@ -2,7 +2,8 @@
 
 A row is a dict of metric names plus ``number``, ``feasible``, ``reference`` (the label of a
 uniform reference trial, empty for searched ones), ``plan`` (a short summary) and
-``latency_noisy`` (why the latency figure was flagged, empty when it was steady) and
+``latency_noisy`` (why the speedup was flagged as at risk, empty when it was steady),
+``latency_drift`` (how the whole host drifted during the window: reported, not flagged) and
 ``latency_remeasured`` (what a flagged figure was, when it was measured again steady after the
 run).
 """
@@ -37,7 +38,8 @@ CSV_COLUMNS = (
     names.PARAMS,
     names.TRIAL_SECONDS,
     "plan",
-    "latency_noisy",  # why the noise gate flagged the latency figure; empty when steady
+    "latency_noisy",  # why the speedup was flagged as at risk; empty when steady
+    "latency_drift",  # how the whole host drifted in the window (reported, not flagged)
     # the figure flagged during the run, when it was measured again steady after it
     "latency_remeasured",
 )

@@ -30,7 +30,6 @@ from ..core.precision import Precision
 from ..measure import (
     LatencyCache,
     LatencyRunner,
-    forget_slow_streak,
     runner_for,
     stored_floor,
 )
@@ -428,6 +427,7 @@ def finish(
         outcome=outcome,
         dense_ms=session.evaluator.dense_ms,
     )
+    log.info(report.latency_line(summary))
     report.write_markdown(
         output_dir / "report.md",
         summary=summary,
@@ -479,7 +479,6 @@ def export_trial(
         else "nothing pruned, so no fine-tune"
     )
     log.info(f"final    {source}: re-applying ({recovery})")
-    forget_slow_streak()  # the shipped model's figure gets every retry of the noise gate
     evaluator = session.final
     evaluation = evaluator.evaluate(plan, name="best")
     atomic_copy(evaluation.candidate.onnx_path, output_dir / "best.onnx")

@@ -100,6 +100,7 @@ def summary(
         "pruned_now": outcome.pruned,
         "remeasured_now": outcome.remeasured,
         "still_noisy_now": outcome.still_noisy,
+        **latency_flags(rows),
         "dense_accuracy": baseline[names.ACCURACY],
         "dense_size_mb": baseline[names.SIZE_MB],
         "dense_latency_ms": dense_ms,
@@ -122,6 +123,30 @@ def summary(
             }
         )
     return out
+
+
+def latency_flags(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """How many evaluated trials' speedups were flagged as at risk, and how many windows saw
+    the whole host drift (reported, not flagged)."""
+    timed = [r for r in rows if r.get("duplicate_of") is None and names.SPEEDUP in r]
+    flagged = sum(bool(r.get("latency_noisy")) for r in timed)
+    return {
+        "latency_timed": len(timed),
+        "latency_flagged": flagged,
+        "latency_flagged_share": flagged / len(timed) if timed else 0.0,
+        "latency_drifted": sum(bool(r.get("latency_drift")) for r in timed),
+    }
+
+
+def latency_line(summary: Mapping[str, Any]) -> str:
+    """The log line that says how trustworthy the study's speedups were."""
+    timed = summary.get("latency_timed", 0)
+    return (
+        f"latency  {summary.get('latency_flagged', 0)} of {timed} trial figures flagged "
+        f"({100 * summary.get('latency_flagged_share', 0.0):.0f} %: speedup at risk, measured "
+        f"again); host drift reported in {summary.get('latency_drifted', 0)} (not flagged: it "
+        "moves the dense model and the trial alike)"
+    )
 
 
 def write_json(path: Path, record: Mapping[str, Any]) -> Path:

@@ -29,7 +29,6 @@ from ..core.errors import PrunaSearchError
 from ..core.plan import Plan
 from ..core.precision import Precision
 from ..core.progress import bar, quiet
-from ..measure import forget_slow_streak
 from ..space import SearchSpace, model_key
 from .evaluate import Evaluator
 from .objectives import Objective
@@ -52,7 +51,8 @@ log = logging.getLogger("pruna_search")
 SECONDS_ATTR = "seconds"  # per-stage seconds of a trial (dict)
 PLAN_ATTR = "pruna.plan"  # short plan summary
 LATENCY_ATTR = "pruna.latency"  # how the latency was measured (runs, load, noise gate, machine)
-NOISY_ATTR = "pruna.noisy"  # the noise gate never saw the machine settle during the window
+NOISY_ATTR = "pruna.noisy"  # why the trial's speedup is at risk (flagged); absent when steady
+DRIFT_ATTR = "pruna.drift"  # how the whole host drifted during its window (reported only)
 # the study's dense reference of latency_ms (ms; see evaluate.py): stored by the first trial
 # timed, read by every later run and worker so all trials are scaled by the same figure
 DENSE_MS_ATTR = "pruna.dense_ms"
@@ -137,6 +137,8 @@ def trial_line(trial: FrozenTrial, objective: Objective) -> str:
     feasible = is_feasible(trial)
     if attrs.get(NOISY_ATTR):
         tail += f" (noisy: {attrs[NOISY_ATTR]})"
+    elif attrs.get(DRIFT_ATTR):
+        tail += f" (drift: {attrs[DRIFT_ATTR]})"
     return (
         f"{head} {attrs.get(PLAN_ATTR, ''):<38} acc {attrs[names.ACCURACY]:.4f} "
         f"({-attrs[names.ACCURACY_DROP] * 100:+.2f} pt) "
@@ -165,6 +167,8 @@ def _record_latency(trial: Trial, latency) -> None:
             # the dense int8 model timed as a probe (target.int8_probe), None when not timed
             "int8_probe_ms_p10": latency.reference.p10 if latency.reference else None,
             "other_load": latency.other_load,
+            "interleave": latency.interleave,
+            "ratio_moved": latency.ratio_moved,
             "converged": latency.converged,
             "attempts": latency.attempts,
             "rounds": latency.rounds,
@@ -176,6 +180,8 @@ def _record_latency(trial: Trial, latency) -> None:
     )
     if latency.noisy:
         trial.set_user_attr(NOISY_ATTR, latency.noise or f"in {latency.attempts} windows")
+    if latency.drift:
+        trial.set_user_attr(DRIFT_ATTR, latency.drift)
 
 
 def row_of(trial: FrozenTrial) -> dict[str, Any]:
@@ -190,8 +196,10 @@ def row_of(trial: FrozenTrial) -> dict[str, Any]:
         feasible=is_feasible(trial),
         plan=attrs.get(PLAN_ATTR, ""),
         duplicate_of=attrs.get(DUPLICATE_ATTR),
-        # why the latency window was flagged (a slow phase of the host), empty when steady
+        # why the trial's speedup is at risk, empty when steady
         latency_noisy=attrs.get(NOISY_ATTR, ""),
+        # how the whole host drifted during the window (reported, not flagged)
+        latency_drift=attrs.get(DRIFT_ATTR, ""),
     )
     return row
 
@@ -472,7 +480,6 @@ def remeasure_noisy(
     flagged_all = {**earlier, **kept}
     if not flagged_all or not evaluator.measure_latency:
         return 0, 0
-    forget_slow_streak()  # the first windows get the gate's retries, even after a slow phase
     log.info(
         f"measure  {len(flagged_all)} trial{'s' if len(flagged_all) != 1 else ''} flagged "
         "noisy, again"
