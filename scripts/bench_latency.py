@@ -77,6 +77,7 @@ from pruna_search.measure.latency import (
     RemoteRunner,
     baseline_floor,
     compare_latency,
+    timed_input,
 )
 from pruna_search.models.pretrained import cache_dir
 from pruna_search.search.evaluate import Evaluator, dense_reference
@@ -240,6 +241,8 @@ def standalone(configs: list[tuple[str, Path]], dense: Path, x: np.ndarray) -> d
     dense file and the configuration in turn in blocks of STANDALONE_RUNS runs (10 untimed
     first), STANDALONE_BLOCKS times; the median over the blocks of dense p10 / its p10."""
     from pruna_search.core import runtime
+
+    x = timed_input(x, PROTOCOL)  # the target's batch, as every window times
 
     def block_p10(session) -> float:
         feed = {session.get_inputs()[0].name: x}

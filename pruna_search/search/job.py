@@ -213,8 +213,8 @@ def log_floor(evaluator: Evaluator) -> None:
     p10, measured = found
     log.info(
         f"floor    dense p10 {p10:.3f} ms, measured {(time.time() - measured) / 3600:.1f} h ago "
-        f"on the measuring machine: windows more than {100 * target.max_baseline_drift:g} % "
-        "slower are measured again"
+        f"on the measuring machine: a dense p10 more than {100 * target.max_baseline_drift:g} % "
+        "above it is reported as host drift"
     )
 
 
