@@ -189,7 +189,7 @@ def measure_rounds(
     dense floor known once the first window is timed, else the dense p10 of the first window
     not flagged (all flagged: the first window's). With
     ``remeasure``, figures flagged noisy are measured again after the rounds, as a search does
-    after its loop (``runner.remeasure_noisy``), and a steady one replaces the flagged one."""
+    after its loop (``search.remeasure``), and a steady one replaces the flagged one."""
     results = []
     dense_ms: float | None = None
 

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from memory import Peak
 
-from pruna_search.search.runner import NOISY_ATTR, SECONDS_ATTR
+from pruna_search.core.keys import NOISY_ATTR, SECONDS_ATTR
 from pruna_search.search.study import StudySettings, load_study, open_storage
 
 ROOT = Path(__file__).resolve().parents[1]

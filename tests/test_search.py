@@ -11,30 +11,24 @@ import optuna
 import pytest
 
 from pruna_search.core.errors import ConfigError
+from pruna_search.core.keys import (
+    DENSE_MS_ATTR,
+    DUPLICATE_ATTR,
+    FAIL_ATTR,
+    NOISY_ATTR,
+    PRUNED_ATTR,
+    REFERENCE_ATTR,
+)
 from pruna_search.core.plan import Plan
 from pruna_search.core.precision import Precision
 from pruna_search.measure import latency, onnx_accuracy
 from pruna_search.search.front import write_csv
 from pruna_search.search.job import export_from_study, open_session, run_job
-from pruna_search.search.runner import (
-    DENSE_MS_ATTR,
-    NOISY_ATTR,
-    is_feasible,
-    remeasured,
-    row_of,
-    run_trials,
-    study_rows,
-)
+from pruna_search.search.remeasure import remeasured, study_rows
+from pruna_search.search.rows import is_feasible, row_of
+from pruna_search.search.runner import LoopSettings, run_trials
 from pruna_search.search.settings import JobSettings
-from pruna_search.search.study import (
-    DUPLICATE_ATTR,
-    FAIL_ATTR,
-    PRUNED_ATTR,
-    REFERENCE_ATTR,
-    FixedTrial,
-    enqueue_references,
-    reference_plans,
-)
+from pruna_search.search.study import FixedTrial, enqueue_references, reference_plans
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -213,7 +207,7 @@ def test_failing_plan_is_a_fail_trial_and_duplicates_are_reused(tmp_path, resnet
             BreaksOnInt8Stage1(session.space),
             session.evaluator,
             settings.objective,
-            n_trials=2,
+            LoopSettings(n_trials=2),
         )
     finally:
         session.close()
@@ -243,7 +237,7 @@ def test_params_that_build_the_same_model_are_evaluated_once(tmp_path, resnet20_
         fp32 = {k: "fp32" for k in int8 if k.startswith("bits/")}
         study.enqueue_trial({**int8, "prune/layer1": 0.5, **fp32})  # 8 channels: another model
         outcome = run_trials(
-            study, session.space, session.evaluator, settings.objective, n_trials=2
+            study, session.space, session.evaluator, settings.objective, LoopSettings(n_trials=2)
         )
     finally:
         session.close()
@@ -287,9 +281,8 @@ def test_latency_first_skips_the_fine_tune_of_a_plan_that_cannot_win(
             session.space,
             session.evaluator,
             settings.objective,
-            n_trials=2,
-            latency_first=True,
-            max_consecutive_duplicates=1,  # stop at the first plan ruled out
+            # stop at the first plan ruled out
+            LoopSettings(n_trials=2, latency_first=True, max_consecutive_duplicates=1),
         )
     finally:
         session.close()
@@ -328,9 +321,14 @@ def slow_phase(tmp_path, resnet20_trained, monkeypatch):
     references = reference_plans(session.space, [0.5])
     enqueue_references(study, {k: references[k] for k in ("uniform int8", "uniform 0.5 fp32")})
 
-    def run(**options):
+    def run(on_trial=None):
         return run_trials(
-            study, session.space, session.evaluator, settings.objective, n_trials=2, **options
+            study,
+            session.space,
+            session.evaluator,
+            settings.objective,
+            LoopSettings(n_trials=2),
+            on_trial,
         )
 
     def end():
@@ -444,7 +442,9 @@ def test_hanging_model_is_a_fail_trial_and_the_study_finishes(tmp_path, resnet20
         )
         references = reference_plans(session.space, [0.5])
         enqueue_references(study, references)
-        outcome = run_trials(study, session.space, evaluator, settings.objective, n_trials=3)
+        outcome = run_trials(
+            study, session.space, evaluator, settings.objective, LoopSettings(n_trials=3)
+        )
     finally:
         session.close()
     trials = study.get_trials()

@@ -8,7 +8,7 @@ import pytest
 
 from pruna_search.core.errors import ConfigError
 from pruna_search.search.front import hypervolume, pareto_front, write_csv
-from pruna_search.search.objectives import DROP_BUDGET, Objective
+from pruna_search.search.objectives import DROP_BUDGET, make_objective
 from pruna_search.search.settings import JobSettings
 from pruna_search.search.study import StudySettings, make_sampler, open_storage, study_name
 
@@ -29,7 +29,7 @@ def row(number, acc, ms, speedup, drop, feasible=True):
 
 
 def test_objective_constraints_and_choice():
-    objective = Objective("fastest_within_drop", max_accuracy_drop=0.01)
+    objective = make_objective("fastest_within_drop", max_accuracy_drop=0.01)
     # a budgeted objective is one value: the sampler's good trials are the fast feasible ones
     assert objective.value_names == ("latency_ms",) and objective.directions == ["minimize"]
     assert objective.front_names == ("accuracy", "latency_ms")
@@ -40,13 +40,13 @@ def test_objective_constraints_and_choice():
         row(2, 0.9, 0.3, 3, 0.09, False),
     ]
     assert objective.choose(rows)["number"] == 1
-    latency = Objective("best_within_latency", max_accuracy_drop=None, min_speedup=1.5)
+    latency = make_objective("best_within_latency", max_accuracy_drop=None, min_speedup=1.5)
     assert latency.directions == ["maximize"]
     assert latency.constraints({"speedup": 2.0}) == {"speedup_budget": -0.5}
     assert latency.choose(rows)["number"] == 0  # the most accurate feasible
-    pareto = Objective("pareto", select_max_drop=0.001)
+    pareto = make_objective("pareto", select_max_drop=0.001)
     assert pareto.choose(rows)["number"] == 0
-    assert Objective("pareto", include_size=True).directions == [
+    assert make_objective("pareto", include_size=True).directions == [
         "maximize",
         "minimize",
         "minimize",
@@ -66,7 +66,7 @@ def test_objective_constraints_and_choice():
 )
 def test_objective_rejects_bad_budgets(kwargs, field):
     with pytest.raises(ConfigError, match=field.replace("(", r"\(")):
-        Objective(**kwargs)
+        make_objective(**kwargs)
 
 
 def test_pareto_front_and_hypervolume(tmp_path):
@@ -201,7 +201,7 @@ def test_front_marks_noisy_latency(tmp_path):
 def test_latency_first_compares_same_window_speedups_not_milliseconds():
     """A window in which the whole host ran 6 % slower moves a plan's ms and its dense model's
     alike: judged by speedup it is not ruled out; a plan with a lower speedup is."""
-    objective = Objective("fastest_within_drop", max_accuracy_drop=0.01)
+    objective = make_objective("fastest_within_drop", max_accuracy_drop=0.01)
     fastest = {"number": 3, "latency_ms": 0.241, "speedup": 2.97}
     # 6 % more ms in its window (latency_ms_p10 0.256), the same ratio to dense
     slow_window = {"latency_ms": 0.242, "latency_ms_p10": 0.256, "speedup": 2.96}
@@ -219,10 +219,10 @@ def test_figures_measured_again_replace_flagged_ones_in_the_rows():
     the steady one, and a latency budget is judged again on it; other trials are unchanged."""
     import optuna
 
-    from pruna_search.search.runner import REMEASURED_PREFIX, study_rows
-    from pruna_search.search.study import DUPLICATE_ATTR
+    from pruna_search.core.keys import DUPLICATE_ATTR, REMEASURED_PREFIX
+    from pruna_search.search.remeasure import study_rows
 
-    objective = Objective("best_within_latency", max_accuracy_drop=None, max_latency_ms=0.3)
+    objective = make_objective("best_within_latency", max_accuracy_drop=None, max_latency_ms=0.3)
     study = optuna.create_study(directions=objective.directions)
 
     def add(attrs: dict, latency_ms: float) -> None:

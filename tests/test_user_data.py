@@ -21,7 +21,7 @@ from pruna_search.data.imagefolder import PRESETS, load_imagefolder
 from pruna_search.data.images import EvalTransform, TrainTransform, random_crop_box
 from pruna_search.data.subset import balanced_subset, per_class
 from pruna_search.measure import metric
-from pruna_search.search.objectives import Objective
+from pruna_search.search.objectives import make_objective
 
 IMAGENETTE = Path(__file__).resolve().parents[2] / "shared" / "data" / "imagenette-mini"
 
@@ -226,16 +226,16 @@ def test_top1_top5_and_a_user_metric(tmp_path: Path, monkeypatch: pytest.MonkeyP
     with pytest.raises(
         ConfigError, match="objective.metric: 'my_metrics' has no 'nope'.*balanced"
     ):
-        Objective(metric="my_metrics:nope")
+        make_objective(metric="my_metrics:nope")
 
 
 def test_a_val_split_too_small_for_the_budget() -> None:
-    objective = Objective(max_accuracy_drop=0.01)
+    objective = make_objective(max_accuracy_drop=0.01)
     assert objective.small_val(300) is None
     problem = objective.small_val(120)
     assert problem is not None and "cannot be judged on 120 val images" in problem
     assert "it needs at least 300" in problem
-    assert Objective(name="best_within_latency", min_speedup=2.0).small_val(10) is None
+    assert make_objective(name="best_within_latency", min_speedup=2.0).small_val(10) is None
 
 
 # ------------------------------------------------------------------------ where it fine-tunes

@@ -22,9 +22,10 @@ import torch
 
 from .. import data as data_lib
 from .. import models as model_lib
-from ..core import names
+from ..core import keys, names
 from ..core.errors import ConfigError, PrunaSearchError
 from ..core.files import atomic_copy
+from ..core.keys import CONFIG_ATTR, REFERENCE_ATTR
 from ..core.plan import Plan
 from ..core.precision import Precision
 from ..measure import (
@@ -39,12 +40,11 @@ from . import report
 from .evaluate import Evaluation, Evaluator
 from .front import hypervolume, pareto_front, write_csv
 from .objectives import Objective
+from .remeasure import study_rows
 from .report import STATUS_INTERRUPTED, STATUS_NO_FEASIBLE, STATUS_OK
-from .runner import LoopOutcome, adopt_dense_ms, run_trials, study_rows
+from .runner import LoopOutcome, LoopSettings, adopt_dense_ms, run_trials
 from .settings import JobSettings
 from .study import (
-    CONFIG_ATTR,
-    REFERENCE_ATTR,
     FixedTrial,
     StudySettings,
     check_storage,
@@ -240,24 +240,14 @@ def check_budget_reachable(session: Session, objective: Objective) -> None:
     Measured, not estimated: the most compressed plans are applied (no fine-tune; latency does
     not depend on weights) and timed against dense. 3 % slack covers measurement noise.
     """
-    if objective.name != "best_within_latency":
+    if not objective.latency_budget:
         return
     best_ms, best_speedup = float("inf"), 0.0
     for plan in most_compressed_plans(session.space):
         evaluation = session.evaluator.evaluate(plan, name="budget-check")
         best_ms = min(best_ms, evaluation.metrics[names.LATENCY])
         best_speedup = max(best_speedup, evaluation.metrics[names.SPEEDUP])
-    if objective.max_latency_ms is not None and objective.max_latency_ms < 0.97 * best_ms:
-        raise ConfigError(
-            f"objective.max_latency_ms: {objective.max_latency_ms:g} ms cannot be met; the "
-            f"fastest plan in the space measures {best_ms:.3f} ms on "
-            f"{session.settings.target.name}; raise the budget or widen space.ratios"
-        )
-    if objective.min_speedup is not None and objective.min_speedup > 1.03 * best_speedup:
-        raise ConfigError(
-            f"objective.min_speedup: {objective.min_speedup:g}x cannot be met; the fastest plan "
-            f"in the space measures {best_speedup:.2f}x; lower the budget or widen space.ratios"
-        )
+    objective.check_reachable(best_ms, best_speedup, session.settings.target.name)
     log.info(
         f"budget   reachable: the fastest plan measures {best_ms:.3f} ms ({best_speedup:.2f}x)"
     )
@@ -342,11 +332,8 @@ def run_job(
                 session.space,
                 session.evaluator,
                 settings.objective,
-                n_trials=settings.study.n_trials,
-                timeout=settings.study.timeout,
-                max_consecutive_failures=settings.study.max_consecutive_failures,
+                LoopSettings.of(settings.study),
                 on_trial=after_trial,
-                latency_first=settings.study.latency_first,
             )
             if outcome.stopped_for_failures:
                 raise PrunaSearchError(
@@ -523,7 +510,7 @@ def export_from_study(
     session = open_session(settings)
     adopt_dense_ms(study, session.evaluator)  # the study's scale of latency_ms
     try:
-        if session.weights_digest != json.loads(study.user_attrs["pruna.identity"])["model"].get(
+        if session.weights_digest != json.loads(study.user_attrs[keys.IDENTITY_ATTR])["model"].get(
             "weights"
         ):
             raise ConfigError(

@@ -13,7 +13,16 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..core import hardware, names
+from ..core import hardware, keys, names
+from ..core.keys import (
+    DUPLICATE_ATTR,
+    FAIL_ATTR,
+    LATENCY_ATTR,
+    NOISY_ATTR,
+    PLAN_ATTR,
+    PRUNED_ATTR,
+    REFERENCE_ATTR,
+)
 from ..core.plan import Plan
 from ..core.precision import Precision
 from ..space import SearchSpace
@@ -26,17 +35,9 @@ from ..tracking import (
     StudyRecord,
     TrialRecord,
 )
-from .runner import LATENCY_ATTR, NOISY_ATTR, PLAN_ATTR, is_feasible
+from .rows import is_feasible
 from .settings import JobSettings
-from .study import (
-    DUPLICATE_ATTR,
-    FAIL_ATTR,
-    PRUNED_ATTR,
-    REFERENCE_ATTR,
-    FixedTrial,
-    FrozenTrial,
-    TrialState,
-)
+from .study import FixedTrial, FrozenTrial, TrialState
 
 PACKAGES = ("pruna_search", "torch", "onnx", "onnxruntime", "torch-pruning", "optuna", "mlflow")
 
@@ -90,22 +91,22 @@ def study_record(
     remote target); None: this machine's.
     """
     tags: dict[str, str] = {
-        "pruna.model": settings.model_name,
-        "pruna.data": str(settings.data["name"]),
-        "pruna.target": settings.target.name,
-        "pruna.objective": settings.objective.tag,
-        "pruna.sampler": settings.sampler,
-        "pruna.overrides": " ".join(overrides) or "(none)",
+        keys.MODEL_TAG: settings.model_name,
+        keys.DATA_TAG: str(settings.data["name"]),
+        keys.TARGET_TAG: settings.target.name,
+        keys.OBJECTIVE_TAG: settings.objective.tag,
+        keys.SAMPLER_TAG: settings.sampler,
+        keys.OVERRIDES_TAG: " ".join(overrides) or "(none)",
     }
     if sweep:
         tags[SWEEP_TAG] = sweep
     commit = git_commit(Path.cwd()) or git_commit(Path(__file__).resolve().parent)
     if commit:
-        tags["pruna.git_commit"] = commit
+        tags[keys.GIT_COMMIT_TAG] = commit
     for package in PACKAGES:
-        tags[f"pruna.version.{package}"] = _version(package)
+        tags[keys.VERSION_TAG_PREFIX + package] = _version(package)
     for key, value in (machine or hardware.fingerprint()).items():
-        tags[f"pruna.hardware.{key}"] = str(value)
+        tags[keys.HARDWARE_TAG_PREFIX + key] = str(value)
     experiment = settings.tracking.experiment or f"{settings.model_name}-{settings.data['name']}"
     return StudyRecord(
         study=study_name,
@@ -139,7 +140,7 @@ def trial_record(trial: FrozenTrial, space: SearchSpace) -> TrialRecord:
         except Exception:  # noqa: BLE001 - a plan that cannot be replayed still gets its run
             plan_yaml = None
     metrics = {m: float(attrs[m]) for m in names.METRICS if attrs.get(m) is not None}
-    tags: dict[str, str] = {"pruna.plan": str(attrs.get(PLAN_ATTR, ""))}
+    tags: dict[str, str] = {keys.PLAN_TAG: str(attrs.get(PLAN_ATTR, ""))}
     if attrs.get(REFERENCE_ATTR):
         tags[REFERENCE_TAG] = str(attrs[REFERENCE_ATTR])
     if attrs.get(DUPLICATE_ATTR) is not None:
@@ -147,12 +148,12 @@ def trial_record(trial: FrozenTrial, space: SearchSpace) -> TrialRecord:
     if trial.state is TrialState.FAIL:
         tags[FAIL_TAG] = str(attrs.get(FAIL_ATTR, "no reason recorded"))[:5000]
     if trial.state is TrialState.PRUNED:
-        tags["pruna.pruned"] = str(attrs.get(PRUNED_ATTR, "pruned"))
+        tags[keys.PRUNED_TAG] = str(attrs.get(PRUNED_ATTR, "pruned"))
     if attrs.get(NOISY_ATTR):
-        tags["pruna.noisy"] = str(attrs[NOISY_ATTR])
+        tags[keys.NOISY_TAG] = str(attrs[NOISY_ATTR])
     for key, value in (attrs.get(LATENCY_ATTR) or {}).items():
         if key != "fingerprint" and value is not None:
-            tags[f"pruna.latency.{key}"] = (
+            tags[keys.LATENCY_TAG_PREFIX + key] = (
                 f"{value:.4g}" if isinstance(value, float) else str(value)
             )
     if trial.state is TrialState.COMPLETE:

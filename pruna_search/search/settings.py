@@ -18,7 +18,7 @@ from ..core.plan import DEFAULT_ROUND_TO, Finetune
 from ..core.target import Target
 from ..space import SpaceOptions
 from ..tracking import DEFAULT_URI, TRACKERS, check_uri
-from .objectives import Objective
+from .objectives import Objective, make_objective
 from .study import StudySettings
 
 SECTIONS = (
@@ -165,7 +165,7 @@ class JobSettings:
         objective_config = _section(config, "objective")
         fields = {f.name for f in dataclasses.fields(Objective)}
         _check_keys("objective", objective_config, tuple(fields))
-        objective = Objective(**objective_config)
+        objective = make_objective(**objective_config)
 
         sampler_config = _section(config, "sampler")
         sampler = sampler_config.pop("name", "tpe")

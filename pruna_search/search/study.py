@@ -24,22 +24,19 @@ from optuna.trial import FixedTrial, FrozenTrial, Trial, TrialState
 
 from ..core import names
 from ..core.errors import ConfigError
+from ..core.keys import (
+    CONFIG_ATTR,
+    DUPLICATE_ATTR,
+    IDENTITY_ATTR,
+    REFERENCE_ATTR,
+    UID_ATTR,
+)
 from ..space import SearchSpace, uniform_params
 
 SAMPLERS = ("tpe", "nsga2", "random", "gp")
 
-# Study user attributes
-CONFIG_ATTR = "pruna.config"  # the job config the study was created with (JSON)
-IDENTITY_ATTR = "pruna.identity"  # what must not change when a study is resumed
-UID_ATTR = "pruna.study_uid"  # a random id set at creation (tells apart studies of one name)
-# Trial user attributes
-REFERENCE_ATTR = "pruna.reference"
-FAIL_ATTR = "pruna.fail_reason"
-DUPLICATE_ATTR = "pruna.duplicate_of"
-PRUNED_ATTR = "pruna.pruned"  # why a trial was not fine-tuned (latency_first)
 
 __all__ = [
-    "PRUNED_ATTR",
     "FixedTrial",
     "FrozenTrial",
     "SAMPLERS",

@@ -13,7 +13,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..core import names
+from ..core import keys, names
+from ..core.keys import UID_ATTR
 from ..core.model_info import GroupInfo
 from ..core.plan import Plan
 from ..space import SearchSpace
@@ -21,9 +22,9 @@ from ..tracking import GuardedTracker, StudyEnd, make_tracker
 from . import plots
 from .front import pareto_front
 from .records import is_finished, study_record, trial_record
-from .runner import LATENCY_NAMES
+from .rows import LATENCY_NAMES
 from .settings import JobSettings
-from .study import UID_ATTR, FrozenTrial, param_importances
+from .study import FrozenTrial, param_importances
 
 log = logging.getLogger("pruna_search")
 
@@ -109,9 +110,9 @@ class StudyTracking:
                 model_name=settings.registered_model,
                 model_tags={
                     **{m: f"{metrics[m]:.6g}" for m in names.HEADLINE if m in metrics},
-                    "pruna.study": study.study_name,
-                    "pruna.target": settings.target.name,
-                    "pruna.trial": str(chosen_number),
+                    keys.STUDY_TAG: study.study_name,
+                    keys.TARGET_TAG: settings.target.name,
+                    keys.TRIAL_TAG: str(chosen_number),
                 },
                 remeasured={
                     int(r["number"]): {m: r[m] for m in (*LATENCY_NAMES, names.SPEEDUP)}

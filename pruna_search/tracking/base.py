@@ -15,24 +15,23 @@ from typing import Any
 from urllib.parse import urlparse
 
 from ..core.errors import ConfigError
+from ..core.keys import (  # noqa: F401 - re-exported for the trackers
+    CHOSEN_TAG,
+    DUPLICATE_TAG,
+    FAIL_TAG,
+    FEASIBLE_TAG,
+    PARETO_TAG,
+    REFERENCE_TAG,
+    REMEASURED_TAG,
+    RUN_KIND_TAG,
+    STUDY_TAG,
+    STUDY_UID_TAG,
+    SWEEP_TAG,
+    TRIAL_TAG,
+)
 
 log = logging.getLogger("pruna_search")
 
-# Tags (DESIGN decision 8: MLflow tags start with "pruna.")
-STUDY_TAG = "pruna.study"
-# one Optuna study, not just its name: a study deleted and created again gets a new parent run
-STUDY_UID_TAG = "pruna.study_uid"
-SWEEP_TAG = "pruna.sweep"
-RUN_KIND_TAG = "pruna.run"  # "study" (the parent) or "trial" (a child)
-TRIAL_TAG = "pruna.trial"
-PARETO_TAG = "pruna.pareto"
-CHOSEN_TAG = "pruna.chosen"
-# a flagged latency figure measured again steady after the run (what it was)
-REMEASURED_TAG = "pruna.remeasured"
-REFERENCE_TAG = "pruna.reference"
-DUPLICATE_TAG = "pruna.duplicate_of"
-FAIL_TAG = "pruna.fail_reason"
-FEASIBLE_TAG = "pruna.feasible"
 
 DEFAULT_URI = "sqlite:///mlflow.db"
 ARTIFACTS_DIR = "mlartifacts"  # beside the SQLite file

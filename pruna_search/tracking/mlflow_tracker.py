@@ -18,6 +18,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from ..core import keys
 from .base import (
     ARTIFACTS_DIR,
     CHOSEN_TAG,
@@ -206,7 +207,7 @@ class MlflowTracker(Tracker):
         self._log(
             self.parent_id,
             metrics=end.metrics,
-            tags={"pruna.chosen_trial": chosen if chosen is not None else "none"},
+            tags={keys.CHOSEN_TRIAL_TAG: chosen if chosen is not None else "none"},
         )
         for path in end.artifacts:
             if Path(path).is_file():

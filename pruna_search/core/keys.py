@@ -1,0 +1,59 @@
+"""Every key name pruna_search stores: Optuna study and trial attributes, MLflow tags.
+
+One module, so a stored name is spelled once. All start with ``pruna.``; metric names (the
+same in results, Optuna attributes and MLflow) live in ``names.py``.
+"""
+
+from __future__ import annotations
+
+# --- Optuna study attributes ---
+CONFIG_ATTR = "pruna.config"  # the job config the study was created with (JSON)
+IDENTITY_ATTR = "pruna.identity"  # what must not change when a study is resumed
+UID_ATTR = "pruna.study_uid"  # a random id set at creation (tells apart studies of one name)
+# the study's dense reference of latency_ms (ms): stored by the first trial timed, read by every
+# later run and worker so all trials are scaled by the same figure
+DENSE_MS_ATTR = "pruna.dense_ms"
+# a figure flagged noisy that came back steady when measured again after the run (a study
+# attribute per trial: a finished trial's own attributes cannot change)
+REMEASURED_PREFIX = "pruna.remeasured."
+
+# --- Optuna trial attributes ---
+REFERENCE_ATTR = "pruna.reference"  # the label of a uniform reference trial
+FAIL_ATTR = "pruna.fail_reason"
+DUPLICATE_ATTR = "pruna.duplicate_of"  # the earlier trial that built the same model
+PRUNED_ATTR = "pruna.pruned"  # why a trial was not fine-tuned (latency_first)
+PLAN_ATTR = "pruna.plan"  # short plan summary
+LATENCY_ATTR = "pruna.latency"  # how the latency was measured (runs, load, noise gate, machine)
+NOISY_ATTR = "pruna.noisy"  # why the trial's speedup is at risk (flagged); absent when steady
+DRIFT_ATTR = "pruna.drift"  # how the whole host drifted during its window (reported only)
+SECONDS_ATTR = "seconds"  # per-stage seconds of a trial (dict)
+
+# --- MLflow tags ---
+STUDY_TAG = "pruna.study"
+# one Optuna study, not just its name: a study deleted and created again gets a new parent run
+STUDY_UID_TAG = "pruna.study_uid"
+SWEEP_TAG = "pruna.sweep"
+RUN_KIND_TAG = "pruna.run"  # "study" (the parent) or "trial" (a child)
+TRIAL_TAG = "pruna.trial"
+PARETO_TAG = "pruna.pareto"
+CHOSEN_TAG = "pruna.chosen"
+CHOSEN_TRIAL_TAG = "pruna.chosen_trial"  # on a registered model version
+# a flagged latency figure measured again steady after the run (what it was)
+REMEASURED_TAG = "pruna.remeasured"
+REFERENCE_TAG = REFERENCE_ATTR
+DUPLICATE_TAG = DUPLICATE_ATTR
+FAIL_TAG = FAIL_ATTR
+FEASIBLE_TAG = "pruna.feasible"
+PLAN_TAG = PLAN_ATTR
+PRUNED_TAG = PRUNED_ATTR
+NOISY_TAG = NOISY_ATTR
+LATENCY_TAG_PREFIX = "pruna.latency."  # how a trial's latency was measured, one tag per field
+MODEL_TAG = "pruna.model"
+DATA_TAG = "pruna.data"
+TARGET_TAG = "pruna.target"
+OBJECTIVE_TAG = "pruna.objective"
+SAMPLER_TAG = "pruna.sampler"
+OVERRIDES_TAG = "pruna.overrides"
+GIT_COMMIT_TAG = "pruna.git_commit"
+VERSION_TAG_PREFIX = "pruna.version."  # the versions of the libraries that made the study
+HARDWARE_TAG_PREFIX = "pruna.hardware."  # the machine that measured

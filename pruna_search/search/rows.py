@@ -1,0 +1,158 @@
+"""A trial as the search shows it: its plan in words, its line in the log, its front row."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ..core import names
+from ..core.keys import (
+    DRIFT_ATTR,
+    DUPLICATE_ATTR,
+    FAIL_ATTR,
+    LATENCY_ATTR,
+    NOISY_ATTR,
+    PLAN_ATTR,
+    PRUNED_ATTR,
+    REFERENCE_ATTR,
+)
+from ..core.plan import Plan
+from ..core.precision import Precision
+from ..space import SearchSpace
+from .objectives import Objective
+from .study import FrozenTrial, Trial, TrialState
+
+LATENCY_NAMES = (names.LATENCY, names.LATENCY_P10, names.LATENCY_P50, names.LATENCY_P90)
+
+
+def plan_summary(plan: Plan, space: SearchSpace) -> str:
+    """``prune 0.41 avg (0-0.75) | int8 14/20`` — a one-glance description of a plan: the
+    share of each group's channels the model really drops (after rounding to the channel
+    multiple, so plans that build the same model read the same), averaged over the groups."""
+    ratios = [
+        round(1 - plan.kept(g.channels, g.name, g.members) / g.channels, 3)
+        for g in space.info.groups
+    ]
+    parts = []
+    if any(ratios):
+        parts.append(
+            f"prune {sum(ratios) / len(ratios):.2f} avg ({min(ratios):g}-{max(ratios):g})"
+        )
+    else:
+        parts.append("dense")
+    layers = len(space.info.layers)
+    for precision in (Precision.INT8, Precision.INT4):
+        count = len(plan.layers_at(precision))
+        if count:
+            parts.append(f"{precision.value} {count}/{layers}")
+    if len(parts) == 1:
+        parts.append("fp32")
+    return " | ".join(parts)
+
+
+def params_key(params: Mapping[str, Any]) -> tuple:
+    return tuple(sorted((k, str(v)) for k, v in params.items()))
+
+
+def is_feasible(trial: FrozenTrial) -> bool:
+    """Every budget met (Optuna's convention: a constraint value <= 0)."""
+    return all(v <= 0 for v in trial.constraints.values())
+
+
+def trial_line(trial: FrozenTrial, objective: Objective) -> str:
+    """One line per finished trial: plan, accuracy, latency, speedup, seconds."""
+    attrs = trial.user_attrs
+    head = f"trial {trial.number:>4}"
+    label = attrs.get(REFERENCE_ATTR)
+    tail = f" [{label}]" if label else ""
+    if trial.state is TrialState.FAIL:
+        return f"{head} FAIL  {attrs.get(PLAN_ATTR, '')}: {attrs.get(FAIL_ATTR, 'no reason')}"
+    if trial.state is TrialState.PRUNED and PRUNED_ATTR in attrs:
+        return (
+            f"{head} {attrs.get(PLAN_ATTR, ''):<38} not fine-tuned: {attrs[PRUNED_ATTR]} "
+            f"{attrs.get(names.TRIAL_SECONDS, 0.0):.1f} s"
+        )
+    if trial.state is not TrialState.COMPLETE:
+        return f"{head} {trial.state.name}"
+    if DUPLICATE_ATTR in attrs:
+        tail += f" [same model as trial {attrs[DUPLICATE_ATTR]}, not re-evaluated]"
+    feasible = is_feasible(trial)
+    if attrs.get(NOISY_ATTR):
+        tail += f" (noisy: {attrs[NOISY_ATTR]})"
+    elif attrs.get(DRIFT_ATTR):
+        tail += f" (drift: {attrs[DRIFT_ATTR]})"
+    return (
+        f"{head} {attrs.get(PLAN_ATTR, ''):<38} acc {attrs[names.ACCURACY]:.4f} "
+        f"({-attrs[names.ACCURACY_DROP] * 100:+.2f} pt) "
+        f"{latency_of(attrs):.3f} ms {attrs[names.SPEEDUP]:.2f}x "
+        f"{attrs.get(names.TRIAL_SECONDS, 0.0):.1f} s"
+        + ("" if feasible else " (over budget)")
+        + tail
+    )
+
+
+def latency_of(attrs: Mapping[str, Any]) -> float:
+    """A trial's ``latency_ms``; its raw p10 for trials of studies made before ``latency_ms``
+    existed (version 0.2)."""
+    return float(attrs.get(names.LATENCY, attrs[names.LATENCY_P10]))
+
+
+def record_latency(trial: Trial, latency) -> None:
+    """The measurement's protocol figures and the machine that measured, on the trial."""
+    trial.set_user_attr(
+        LATENCY_ATTR,
+        {
+            "runs": latency.candidate.runs,
+            "ci": latency.candidate.ci,
+            "iqr_ms": latency.candidate.iqr,
+            "baseline_ms_p10": latency.baseline.p10,
+            # the dense int8 model timed as a probe (target.int8_probe), None when not timed
+            "int8_probe_ms_p10": latency.reference.p10 if latency.reference else None,
+            "other_load": latency.other_load,
+            "interleave": latency.interleave,
+            "ratio_moved": latency.ratio_moved,
+            "converged": latency.converged,
+            "attempts": latency.attempts,
+            "rounds": latency.rounds,
+            "quiet_rounds": latency.quiet_rounds,
+            "cached": latency.cached,
+            "runner": latency.runner,
+            "fingerprint": latency.fingerprint,
+        },
+    )
+    if latency.noisy:
+        trial.set_user_attr(NOISY_ATTR, latency.noise or f"in {latency.attempts} windows")
+    if latency.drift:
+        trial.set_user_attr(DRIFT_ATTR, latency.drift)
+
+
+def row_of(trial: FrozenTrial) -> dict[str, Any]:
+    """A front row (see ``front.py``) from a completed trial."""
+    attrs = trial.user_attrs
+    row: dict[str, Any] = {m: attrs[m] for m in names.METRICS if m in attrs}
+    if names.LATENCY_P10 in row:
+        row[names.LATENCY] = latency_of(attrs)
+    row.update(
+        number=trial.number,
+        reference=attrs.get(REFERENCE_ATTR, ""),
+        feasible=is_feasible(trial),
+        plan=attrs.get(PLAN_ATTR, ""),
+        duplicate_of=attrs.get(DUPLICATE_ATTR),
+        # why the trial's speedup is at risk, empty when steady
+        latency_noisy=attrs.get(NOISY_ATTR, ""),
+        # how the whole host drifted during the window (reported, not flagged)
+        latency_drift=attrs.get(DRIFT_ATTR, ""),
+    )
+    return row
+
+
+__all__ = [
+    "LATENCY_NAMES",
+    "is_feasible",
+    "latency_of",
+    "params_key",
+    "plan_summary",
+    "record_latency",
+    "row_of",
+    "trial_line",
+]
