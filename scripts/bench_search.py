@@ -30,7 +30,7 @@ import optuna
 from pruna_search.core import hardware, names
 from pruna_search.core.keys import SECONDS_ATTR
 from pruna_search.core.plan import Plan
-from pruna_search.search.front import hypervolume, pareto_front
+from pruna_search.report.front import hypervolume, pareto_front
 from pruna_search.search.job import open_session, run_job
 from pruna_search.search.remeasure import study_rows
 from pruna_search.search.settings import JobSettings

@@ -21,7 +21,7 @@ from pathlib import Path
 import optuna
 
 from pruna_search.core import names
-from pruna_search.search import plots
+from pruna_search.report import plots
 from pruna_search.search.study import param_importances
 from pruna_search.tracking import StudyEnd, StudyRecord, TrialRecord
 from pruna_search.tracking.mlflow_tracker import MlflowTracker

@@ -22,7 +22,7 @@ from pruna_search.core.keys import (
 from pruna_search.core.plan import Plan
 from pruna_search.core.precision import Precision
 from pruna_search.measure import latency, onnx_accuracy
-from pruna_search.search.front import write_csv
+from pruna_search.report.front import write_csv
 from pruna_search.search.job import export_from_study, open_session, run_job
 from pruna_search.search.remeasure import remeasured, study_rows
 from pruna_search.search.rows import is_feasible, row_of

@@ -7,7 +7,7 @@ import csv
 import pytest
 
 from pruna_search.core.errors import ConfigError
-from pruna_search.search.front import hypervolume, pareto_front, write_csv
+from pruna_search.report.front import hypervolume, pareto_front, write_csv
 from pruna_search.search.objectives import DROP_BUDGET, make_objective
 from pruna_search.search.settings import JobSettings
 from pruna_search.search.study import StudySettings, make_sampler, open_storage, study_name
@@ -151,7 +151,7 @@ def test_final_table_says_when_its_latency_is_noisy(noisy):
 
     from pruna_search.core import names
     from pruna_search.measure import Latency, LatencyComparison
-    from pruna_search.search.report import comparison_table
+    from pruna_search.report.summary import comparison_table
 
     reason = "dense p10 1.126 ms stayed 41.3 % above the 0.797 ms measured before, in 3 windows"
     latency = LatencyComparison(
@@ -178,7 +178,7 @@ def test_final_table_says_when_its_latency_is_noisy(noisy):
 def test_front_marks_noisy_latency(tmp_path):
     """pareto.csv carries why a figure was flagged, and report.md's front marks its speedup."""
     from pruna_search.core import names
-    from pruna_search.search.report import _row_cells
+    from pruna_search.report.summary import _row_cells
 
     reason = "dense p10 0.835 ms stayed 4.7 % above the 0.797 ms measured before, in 3 windows"
     base = {

@@ -17,8 +17,8 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from ..core.errors import CheckpointError, ConfigError, DataError, ModelError, TargetError
+from ..report.summary import write_json
 from ..search import job as job_lib
-from ..search.report import write_json
 from .errors import CONF_DIR
 from .run import EXIT_INTERRUPTED, EXIT_NO_FEASIBLE, guarded
 from .sweep import write_sweep_summary

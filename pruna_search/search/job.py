@@ -35,13 +35,13 @@ from ..measure import (
     stored_floor,
 )
 from ..models.pretrained import cache_dir
+from ..report import summary as report
+from ..report.front import hypervolume, pareto_front, write_csv
+from ..report.summary import STATUS_INTERRUPTED, STATUS_NO_FEASIBLE, STATUS_OK
 from ..space import SearchSpace
-from . import report
 from .evaluate import Evaluation, Evaluator
-from .front import hypervolume, pareto_front, write_csv
 from .objectives import Objective
 from .remeasure import study_rows
-from .report import STATUS_INTERRUPTED, STATUS_NO_FEASIBLE, STATUS_OK
 from .runner import LoopOutcome, LoopSettings, adopt_dense_ms, run_trials
 from .settings import JobSettings
 from .study import (

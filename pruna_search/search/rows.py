@@ -127,7 +127,7 @@ def record_latency(trial: Trial, latency) -> None:
 
 
 def row_of(trial: FrozenTrial) -> dict[str, Any]:
-    """A front row (see ``front.py``) from a completed trial."""
+    """A front row (see ``report.front``) from a completed trial."""
     attrs = trial.user_attrs
     row: dict[str, Any] = {m: attrs[m] for m in names.METRICS if m in attrs}
     if names.LATENCY_P10 in row:

@@ -17,10 +17,10 @@ from ..core import keys, names
 from ..core.keys import UID_ATTR
 from ..core.model_info import GroupInfo
 from ..core.plan import Plan
+from ..report import plots
+from ..report.front import pareto_front
 from ..space import SearchSpace
 from ..tracking import GuardedTracker, StudyEnd, make_tracker
-from . import plots
-from .front import pareto_front
 from .records import is_finished, study_record, trial_record
 from .rows import LATENCY_NAMES
 from .settings import JobSettings
