@@ -262,7 +262,7 @@ def optimize(
     """Compress ``model`` as ``config`` (uniform) or a Plan (per group / per layer) says.
 
     Accuracy is measured on the exported ONNX model in ONNX Runtime on ``data.val``; latency
-    in a separate process, alternately with the dense fp32 export (DESIGN.md decision 5).
+    in a separate process, alternately with the dense fp32 export (design decision 5).
 
     Args:
         model: a trained model, or a built-in model name (trained on ``data`` if not cached).

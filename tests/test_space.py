@@ -1,4 +1,4 @@
-"""The search space: trial -> Plan, replayed identically with FixedTrial (DESIGN decision 4)."""
+"""The search space: trial -> Plan, replayed identically with FixedTrial (design decision 4)."""
 
 from __future__ import annotations
 

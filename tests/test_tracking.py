@@ -239,7 +239,7 @@ def test_a_study_is_tracked(tracked_study):
     assert tags["pruna.hardware.cores"].isdigit()
     assert parent.data.params["space.tie"] == "stage"
     assert parent.data.params["finetune.trial_steps"] == "5"
-    # one child per trial, with the names of DESIGN decision 8
+    # one child per trial, with the names of design decision 8
     assert sorted(int(c.data.tags["pruna.trial"]) for c in children) == [
         t.number for t in study.trials
     ]

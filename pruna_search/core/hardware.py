@@ -40,7 +40,7 @@ def has_vnni() -> bool:
 
     Without VNNI, x86 int8 kernels multiply uint8 activations by int8 weights with an
     instruction that saturates pairs of products at int16; full-range int8 weights then lose
-    accuracy (measured here: 4.7 points on ResNet-20/digits) and 7-bit weights
+    accuracy (points on ResNet-20/digits: docs/design.md) and 7-bit weights
     (``reduce_range``) lose none. ARM CPUs do not have this problem.
     """
     if platform.machine().lower() in ("aarch64", "arm64"):

@@ -1,13 +1,29 @@
-"""Import a user's object named ``package.module:name``, with errors that say how to fix it."""
+"""Import a user's object named ``package.module:name``, with errors that say how to fix it;
+and build a settings object from keyword options, with the errors a keyword call gives."""
 
 from __future__ import annotations
 
 import importlib
 import inspect
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from .errors import PrunaSearchError
 from .names import did_you_mean
+
+T = TypeVar("T")
+
+
+def keyword_settings(cls: type[T], options: dict[str, Any], *, caller: str) -> T:
+    """``cls(**options)`` for a function ``caller(**options)`` whose keyword options are the
+    fields of the dataclass ``cls``: an unknown or missing option is the TypeError a call of
+    ``caller`` with those keyword-only parameters raises (``caller() got an unexpected keyword
+    argument 'x'``), so messages name the function the user called."""
+    try:
+        return cls(**options)
+    except TypeError as exc:
+        message = str(exc).replace(f"{cls.__qualname__}.__init__()", f"{caller}()", 1)
+        raise TypeError(message) from None
 
 
 def _split(path: str) -> tuple[str, str]:
@@ -29,6 +45,23 @@ def _defined_in(module: Any) -> list[str]:
     )
 
 
+@dataclass(frozen=True)
+class _Wanted:
+    """What ``import_object`` looks for, and how its errors are worded."""
+
+    path: str
+    field: str
+    kind: str
+    error: type[PrunaSearchError]
+
+    @property
+    def fix(self) -> str:
+        return (
+            f"write it as 'package.module:{self.kind}' with the package importable (installed "
+            "or on PYTHONPATH)"
+        )
+
+
 def import_object(path: str, *, field: str, kind: str, error: type[PrunaSearchError]) -> Any:
     """The object ``path`` names: ``package.module:name`` (or ``package.module.name``).
 
@@ -38,19 +71,31 @@ def import_object(path: str, *, field: str, kind: str, error: type[PrunaSearchEr
         kind: what the name should be, for the message (``ClassName``, ``function``).
         error: the exception raised when it cannot be imported.
     """
+    wanted = _Wanted(path, field, kind, error)
     module_name, attr = _split(path)
-    fix = (
-        f"write it as 'package.module:{kind}' with the package importable (installed or on "
-        "PYTHONPATH)"
-    )
     if not module_name or not attr:
-        raise error(f"{field}: {path!r} names no object; {fix}")
+        raise error(f"{field}: {path!r} names no object; {wanted.fix}")
+    module = _import_module(module_name, wanted)
+    obj = _attribute(module, module_name, attr, wanted)
+    if inspect.ismodule(obj):
+        choices = _defined_in(obj)
+        example = f"{obj.__name__}:{choices[0] if choices else kind}"
+        raise error(
+            f"{field}: {path!r} is a module; name the {kind} in it, e.g. {example!r}"
+            + (f" (it defines {', '.join(choices[:8])})" if choices else "")
+        )
+    return obj
+
+
+def _import_module(module_name: str, wanted: _Wanted) -> Any:
+    """The module ``module_name``, or ``wanted.error`` saying why it cannot be imported."""
+    field, path, error = wanted.field, wanted.path, wanted.error
     try:
-        module = importlib.import_module(module_name)
+        return importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
         if exc.name and (module_name == exc.name or module_name.startswith(exc.name + ".")):
             raise error(
-                f"{field}: cannot import module {module_name!r} of {path!r}; {fix}"
+                f"{field}: cannot import module {module_name!r} of {path!r}; {wanted.fix}"
             ) from None
         raise error(
             f"{field}: importing {module_name!r} for {path!r} failed: {exc}; install the missing "
@@ -61,6 +106,10 @@ def import_object(path: str, *, field: str, kind: str, error: type[PrunaSearchEr
             f"{field}: importing {module_name!r} for {path!r} failed: {type(exc).__name__}: "
             f"{exc}; fix the module"
         ) from None
+
+
+def _attribute(module: Any, module_name: str, attr: str, wanted: _Wanted) -> Any:
+    """``module``'s (dotted) attribute ``attr``; a missing part of a module may be a submodule."""
     obj: Any = module
     for part in attr.split("."):
         if not hasattr(obj, part) and inspect.ismodule(obj):
@@ -75,15 +124,10 @@ def import_object(path: str, *, field: str, kind: str, error: type[PrunaSearchEr
             hint = (
                 did_you_mean(part, choices)
                 if choices
-                else f"it defines no public {kind} of its own"
+                else f"it defines no public {wanted.kind} of its own"
             )
-            raise error(f"{field}: {module_name!r} has no {attr!r} (from {path!r}); {hint}")
+            raise wanted.error(
+                f"{wanted.field}: {module_name!r} has no {attr!r} (from {wanted.path!r}); {hint}"
+            )
         obj = getattr(obj, part)
-    if inspect.ismodule(obj):
-        choices = _defined_in(obj)
-        example = f"{obj.__name__}:{choices[0] if choices else kind}"
-        raise error(
-            f"{field}: {path!r} is a module; name the {kind} in it, e.g. {example!r}"
-            + (f" (it defines {', '.join(choices[:8])})" if choices else "")
-        )
     return obj

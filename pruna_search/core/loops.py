@@ -203,24 +203,43 @@ def make_optimizer(
     raise ConfigError(f"optimizer: {name!r} is unknown; use sgd, adam or adamw")
 
 
+@dataclass(frozen=True, kw_only=True)
+class TrainSettings:
+    """How ``train`` trains.
+
+    Attributes:
+        steps: optimizer steps (<= 0: no training).
+        lr: peak learning rate, cosine-decayed over ``steps``.
+        optimizer: ``sgd`` (Nesterov, momentum 0.9), ``adam`` or ``adamw``.
+        batch_size: examples per step.
+        weight_decay: the optimizer's weight decay.
+        seed: seed of the initial torch state and of the batch order.
+        desc: the progress bar's label.
+        distill: weight of the distillation term (0: labels only; needs a teacher).
+        temperature: distillation temperature ``T``.
+    """
+
+    steps: int
+    lr: float
+    optimizer: str = "sgd"
+    batch_size: int = 64
+    weight_decay: float = 5e-4
+    seed: int = 0
+    desc: str = "train"
+    distill: float = 0.0
+    temperature: float = 4.0
+
+
 def train(
     model: nn.Module,
     dataset: Dataset,
+    settings: TrainSettings,
     *,
-    steps: int,
-    lr: float,
-    optimizer: str = "sgd",
-    batch_size: int = 64,
-    weight_decay: float = 5e-4,
-    seed: int = 0,
-    desc: str = "train",
     teacher: nn.Module | None = None,
-    distill: float = 0.0,
-    temperature: float = 4.0,
     compute: Compute = CPU,
 ) -> float:
-    """Train ``model`` in place for ``steps`` optimizer steps with cosine-decayed ``lr``, on
-    ``compute.device`` (the model and the ``teacher`` must already be there).
+    """Train ``model`` in place for ``settings.steps`` optimizer steps with cosine-decayed
+    ``settings.lr``, on ``compute.device`` (the model and the ``teacher`` must already be there).
 
     With a ``teacher`` and ``distill`` > 0 the loss is ``(1 - distill) * CE + distill * T^2 *
     KL(teacher || student)`` at temperature ``T`` (Hinton et al., 2015): the dense model's soft
@@ -228,38 +247,25 @@ def train(
 
     Returns the mean loss of the last 10 % of steps (a cheap sanity figure).
     """
-    if steps <= 0:
+    s = settings
+    if s.steps <= 0:
         return float("nan")
-    torch.manual_seed(seed)
+    torch.manual_seed(s.seed)
     model.train()
-    opt = make_optimizer(model, optimizer, lr, weight_decay)
+    opt = make_optimizer(model, s.optimizer, s.lr, s.weight_decay)
     if teacher is not None:
         teacher.eval()
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, steps) / steps))
+        opt, lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, s.steps) / s.steps))
     )
-    distiller = _Distiller(teacher, dataset, distill, temperature) if distill > 0 else None
+    distiller = _Distiller(teacher, dataset, s.distill, s.temperature) if s.distill > 0 else None
     scaler = torch.amp.GradScaler("cuda") if compute.amp == "fp16" else None
-    batches = _batches(dataset, batch_size, seed, pin_memory=compute.on_cuda)
+    batches = _batches(dataset, s.batch_size, s.seed, pin_memory=compute.on_cuda)
     tail: list[float] = []
-    tail_from = int(steps * 0.9)
-    progress = bar(total=steps, desc=desc)
-    for step in range(steps):
-        x, y, idx = next(batches)
-        x, y = x.to(compute.device, non_blocking=True), y.to(compute.device, non_blocking=True)
-        opt.zero_grad(set_to_none=True)
-        with compute.autocast():
-            logits = model(x)
-            loss = nn.functional.cross_entropy(logits, y)
-            if distiller is not None:
-                loss = distiller.loss(loss, logits, x, idx)
-        if scaler is None:
-            loss.backward()
-            opt.step()
-        else:
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
+    tail_from = int(s.steps * 0.9)
+    progress = bar(total=s.steps, desc=s.desc)
+    for step in range(s.steps):
+        loss = _step(model, next(batches), opt, scaler, distiller, compute)
         sched.step()
         value = loss.item()
         if step >= tail_from:
@@ -270,6 +276,33 @@ def train(
     progress.close()
     model.eval()
     return sum(tail) / max(len(tail), 1)
+
+
+def _step(
+    model: nn.Module,
+    batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None],
+    opt: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler | None,
+    distiller: _Distiller | None,
+    compute: Compute,
+) -> torch.Tensor:
+    """One optimizer step on ``batch``; the step's loss."""
+    x, y, idx = batch
+    x, y = x.to(compute.device, non_blocking=True), y.to(compute.device, non_blocking=True)
+    opt.zero_grad(set_to_none=True)
+    with compute.autocast():
+        logits = model(x)
+        loss = nn.functional.cross_entropy(logits, y)
+        if distiller is not None:
+            loss = distiller.loss(loss, logits, x, idx)
+    if scaler is None:
+        loss.backward()
+        opt.step()
+    else:
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+    return loss
 
 
 class _Distiller:

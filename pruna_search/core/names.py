@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 
-# Metric names (DESIGN.md decision 8): identical in results, Optuna attributes and MLflow.
+# Metric names (design decision 8): identical in results, Optuna attributes and MLflow.
 ACCURACY = "accuracy"
 ACCURACY_DROP = "accuracy_drop"
 # the trial's latency at the study's dense reference: dense ms / speedup (the same-window ratio),

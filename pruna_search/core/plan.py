@@ -1,6 +1,6 @@
 """The Plan: how much to prune each dependency group and which precision each layer runs at.
 
-A Plan is keyed by qualified module names only (DESIGN.md decision 1), so it can be written to
+A Plan is keyed by qualified module names only (design decision 1), so it can be written to
 YAML/JSON, logged, diffed and replayed on a fresh copy of the model.
 """
 
@@ -35,8 +35,8 @@ def kept_channels(channels: int, ratio: float, round_to: int) -> int:
 
 
 RoundTo = int | Mapping[str, int]
-# measured on ONNX Runtime's CPU kernels (scripts/bench_channel_multiple.py, README "Channel
-# counts and the kernels"): fp32 convolutions are fastest at multiples of 8, int8 ones at 16
+# ONNX Runtime's CPU kernels (scripts/bench_channel_multiple.py, docs/benchmarks.md): fp32
+# convolutions are fastest at multiples of 8, int8 ones at 16
 DEFAULT_ROUND_TO: Mapping[str, int] = MappingProxyType({"fp32": 8, "int8": 16})
 
 
@@ -136,7 +136,7 @@ class Plan:
         precision: layer (module name) -> precision. Layers not named stay fp32.
         finetune: the recovery fine-tune budget.
         round_to: kept channel counts are rounded to a multiple of this (odd counts lose
-            most of the CPU speedup, see STACK.md), or one multiple per precision (default
+            most of the CPU speedup, see docs/design.md), or one multiple per precision (default
             ``{"fp32": 8, "int8": 16}``: int8 kernels pad channels to their own block, see
             ``multiple_of``).
     """

@@ -1,7 +1,7 @@
 """Targets: what a device really executes and how latency is measured on it.
 
 A target declares, per layer kind, the precisions it runs faster or smaller than fp32
-(DESIGN.md decision 3) — its *capabilities*; the search space never offers anything else. It
+(design decision 3) — its *capabilities*; the search space never offers anything else. It
 also says how latency is measured: the ONNX Runtime session (provider, threads, graph
 optimization), the batch, the timing protocol (``core/timing.py``) and where: in a local
 process (``runner: local``) or on a device agent over HTTP (``runner: remote``, ``url``).
@@ -43,7 +43,7 @@ class Target:
             full name); it must be in the ONNX Runtime that measures.
         provider_options: options passed to that provider.
         intra_op_threads: intra-op threads used for latency (1 is stable on a busy machine;
-            see STACK.md).
+            see docs/design.md).
         batch_size: batch size of the latency measurement.
         graph_optimization: ``all`` (default), ``extended``, ``basic`` or ``disabled``.
         warmup: untimed runs of each model before timing (at least 20 in a search).
@@ -273,7 +273,7 @@ CPU = Target(
     name="cpu",
     precisions={
         # Static QDQ int8 (uint8 activations, int8 per-channel weights) is 1.9-2x on CPU;
-        # int4 weight-only runs only as MatMulNBits, i.e. for Linear layers (STACK.md).
+        # int4 weight-only runs only as MatMulNBits, i.e. for Linear layers (docs/design.md).
         CONV: (Precision.FP32, Precision.INT8),
         LINEAR: (Precision.FP32, Precision.INT8, Precision.INT4),
     },

@@ -20,8 +20,8 @@ A round is quiet when every model's median in it is within ``quiet_tolerance`` o
 fast rounds (the 10th percentile of its round medians in the window). On a shared host (a VM
 whose neighbours load the same physical core or memory) there are *slow phases* that last from
 a fraction of a second to several seconds, are invisible in ``/proc/stat``, and slow the models
-unequally (measured here: an int8 ResNet-20 +40 %, the fp32 one +10 %), so even a same-window
-ratio moves by 20 % or more; only rounds outside them are used. The figures report how many
+unequally (an int8 model more than an fp32 one: docs/latency.md), so even a same-window ratio
+moves; only rounds outside them are used. The figures report how many
 rounds were quiet.
 
 The CPU time the rest of the machine used during the window is

@@ -1,7 +1,7 @@
 """Latency figures cached in a SQLite file, keyed by model content and target settings.
 
 Identical models measured with identical settings on the same machine are never measured twice
-(DESIGN.md decision 5). The key is the SHA-256 of both ONNX files' content hashes, the target's
+(design decision 5). The key is the SHA-256 of both ONNX files' content hashes, the target's
 ``identity()``, the measuring machine's identity and the input shape; each row keeps the whole
 figure with its hardware fingerprint. Several processes may share one file.
 

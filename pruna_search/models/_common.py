@@ -8,7 +8,7 @@ from torch import nn
 def scaled(channels: int, width: float) -> int:
     """``channels`` scaled by ``width``; rounded to a multiple of 8 (at least 8) unless width is 1.
 
-    Multiples of 8 keep CPU kernels fast (STACK.md); width 1 keeps the published channel counts.
+    Multiples of 8 keep CPU kernels fast; width 1 keeps the published channel counts.
     """
     if width == 1:
         return channels

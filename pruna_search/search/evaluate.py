@@ -50,7 +50,7 @@ from ..measure.metrics import TOP1
 
 @dataclass
 class Evaluation:
-    """One plan's candidate and its metrics (names as DESIGN.md decision 8)."""
+    """One plan's candidate and its metrics (names as design decision 8)."""
 
     plan: Plan
     candidate: Candidate
@@ -184,7 +184,7 @@ class Evaluator:
         )
 
     def latency_metrics(self, latency: LatencyComparison) -> dict[str, float]:
-        """The latency metrics of one window (names as DESIGN.md decision 8, and latency_ms)."""
+        """The latency metrics of one window (names as design decision 8, and latency_ms)."""
         return {
             names.LATENCY: self.steady_ms(latency),
             names.LATENCY_P10: latency.candidate.p10,

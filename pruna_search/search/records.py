@@ -1,6 +1,6 @@
 """What the tracker is told: Optuna trials and the job's settings turned into plain records.
 
-Names are the ones the search uses everywhere (DESIGN decision 8): params ``prune/<group>`` and
+Names are the ones the search uses everywhere (design decision 8): params ``prune/<group>`` and
 ``bits/<layer>``, metrics ``accuracy`` ... ``trial_seconds``, tags ``pruna.*``; so the MLflow
 compare view lines up across studies, models and targets.
 """

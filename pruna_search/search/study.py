@@ -1,7 +1,7 @@
 """The Optuna study: storage, sampler, name, reference trials. The only importer of optuna.
 
 A study lives in an Optuna storage (a SQLite file by default); the same command resumes it
-(DESIGN.md decision 7). Trials of a killed process are detected by heartbeat and retried with
+(design decision 7). Trials of a killed process are detected by heartbeat and retried with
 their parameters; finished trials are never redone.
 """
 
@@ -262,7 +262,7 @@ def reference_plans(space: SearchSpace, ratios: Sequence[float]) -> dict[str, di
         if int8:
             wanted.append((f"uniform {ratio:g} + int8", ratio, 8))
         # pruned fp32 too: on CPUs without VNNI int8 loses to fp32 on thin pruned layers
-        # (measured: ResNet-20 pruned 75 % runs 3.67x at fp32, 2.49x at int8)
+        # (docs/benchmarks.md)
         wanted.append((f"uniform {ratio:g} fp32", ratio, 32))
     out: dict[str, dict[str, Any]] = {}
     for label, ratio, bits in wanted:

@@ -1,6 +1,6 @@
 """The search space: the one function that turns an Optuna trial into a Plan.
 
-This is the only place that calls ``trial.suggest_*`` (DESIGN.md decision 4). The export replays
+This is the only place that calls ``trial.suggest_*`` (design decision 4). The export replays
 it on ``optuna.trial.FixedTrial(best.params)`` and gets the identical Plan, so there is no second
 code path. Parameter names: ``prune/<group>`` and ``bits/<layer>`` (decision 8); with
 ``tie="stage"`` choices are shared by every group or layer of one stage (``prune/layer1``), and

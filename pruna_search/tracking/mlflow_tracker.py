@@ -2,7 +2,7 @@
 
 One parent run per study, one nested child run ``trial-<n>`` per trial, the end-of-study files on
 the parent, ``best.onnx`` logged as an ONNX model and registered. Logging goes through
-``MlflowClient`` with one ``log_batch`` per run (about 10 ms a trial on SQLite), never through
+``MlflowClient`` with one ``log_batch`` per run (scripts/bench_tracking.py), never through
 ``optuna_integration.MLflowCallback`` (deprecated) or the ``./mlruns`` file store.
 """
 
@@ -232,7 +232,7 @@ class MlflowTracker(Tracker):
                 save_as_external_data=False,
                 await_registration_for=60,
                 # the flavour's own pins (onnx, onnxruntime): inferring them instead loads the
-                # model in a subprocess and costs about 5 s per study
+                # model in a subprocess, seconds per study
                 pip_requirements=mlflow.onnx.get_default_pip_requirements(),
             )
         if not self.register:
@@ -273,7 +273,7 @@ def ui_command(uri: str, host: str, port: int) -> tuple[list[str], dict[str, str
     db = sqlite_path(uri)
     if db is not None:
         command += ["--default-artifact-root", (db.resolve().parent / ARTIFACTS_DIR).as_uri()]
-    # job execution makes the server take 11 s and 2 GB to start instead of 4 s (STACK.md)
+    # job execution makes the server start several times slower and larger (docs/design.md)
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     return command, env
 
