@@ -59,7 +59,8 @@ def main() -> int:
         model = copy.deepcopy(student)
         train_set = old_path if mode == "old" else data.train
         start = time.perf_counter()
-        loops.train(model, train_set, steps=args.steps, lr=0.01, teacher=teacher, distill=0.7)
+        settings = loops.TrainSettings(steps=args.steps, lr=0.01, distill=0.7)
+        loops.train(model, train_set, settings, teacher=teacher)
         return (time.perf_counter() - start) / args.steps
 
     modes = ("old", "cold", "warm")

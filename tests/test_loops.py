@@ -68,22 +68,13 @@ def test_teacher_logits_are_computed_once_per_example_and_match_the_uncached_run
     data = _data(200)
     teacher = _CountingTeacher(_net()).eval()
     student_a, student_b = _net(), _net()
-    loops.train(student_a, data, steps=30, lr=0.05, batch_size=40, teacher=teacher, distill=0.7)
+    settings = loops.TrainSettings(steps=30, lr=0.05, batch_size=40, distill=0.7)
+    loops.train(student_a, data, settings, teacher=teacher)
     assert teacher.seen == 200  # 30 steps x 40 = 1200 draws, each example taught once
-    loops.train(
-        copy.deepcopy(student_b),
-        data,
-        steps=30,
-        lr=0.05,
-        batch_size=40,
-        teacher=teacher,
-        distill=0.7,
-    )
+    loops.train(copy.deepcopy(student_b), data, settings, teacher=teacher)
     assert teacher.seen == 200  # a second fine-tune reuses every logit
     uncached = _net()
-    loops.train(
-        uncached, _Plain(data), steps=30, lr=0.05, batch_size=40, teacher=teacher, distill=0.7
-    )
+    loops.train(uncached, _Plain(data), settings, teacher=teacher)
     assert teacher.seen == 200 + 30 * 40
     for a, b in zip(student_a.parameters(), uncached.parameters(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
@@ -92,11 +83,12 @@ def test_teacher_logits_are_computed_once_per_example_and_match_the_uncached_run
 def test_teacher_cache_is_dropped_when_the_teacher_changes() -> None:
     data = _data(100)
     teacher = _CountingTeacher(_net()).eval()
-    loops.train(_net(), data, steps=4, lr=0.05, teacher=teacher, distill=0.5)
+    settings = loops.TrainSettings(steps=4, lr=0.05, distill=0.5)
+    loops.train(_net(), data, settings, teacher=teacher)
     assert teacher.seen == 100
     with torch.no_grad():
         next(teacher.parameters()).add_(0.1)
-    loops.train(_net(), data, steps=4, lr=0.05, teacher=teacher, distill=0.5)
+    loops.train(_net(), data, settings, teacher=teacher)
     assert teacher.seen == 200
-    loops.train(_net(), _data(100), steps=4, lr=0.05, teacher=teacher, distill=0.5)
+    loops.train(_net(), _data(100), settings, teacher=teacher)
     assert teacher.seen == 300  # another data set (other tensors): taught again

@@ -172,7 +172,7 @@ def test_optimize_recovers_by_default_on_a_dict_model(digits, capsys) -> None:
     )
     with torch.random.fork_rng():
         torch.manual_seed(0)
-        from pruna_search.core.loops import train
+        from pruna_search.core.loops import TrainSettings, train
 
         class Logits(torch.nn.Module):
             def __init__(self, inner):
@@ -182,7 +182,7 @@ def test_optimize_recovers_by_default_on_a_dict_model(digits, capsys) -> None:
             def forward(self, x):
                 return self.inner(x)["logits"]
 
-        train(Logits(model), digits.train, steps=150, lr=0.05, seed=0)
+        train(Logits(model), digits.train, TrainSettings(steps=150, lr=0.05, seed=0))
     result = ps.optimize(
         model,
         ps.Config(pruning_ratio=0.5, quantization_bits=32),

@@ -95,24 +95,26 @@ class Guard:
         )
 
 
+class _Queue:
+    """One measurement at a time: ``lock`` is taken in arrival order; the counters are what
+    ``/health`` reports, and ``next`` numbers the requests' folders."""
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.waiting = 0
+        self.measuring = False
+        self.served = 0
+        self.next = 0
+
+
 def create_app(config: AgentConfig) -> FastAPI:
     """The agent's app; ``config.workdir`` must exist and belong to this agent alone."""
     app = FastAPI(title="pruna-search-agent", docs_url=None, redoc_url=None)
-    lock = asyncio.Lock()  # FIFO: waiters acquire it in arrival order
-    state: dict[str, Any] = {"waiting": 0, "measuring": False, "served": 0, "next": 0}
+    queue = _Queue()  # FIFO: waiters acquire its lock in arrival order
 
     @app.get("/health")
     def health() -> dict[str, Any]:
-        return {
-            "status": "ok",
-            "version": _version(),
-            "fingerprint": hardware.fingerprint(),
-            "providers": runtime.available_providers(),
-            "measuring": state["measuring"],
-            "waiting": state["waiting"],
-            "served": state["served"],
-            "max_model_mb": config.max_model_bytes / 1e6,
-        }
+        return _health(config, queue)
 
     @app.post("/measure")
     async def measure(
@@ -122,65 +124,111 @@ def create_app(config: AgentConfig) -> FastAPI:
         settings: Annotated[str, Form()] = "{}",
     ) -> dict[str, Any]:
         timing = _settings(settings)
-        if reference is not None and baseline is None:
-            raise HTTPException(400, "reference: sent without a baseline; send both or neither")
-        # timed in this order, like the local runner: [baseline, model, reference]
-        given = (("baseline", baseline), ("model", model), ("reference", reference))
-        uploads = [(field, upload) for field, upload in given if upload is not None]
-        for field, upload in uploads:
-            size = upload.size if upload.size is not None else 0
-            if size > config.max_model_bytes:
-                raise HTTPException(413, too_large(field, size, config.max_model_bytes))
-            if size == 0:
-                raise HTTPException(400, f"{field}: the file is empty; send the ONNX file")
-        state["next"] += 1
-        folder = config.workdir / f"request-{state['next']}"
+        uploads = _uploads(config, model, baseline, reference)
+        queue.next += 1
+        folder = config.workdir / f"request-{queue.next}"
         folder.mkdir()
         try:
-            paths = {}
-            for field, upload in uploads:
-                paths[field] = folder / f"{field}.onnx"
-                with open(paths[field], "wb") as handle:
-                    shutil.copyfileobj(upload.file, handle)
-            order = list(paths.values())
-            arrived = time.time()
-            state["waiting"] += 1
-            async with lock:
-                state["waiting"] -= 1
-                state["measuring"] = True
-                started = time.time()
-                try:
-                    reply = await asyncio.to_thread(
-                        run_isolated, order, timing, timeout_s=config.timeout_s
-                    )
-                except ModelRunError as exc:
-                    raise HTTPException(STATUS.get(exc.stage, 422), f"model: {exc}") from None
-                finally:
-                    finished = time.time()
-                    state["measuring"] = False
-                    state["served"] += 1
+            paths = _save(uploads, folder)
+            reply, times = await _run(queue, list(paths.values()), timing, config.timeout_s)
         finally:
             shutil.rmtree(folder, ignore_errors=True)
         stats = dict(zip(paths, reply.pop("models"), strict=True))
-        result: dict[str, Any] = {
-            "model": stats["model"],
-            "baseline": stats.get("baseline"),
-            "reference": stats.get("reference"),
-            "speedup": None,
-        }
-        if "baseline" in stats:
-            result["speedup"] = stats["baseline"]["p10"] / stats["model"]["p10"]
-        result.update(reply)
-        result.update(started=started, finished=finished, queued_s=started - arrived)
+        result = _result(stats, reply, times)
         log.info(
             f"measured {model.filename} ({model.size / 1e6:.2f} MB): p10 "
             f"{stats['model']['p10']:.3f} ms, {stats['model']['runs']} runs, other load "
-            f"{_cores(reply.get('other_load'))}, waited {started - arrived:.1f} s"
+            f"{_cores(reply.get('other_load'))}, waited {result['queued_s']:.1f} s"
         )
         return result
 
     app.add_middleware(Guard, config=config)
     return app
+
+
+def _health(config: AgentConfig, queue: _Queue) -> dict[str, Any]:
+    return {
+        "status": "ok",
+        "version": _version(),
+        "fingerprint": hardware.fingerprint(),
+        "providers": runtime.available_providers(),
+        "measuring": queue.measuring,
+        "waiting": queue.waiting,
+        "served": queue.served,
+        "max_model_mb": config.max_model_bytes / 1e6,
+    }
+
+
+def _uploads(
+    config: AgentConfig,
+    model: UploadFile,
+    baseline: UploadFile | None,
+    reference: UploadFile | None,
+) -> list[tuple[str, UploadFile]]:
+    """The files sent, as (field, upload) in the order they are timed, each checked."""
+    if reference is not None and baseline is None:
+        raise HTTPException(400, "reference: sent without a baseline; send both or neither")
+    # timed in this order, like the local runner: [baseline, model, reference]
+    given = (("baseline", baseline), ("model", model), ("reference", reference))
+    uploads = [(field, upload) for field, upload in given if upload is not None]
+    for field, upload in uploads:
+        size = upload.size if upload.size is not None else 0
+        if size > config.max_model_bytes:
+            raise HTTPException(413, too_large(field, size, config.max_model_bytes))
+        if size == 0:
+            raise HTTPException(400, f"{field}: the file is empty; send the ONNX file")
+    return uploads
+
+
+def _save(uploads: list[tuple[str, UploadFile]], folder: Path) -> dict[str, Path]:
+    """Each upload written to ``folder/<field>.onnx``."""
+    paths = {}
+    for field, upload in uploads:
+        paths[field] = folder / f"{field}.onnx"
+        with open(paths[field], "wb") as handle:
+            shutil.copyfileobj(upload.file, handle)
+    return paths
+
+
+async def _run(
+    queue: _Queue, order: list[Path], timing: TimingSettings, timeout_s: float
+) -> tuple[dict[str, Any], dict[str, float]]:
+    """``run_isolated`` on the files in ``order`` when the queue comes to this request: its
+    reply, and when the request arrived, started and finished."""
+    arrived = time.time()
+    queue.waiting += 1
+    async with queue.lock:
+        queue.waiting -= 1
+        queue.measuring = True
+        started = time.time()
+        try:
+            reply = await asyncio.to_thread(run_isolated, order, timing, timeout_s=timeout_s)
+        except ModelRunError as exc:
+            raise HTTPException(STATUS.get(exc.stage, 422), f"model: {exc}") from None
+        finally:
+            finished = time.time()
+            queue.measuring = False
+            queue.served += 1
+    return reply, {"arrived": arrived, "started": started, "finished": finished}
+
+
+def _result(
+    stats: dict[str, Any], reply: dict[str, Any], times: dict[str, float]
+) -> dict[str, Any]:
+    """The answer: each model's figures, the speedup over the baseline, the rest of the
+    reply, and when the measurement started and finished and how long it waited."""
+    result: dict[str, Any] = {
+        "model": stats["model"],
+        "baseline": stats.get("baseline"),
+        "reference": stats.get("reference"),
+        "speedup": None,
+    }
+    if "baseline" in stats:
+        result["speedup"] = stats["baseline"]["p10"] / stats["model"]["p10"]
+    result.update(reply)
+    started = times["started"]
+    result.update(started=started, finished=times["finished"], queued_s=started - times["arrived"])
+    return result
 
 
 def too_large(field: str, size: int, limit: int) -> str:

@@ -5,7 +5,14 @@ from __future__ import annotations
 from torch import nn
 from torch.utils.data import Dataset
 
-from ..core.loops import CPU, Compute, recalibrate_batchnorm, release_memory, train
+from ..core.loops import (
+    CPU,
+    Compute,
+    TrainSettings,
+    recalibrate_batchnorm,
+    release_memory,
+    train,
+)
 from ..core.plan import Finetune
 
 
@@ -37,15 +44,17 @@ def finetune(
             train(
                 model,
                 train_set,
-                steps=options.steps,
-                lr=options.lr,
-                optimizer=options.optimizer,
-                batch_size=options.batch_size,
-                weight_decay=options.weight_decay,
-                seed=options.seed,
-                desc=desc,
+                TrainSettings(
+                    steps=options.steps,
+                    lr=options.lr,
+                    optimizer=options.optimizer,
+                    batch_size=options.batch_size,
+                    weight_decay=options.weight_decay,
+                    seed=options.seed,
+                    desc=desc,
+                    distill=options.distill,
+                ),
                 teacher=teacher,
-                distill=options.distill,
                 compute=compute,
             )
     finally:

@@ -1,7 +1,7 @@
 """Structured pruning by dependency group (the only importer of torch-pruning).
 
 A dependency group is a set of Conv/Linear layers whose channels must be removed together
-(e.g. convs joined by a residual add). It is named by its root module (DESIGN.md decision 2).
+(e.g. convs joined by a residual add). It is named by its root module (design decision 2).
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ import logging
 import os
 import tempfile
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -125,15 +126,35 @@ def _nodes_for(mapping: dict[str, str], layers: Sequence[str]) -> list[str]:
     return [mapping[layer] for layer in layers]
 
 
+@dataclass(frozen=True, kw_only=True)
+class Int8Settings:
+    """How int8 layers are quantized.
+
+    Attributes:
+        per_channel: one weight scale per output channel (else one per tensor).
+        calibration: how activation ranges are calibrated: ``minmax``, ``percentile`` or
+            ``entropy``.
+        reduce_range: 7-bit int8 weights (see ``measure.hardware.has_vnni``).
+    """
+
+    per_channel: bool = True
+    calibration: str = "minmax"
+    reduce_range: bool = False
+
+
+CALIBRATION_METHODS = {
+    "minmax": CalibrationMethod.MinMax,
+    "percentile": CalibrationMethod.Percentile,
+    "entropy": CalibrationMethod.Entropy,
+}
+
+
 def quantize_int8(
     src: Path,
     dst: Path,
     layers: Sequence[str],
     calib: np.ndarray,
-    *,
-    per_channel: bool = True,
-    method: str = "minmax",
-    reduce_range: bool = False,
+    settings: Int8Settings = Int8Settings(),
 ) -> Path:
     """Static QDQ int8 for ``layers``; every other Conv/Gemm/MatMul stays fp32."""
     if len(calib) == 0:
@@ -143,14 +164,11 @@ def quantize_int8(
     chosen = set(_nodes_for(mapping, layers))
     excluded = [n for n in mapping.values() if n not in chosen]
     input_name = model.graph.input[0].name
-    methods = {
-        "minmax": CalibrationMethod.MinMax,
-        "percentile": CalibrationMethod.Percentile,
-        "entropy": CalibrationMethod.Entropy,
-    }
-    if method not in methods:
+    method = settings.calibration
+    if method not in CALIBRATION_METHODS:
         raise CompressionError(
-            f"quantize.calibration: {method!r} is unknown; use one of {sorted(methods)}"
+            f"quantize.calibration: {method!r} is unknown; use one of "
+            f"{sorted(CALIBRATION_METHODS)}"
         )
     with tempfile.TemporaryDirectory(prefix="pruna_q8_") as tmp, _quiet():
         out = Path(tmp) / "q8.onnx"
@@ -161,10 +179,10 @@ def quantize_int8(
             quant_format=QuantFormat.QDQ,
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
-            per_channel=per_channel,
-            reduce_range=reduce_range,
+            per_channel=settings.per_channel,
+            reduce_range=settings.reduce_range,
             nodes_to_exclude=excluded,
-            calibrate_method=methods[method],
+            calibrate_method=CALIBRATION_METHODS[method],
         )
         save(onnx.load(str(out)), dst)
     return dst
@@ -201,11 +219,10 @@ def quantize(
     int8: Sequence[str] = (),
     int4: Sequence[str] = (),
     calib: np.ndarray | None = None,
-    per_channel: bool = True,
-    calibration: str = "minmax",
-    reduce_range: bool = False,
+    settings: Int8Settings = Int8Settings(),
 ) -> Path:
-    """Quantize the fp32 ONNX model ``src`` into ``dst`` per layer (a copy when none is chosen)."""
+    """Quantize the fp32 ONNX model ``src`` into ``dst`` per layer (a copy when none is chosen);
+    the ``int8`` layers as ``settings`` say, calibrated on ``calib``."""
     src, dst = Path(src), Path(dst)
     overlap = set(int8) & set(int4)
     if overlap:
@@ -217,15 +234,7 @@ def quantize(
         if int8:
             if calib is None:
                 raise CompressionError("quantize: int8 needs calibration inputs (data.calib)")
-            current = quantize_int8(
-                current,
-                Path(tmp) / "int8.onnx",
-                int8,
-                calib,
-                per_channel=per_channel,
-                method=calibration,
-                reduce_range=reduce_range,
-            )
+            current = quantize_int8(current, Path(tmp) / "int8.onnx", int8, calib, settings)
         if int4:
             current = quantize_int4(current, Path(tmp) / "int4.onnx", int4)
         if current == src:

@@ -19,6 +19,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from ..core.errors import DataError
+from ..core.imports import keyword_settings
 from ..core.runtime import batch_for
 
 SPLITS = ("train", "calib", "val")
@@ -137,21 +138,39 @@ def _concat(batches: Iterator[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarra
     return np.concatenate(xs), np.concatenate(ys)
 
 
+@dataclass(frozen=True, kw_only=True)
+class SplitSettings:
+    """How ``make_splits`` builds the splits.
+
+    Attributes:
+        num_classes: number of classes; None: max label + 1.
+        calib_size: size of the calibration subset drawn from train (>= 1).
+        seed: seed of the calibration subset.
+        options: the options the loader was called with (``DataSplits.options``).
+    """
+
+    num_classes: int | None = None
+    calib_size: int = 256
+    seed: int = 0
+    options: dict[str, Any] | None = None
+
+
 def make_splits(
     name: str,
     x_train: np.ndarray,
     y_train: np.ndarray,
     x_val: np.ndarray,
     y_val: np.ndarray,
-    *,
-    num_classes: int | None = None,
-    calib_size: int = 256,
-    seed: int = 0,
-    options: dict[str, Any] | None = None,
+    **settings: Any,
 ) -> DataSplits:
-    """Build DataSplits from arrays; ``calib`` is a seeded random subset of train."""
-    if calib_size < 1:
-        raise DataError(f"data.calib_size: {calib_size!r} must be >= 1")
+    """Build DataSplits from arrays; ``calib`` is a seeded random subset of train.
+
+    ``settings``: the fields of ``SplitSettings`` (``num_classes``, ``calib_size``, ``seed``,
+    ``options``), as keywords.
+    """
+    s = keyword_settings(SplitSettings, settings, caller="make_splits")
+    if s.calib_size < 1:
+        raise DataError(f"data.calib_size: {s.calib_size!r} must be >= 1")
     x_train = np.ascontiguousarray(x_train, dtype=np.float32)
     x_val = np.ascontiguousarray(x_val, dtype=np.float32)
     y_train = np.asarray(y_train, dtype=np.int64)
@@ -163,11 +182,12 @@ def make_splits(
             f"data {name!r}: train examples {x_train.shape[1:]} and val examples "
             f"{x_val.shape[1:]} differ in shape; give both splits the same shape"
         )
+    num_classes = s.num_classes
     if num_classes is None:
         both = np.concatenate([y_train, y_val]) if len(y_val) else y_train
         num_classes = int(both.max()) + 1 if len(both) else 0
-    rng = np.random.default_rng(seed)
-    calib_idx = np.sort(rng.permutation(len(x_train))[: min(calib_size, len(x_train))])
+    rng = np.random.default_rng(s.seed)
+    calib_idx = np.sort(rng.permutation(len(x_train))[: min(s.calib_size, len(x_train))])
     train = TensorDataset(torch.from_numpy(x_train), torch.from_numpy(y_train))
     calib = TensorDataset(
         torch.from_numpy(x_train[calib_idx]), torch.from_numpy(y_train[calib_idx])
@@ -180,6 +200,6 @@ def make_splits(
         val=val,
         input_shape=tuple(int(d) for d in x_train.shape[1:]),
         num_classes=int(num_classes),
-        options=dict(options or {}),
+        options=dict(s.options or {}),
         content=content_digest(x_train, y_train, x_val, y_val),
     )

@@ -98,28 +98,9 @@ def load_fashion_mnist(
     """
     if isinstance(size, bool) or not isinstance(size, int) or size < 8:
         raise DataError(f"data.size: {size!r} must be an integer >= 8")
-    folder = Path(root if root is not None else default_root()).expanduser().absolute()
-    if not folder.is_dir():
-        raise DataError(f"data.root: {str(folder)!r} is not a folder; {_FIX}")
-    for name in FILES:
-        if not (folder / name).is_file():
-            raise DataError(f"data.root: {str(folder)!r} has no {name}; {_FIX}")
-
-    arrays = []
-    for prefix in ("train", "t10k"):
-        images = _read_idx(folder / f"{prefix}-images-idx3-ubyte.gz", _IMAGES_MAGIC)
-        labels = _read_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", _LABELS_MAGIC)
-        if len(images) != len(labels):
-            raise _corrupt(
-                folder / f"{prefix}-labels-idx1-ubyte.gz",
-                f"{len(labels)} labels for {len(images)} images",
-            )
-        if len(labels) and int(labels.max()) > 9:
-            raise _corrupt(
-                folder / f"{prefix}-labels-idx1-ubyte.gz", f"label {int(labels.max())} > 9"
-            )
-        arrays.append((images, labels))
-    (x_train, y_train), (x_val, y_val) = arrays
+    folder = _folder(root)
+    x_train, y_train = _read_split(folder, "train")
+    x_val, y_val = _read_split(folder, "t10k")
 
     train_idx = _subset(len(x_train), train_size, seed, "train_size")
     val_idx = _subset(len(x_val), val_size, seed + 1, "val_size")
@@ -128,17 +109,11 @@ def load_fashion_mnist(
     if val_idx is not None:
         x_val, y_val = x_val[val_idx], y_val[val_idx]
 
-    def prepare(images: np.ndarray) -> np.ndarray:
-        out = images.astype(np.float32)[:, None, :, :]
-        out *= 1.0 / 255.0
-        out = resize(out, size)
-        return (out - MEAN) / STD
-
     return make_splits(
         "fashion_mnist",
-        prepare(x_train),
+        _prepare(x_train, size),
         y_train,
-        prepare(x_val),
+        _prepare(x_val, size),
         y_val,
         num_classes=10,
         calib_size=calib_size,
@@ -152,3 +127,36 @@ def load_fashion_mnist(
             "seed": seed,
         },
     )
+
+
+def _folder(root: str | None) -> Path:
+    """The folder holding the four files (``root``, else ``default_root()``), checked."""
+    folder = Path(root if root is not None else default_root()).expanduser().absolute()
+    if not folder.is_dir():
+        raise DataError(f"data.root: {str(folder)!r} is not a folder; {_FIX}")
+    for name in FILES:
+        if not (folder / name).is_file():
+            raise DataError(f"data.root: {str(folder)!r} has no {name}; {_FIX}")
+    return folder
+
+
+def _read_split(folder: Path, prefix: str) -> tuple[np.ndarray, np.ndarray]:
+    """The images and labels of ``prefix`` (``train`` or ``t10k``), checked."""
+    images = _read_idx(folder / f"{prefix}-images-idx3-ubyte.gz", _IMAGES_MAGIC)
+    labels = _read_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", _LABELS_MAGIC)
+    if len(images) != len(labels):
+        raise _corrupt(
+            folder / f"{prefix}-labels-idx1-ubyte.gz",
+            f"{len(labels)} labels for {len(images)} images",
+        )
+    if len(labels) and int(labels.max()) > 9:
+        raise _corrupt(folder / f"{prefix}-labels-idx1-ubyte.gz", f"label {int(labels.max())} > 9")
+    return images, labels
+
+
+def _prepare(images: np.ndarray, size: int) -> np.ndarray:
+    """uint8 (N, H, W) images as standardized float32 (N, 1, size, size)."""
+    out = images.astype(np.float32)[:, None, :, :]
+    out *= 1.0 / 255.0
+    out = resize(out, size)
+    return (out - MEAN) / STD

@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from ..core.errors import DataError
+from ..core.imports import keyword_settings
 from ..core.progress import bar
 from .base import DataSplits
 from .images import (
@@ -282,27 +285,11 @@ def _check_workers(workers: object) -> int:
     return workers
 
 
-def load_imagefolder(
-    *,
-    root: str,
-    size: int | tuple[int, int] = 224,
-    resize: int | None = None,
-    grayscale: bool = False,
-    mean: str | float | list[float] = TRAIN,
-    std: str | float | list[float] = TRAIN,
-    augment: bool = True,
-    workers: int = 2,
-    train_subset: int | float | None = None,
-    val_subset: int | float | None = None,
-    calib_size: int = 256,
-    seed: int = 0,
-) -> DataSplits:
-    """Images from ``root/train/<class>/*`` and ``root/val/<class>/*``, read per batch.
+@dataclass(frozen=True, kw_only=True)
+class ImageFolderOptions:
+    """The options of ``load_imagefolder``.
 
-    Classes are the sorted subfolder names of ``train`` (label = position); ``val`` may lack
-    classes but may not add any. Files ending in .jpg, .jpeg or .png (any case) are read.
-
-    Args:
+    Attributes:
         root: folder holding ``train`` and ``val``.
         size: the crop the model sees: a side, or ``[height, width]``.
         resize: the shorter side before the centre crop (None: ``size`` x 256/224).
@@ -317,31 +304,63 @@ def load_imagefolder(
         calib_size: size of the calibration subset drawn from train.
         seed: seed of the subsets, the calibration subset and the statistics sample.
     """
-    hw = _size(size)
-    crop_side = _resize(resize, hw)
-    mode = "L" if grayscale else "RGB"
-    channels = 1 if grayscale else 3
-    mean_values, std_values = _stats(mean, channels, "mean"), _stats(std, channels, "std")
-    workers = _check_workers(workers)
-    if isinstance(calib_size, bool) or not isinstance(calib_size, int) or calib_size < 1:
-        raise DataError(f"data.calib_size: {calib_size!r} must be an integer >= 1")
-    folder = Path(root).expanduser().absolute()
+
+    root: str
+    size: int | tuple[int, int] = 224
+    resize: int | None = None
+    grayscale: bool = False
+    mean: str | float | list[float] = TRAIN
+    std: str | float | list[float] = TRAIN
+    augment: bool = True
+    workers: int = 2
+    train_subset: int | float | None = None
+    val_subset: int | float | None = None
+    calib_size: int = 256
+    seed: int = 0
+
+
+def load_imagefolder(**options: Any) -> DataSplits:
+    """Images from ``root/train/<class>/*`` and ``root/val/<class>/*``, read per batch.
+
+    Classes are the sorted subfolder names of ``train`` (label = position); ``val`` may lack
+    classes but may not add any. Files ending in .jpg, .jpeg or .png (any case) are read.
+
+    Args:
+        options: the fields of ``ImageFolderOptions`` (``root`` required), as keywords.
+    """
+    return _load(keyword_settings(ImageFolderOptions, options, caller="load_imagefolder"))
+
+
+def _load(opts: ImageFolderOptions) -> DataSplits:
+    hw = _size(opts.size)
+    crop_side = _resize(opts.resize, hw)
+    mode = "L" if opts.grayscale else "RGB"
+    channels = 1 if opts.grayscale else 3
+    mean_values = _stats(opts.mean, channels, "mean")
+    std_values = _stats(opts.std, channels, "std")
+    workers = _check_workers(opts.workers)
+    _check_calib_size(opts.calib_size)
+    folder = Path(opts.root).expanduser().absolute()
     classes, listing = _listing(folder)
-    train_files, train_labels = _subset(*listing["train"], train_subset, seed, "train_subset")
-    val_files, val_labels = _subset(*listing["val"], val_subset, seed + 1, "val_subset")
+    train_files, train_labels = _subset(
+        *listing["train"], opts.train_subset, opts.seed, "train_subset"
+    )
+    val_files, val_labels = _subset(*listing["val"], opts.val_subset, opts.seed + 1, "val_subset")
     _check_files(train_files, "train")
     _check_files(val_files, "val")
     evaluation = EvalTransform(hw, crop_side)
-    normalize = _normalizer(mean_values, std_values, (train_files, mode, evaluation, seed))
+    normalize = _normalizer(mean_values, std_values, (train_files, mode, evaluation, opts.seed))
     common = {"mode": mode, "normalize": normalize, "workers": workers}
     train = ImageFiles(
         train_files,
         train_labels,
-        transform=TrainTransform(hw) if augment else evaluation,
+        transform=TrainTransform(hw) if opts.augment else evaluation,
         **common,
     )
-    rng = np.random.default_rng(seed)
-    calib_idx = np.sort(rng.permutation(len(train_files))[: min(calib_size, len(train_files))])
+    rng = np.random.default_rng(opts.seed)
+    calib_idx = np.sort(
+        rng.permutation(len(train_files))[: min(opts.calib_size, len(train_files))]
+    )
     return DataSplits(
         name="imagefolder",
         train=train,
@@ -349,18 +368,31 @@ def load_imagefolder(
         val=ImageFiles(val_files, val_labels, transform=evaluation, **common),
         input_shape=(channels, *hw),
         num_classes=len(classes),
-        options={
-            "root": str(folder),
-            "size": list(hw),
-            "resize": crop_side,
-            "grayscale": grayscale,
-            "mean": list(normalize.mean),
-            "std": list(normalize.std),
-            "augment": augment,
-            "train_subset": train_subset,
-            "val_subset": val_subset,
-            "calib_size": calib_size,
-            "seed": seed,
-        },
+        options=_recorded(opts, folder, hw, crop_side, normalize),
         content=_content(folder, [*train_files, *val_files]),
     )
+
+
+def _check_calib_size(calib_size: object) -> None:
+    if isinstance(calib_size, bool) or not isinstance(calib_size, int) or calib_size < 1:
+        raise DataError(f"data.calib_size: {calib_size!r} must be an integer >= 1")
+
+
+def _recorded(
+    opts: ImageFolderOptions, folder: Path, hw: HW, crop_side: int, normalize: Normalize
+) -> dict[str, Any]:
+    """The options as used (``DataSplits.options``): the resolved folder, size, resize and
+    normalization values."""
+    return {
+        "root": str(folder),
+        "size": list(hw),
+        "resize": crop_side,
+        "grayscale": opts.grayscale,
+        "mean": list(normalize.mean),
+        "std": list(normalize.std),
+        "augment": opts.augment,
+        "train_subset": opts.train_subset,
+        "val_subset": opts.val_subset,
+        "calib_size": opts.calib_size,
+        "seed": opts.seed,
+    }

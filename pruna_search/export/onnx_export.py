@@ -66,32 +66,7 @@ def export_onnx(
     try:
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
-            if exporter == "torchscript":
-                torch.onnx.export(
-                    module,
-                    (example,),
-                    str(tmp),
-                    dynamo=False,
-                    opset_version=OPSET,
-                    input_names=[INPUT_NAME],
-                    output_names=[OUTPUT_NAME],
-                    dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
-                    do_constant_folding=True,
-                )
-            else:
-                batch = torch.export.Dim("batch", min=1)
-                arg = next(iter(_forward_arg_names(module)), "x")
-                torch.onnx.export(
-                    module,
-                    (example,),
-                    str(tmp),
-                    dynamo=True,
-                    opset_version=18,
-                    input_names=[INPUT_NAME],
-                    output_names=[OUTPUT_NAME],
-                    dynamic_shapes={arg: {0: batch}},
-                    external_data=False,
-                )
+            _torch_export(module, example, tmp, exporter)
         _inline_constant_identities(str(tmp))
         onnx.checker.check_model(str(tmp), full_check=True)
     except Exception as exc:
@@ -104,6 +79,36 @@ def export_onnx(
         ) from exc
     os.replace(tmp, path)
     return path
+
+
+def _torch_export(module: nn.Module, example: torch.Tensor, tmp: Path, exporter: str) -> None:
+    """``torch.onnx.export`` of ``module`` to ``tmp`` with ``exporter``, batch axis dynamic."""
+    if exporter == "torchscript":
+        torch.onnx.export(
+            module,
+            (example,),
+            str(tmp),
+            dynamo=False,
+            opset_version=OPSET,
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+            do_constant_folding=True,
+        )
+    else:
+        batch = torch.export.Dim("batch", min=1)
+        arg = next(iter(_forward_arg_names(module)), "x")
+        torch.onnx.export(
+            module,
+            (example,),
+            str(tmp),
+            dynamo=True,
+            opset_version=18,
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamic_shapes={arg: {0: batch}},
+            external_data=False,
+        )
 
 
 def _inline_constant_identities(path: str) -> None:

@@ -10,13 +10,14 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
 from ..core.errors import ModelError
-from ..core.imports import import_object
+from ..core.imports import import_object, keyword_settings
 from ..core.names import did_you_mean
 from . import pretrained as _baselines
 from .checkpoint import load_checkpoint, load_state_dict
@@ -146,7 +147,38 @@ def logits_model(
     return model
 
 
-def _check_options(name: Any, width: Any, pretrained: bool, checkpoint: Any, data: Any) -> None:
+@dataclass(frozen=True, kw_only=True)
+class ModelOptions:
+    """The options of ``build`` (besides the name and the data).
+
+    Attributes:
+        num_classes: classifier outputs (must agree with ``data``).
+        in_channels: input channels (must agree with ``data``).
+        width: channel multiplier of built-in models (> 0).
+        pretrained: train the built-in model on ``data`` once and cache it (needs ``data``).
+        input_shape: one example's shape, e.g. ``(1, 32, 32)`` (must agree with ``data``).
+        checkpoint: a state dict file loaded into the model (strict; see ``load_checkpoint``).
+        model_kwargs: keyword arguments of a user's class or factory.
+        strip_prefix: removed from checkpoint keys before loading.
+        train_epochs: epochs of the pretrained baseline (None: a default per model and data).
+        output_key: which output holds the logits when the forward returns a dict, a tuple or
+            a ``ModelOutput`` (None: the tensor itself, else ``logits``, else the first tensor).
+    """
+
+    num_classes: int | None = None
+    in_channels: int | None = None
+    width: float = 1.0
+    pretrained: bool = False
+    input_shape: tuple[int, ...] | None = None
+    checkpoint: str | None = None
+    model_kwargs: dict[str, Any] | None = None
+    strip_prefix: str | None = None
+    train_epochs: int | None = None
+    output_key: str | int | None = None
+
+
+def _check_options(name: Any, data: Any, opts: ModelOptions) -> None:
+    width, pretrained = opts.width, opts.pretrained
     if not isinstance(name, str) or not name:
         raise ModelError(f"model.name: {name!r} must be a model name or 'package.module:Class'")
     if (
@@ -160,7 +192,7 @@ def _check_options(name: Any, width: Any, pretrained: bool, checkpoint: Any, dat
         raise ModelError(
             f"model {name!r}: pretrained=True trains the baseline on the data; pass data=..."
         )
-    if pretrained and checkpoint:
+    if pretrained and opts.checkpoint:
         raise ModelError(
             f"model {name!r}: both pretrained and checkpoint are set; the checkpoint already "
             "holds trained weights, so set pretrained to false"
@@ -232,21 +264,7 @@ def _built_in(
     return _FACTORIES[name](num_classes, in_channels or 3, input_shape, width)
 
 
-def build(
-    name: str,
-    *,
-    data: Any = None,
-    num_classes: int | None = None,
-    in_channels: int | None = None,
-    width: float = 1.0,
-    pretrained: bool = False,
-    input_shape: tuple[int, ...] | None = None,
-    checkpoint: str | None = None,
-    model_kwargs: dict[str, Any] | None = None,
-    strip_prefix: str | None = None,
-    train_epochs: int | None = None,
-    output_key: str | int | None = None,
-) -> nn.Module:
+def build(name: str, *, data: Any = None, **options: Any) -> nn.Module:
     """Build a model in eval mode.
 
     Args:
@@ -254,46 +272,44 @@ def build(
             nn.Module class or of a function that returns a model (with trained weights, or
             weights from ``checkpoint``).
         data: a DataSplits; supplies num_classes, in_channels and input_shape when not given.
-        num_classes: classifier outputs (must agree with ``data``).
-        in_channels: input channels (must agree with ``data``).
-        width: channel multiplier of built-in models (> 0).
-        pretrained: train the built-in model on ``data`` once and cache it (needs ``data``).
-        input_shape: one example's shape, e.g. ``(1, 32, 32)`` (must agree with ``data``).
-        checkpoint: a state dict file loaded into the model (strict; see ``load_checkpoint``).
-        model_kwargs: keyword arguments of a user's class or factory.
-        strip_prefix: removed from checkpoint keys before loading.
-        train_epochs: epochs of the pretrained baseline (None: a default per model and data).
-        output_key: which output holds the logits when the forward returns a dict, a tuple or
-            a ``ModelOutput`` (None: the tensor itself, else ``logits``, else the first tensor).
+        options: the fields of ``ModelOptions`` (``num_classes``, ``in_channels``, ``width``,
+            ``pretrained``, ``input_shape``, ``checkpoint``, ``model_kwargs``,
+            ``strip_prefix``, ``train_epochs``, ``output_key``), as keywords.
 
     Raises:
         ModelError: unknown name, bad class path, a disagreement with ``data``, bad options.
         CheckpointError: the checkpoint is missing, unreadable or does not match.
     """
-    _check_options(name, width, pretrained, checkpoint, data)
-    width = float(width)
-    num_classes, in_channels, input_shape = _shapes(data, num_classes, in_channels, input_shape)
+    opts = keyword_settings(ModelOptions, options, caller="build")
+    _check_options(name, data, opts)
+    width = float(opts.width)
+    num_classes, in_channels, input_shape = _shapes(
+        data, opts.num_classes, opts.in_channels, opts.input_shape
+    )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         if is_class_path(name):
-            model = _user_model(name, dict(model_kwargs or {}))
+            model = _user_model(name, dict(opts.model_kwargs or {}))
         else:
-            model = _built_in(name, model_kwargs, num_classes, in_channels, input_shape, width)
-    if checkpoint:
-        load_checkpoint(model, checkpoint, strip_prefix=strip_prefix)
-    elif pretrained:
-        model = _baselines.pretrained(model, name, data, width, train_epochs)
+            model = _built_in(
+                name, opts.model_kwargs, num_classes, in_channels, input_shape, width
+            )
+    if opts.checkpoint:
+        load_checkpoint(model, opts.checkpoint, strip_prefix=opts.strip_prefix)
+    elif opts.pretrained:
+        model = _baselines.pretrained(model, name, data, width, opts.train_epochs)
     model.eval()
     if input_shape:
-        model = logits_model(model, name, input_shape, num_classes, output_key)
-    elif output_key is not None:
+        model = logits_model(model, name, input_shape, num_classes, opts.output_key)
+    elif opts.output_key is not None:
         raise ModelError(
-            f"model.output_key: {output_key!r} needs the input shape to check it; pass data"
+            f"model.output_key: {opts.output_key!r} needs the input shape to check it; pass data"
         )
     return model
 
 
 __all__ = [
+    "ModelOptions",
     "build",
     "logits_model",
     "cache_dir",

@@ -38,21 +38,34 @@ def pick(out: Any, key: str | int | None) -> torch.Tensor:
     """The logits in a forward's output: ``out[key]`` when a key is given; else the tensor
     itself, else its ``logits``, else its first tensor."""
     if key is None:
-        if isinstance(out, TENSOR):
-            return out
-        if isinstance(out, Mapping) and isinstance(out.get(DEFAULT_KEY), TENSOR):
-            return out[DEFAULT_KEY]
-        if isinstance(getattr(out, DEFAULT_KEY, None), TENSOR):
-            return getattr(out, DEFAULT_KEY)
-        found = _tensors(out) if isinstance(out, Mapping | tuple | list) else []
-        if not found:
-            raise ModelError(
-                f"model: the forward returns {_describe(out)} with no tensor in it; return the "
-                "logits (batch, num_classes)"
-            )
-        return found[0][1]
+        return _default(out)
     if isinstance(out, torch.Tensor):
         raise ModelError(f"{FIELD}: {key!r} but the model returns one tensor; drop output_key")
+    value = _at(out, key)
+    if not isinstance(value, TENSOR):
+        raise ModelError(f"{FIELD}: {key!r} holds a {type(value).__name__}, not the logits")
+    return value
+
+
+def _default(out: Any) -> torch.Tensor:
+    """The tensor itself, else its ``logits``, else its first tensor (no key given)."""
+    if isinstance(out, TENSOR):
+        return out
+    if isinstance(out, Mapping) and isinstance(out.get(DEFAULT_KEY), TENSOR):
+        return out[DEFAULT_KEY]
+    if isinstance(getattr(out, DEFAULT_KEY, None), TENSOR):
+        return getattr(out, DEFAULT_KEY)
+    found = _tensors(out) if isinstance(out, Mapping | tuple | list) else []
+    if not found:
+        raise ModelError(
+            f"model: the forward returns {_describe(out)} with no tensor in it; return the "
+            "logits (batch, num_classes)"
+        )
+    return found[0][1]
+
+
+def _at(out: Any, key: str | int) -> Any:
+    """``out[key]`` (an index into a tuple or list, a key of a mapping), or a ModelError."""
     if isinstance(out, tuple | list):
         index = int(key) if str(key).lstrip("-").isdigit() else None
         if index is None or not -len(out) <= index < len(out):
@@ -60,18 +73,14 @@ def pick(out: Any, key: str | int | None) -> torch.Tensor:
                 f"{FIELD}: {key!r} is not in the output, {_describe(out)}; give an index "
                 f"0..{len(out) - 1}"
             )
-        value = out[index]
-    elif isinstance(out, Mapping) and key in out:
-        value = out[key]
-    else:
-        keys = list(out) if isinstance(out, Mapping) else []
-        raise ModelError(
-            f"{FIELD}: {key!r} is not in the output, {_describe(out)}; "
-            + (f"use one of {', '.join(map(str, keys))}" if keys else "return a dict or a tuple")
-        )
-    if not isinstance(value, TENSOR):
-        raise ModelError(f"{FIELD}: {key!r} holds a {type(value).__name__}, not the logits")
-    return value
+        return out[index]
+    if isinstance(out, Mapping) and key in out:
+        return out[key]
+    keys = list(out) if isinstance(out, Mapping) else []
+    raise ModelError(
+        f"{FIELD}: {key!r} is not in the output, {_describe(out)}; "
+        + (f"use one of {', '.join(map(str, keys))}" if keys else "return a dict or a tuple")
+    )
 
 
 def returns_logits(model: nn.Module, out: Any, key: str | int | None) -> nn.Module:

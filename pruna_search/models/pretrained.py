@@ -107,12 +107,14 @@ def pretrained(
     loops.train(
         model,
         data.train,
-        steps=steps,
-        lr=recipe.lr,
-        optimizer="sgd",
-        batch_size=BATCH_SIZE,
-        seed=0,
-        desc=f"baseline {name}",
+        loops.TrainSettings(
+            steps=steps,
+            lr=recipe.lr,
+            optimizer="sgd",
+            batch_size=BATCH_SIZE,
+            seed=0,
+            desc=f"baseline {name}",
+        ),
     )
     seconds = time.perf_counter() - start
     acc = loops.accuracy(model, data.val)
