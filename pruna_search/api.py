@@ -246,7 +246,7 @@ def _recovery(evaluator: Evaluator, plan: Plan, config: object, verbose: bool) -
     return before
 
 
-def optimize(
+def optimize(  # noqa: PLR0913 - the one-shot API: keyword-only options, each with a default
     model: nn.Module | str,
     config: Config | Plan | None = None,
     *,
@@ -303,7 +303,23 @@ def optimize(
     )
     before = _recovery(evaluator, plan, config, verbose)
     evaluation = evaluator.evaluate(plan)
-    latency = evaluation.latency
+    baseline = _baseline(evaluator, evaluation.latency)
+    _say(verbose, _outcome(baseline, evaluation.metrics, before, evaluation.latency is not None))
+    return Result(
+        metrics=evaluation.metrics,
+        baseline=baseline,
+        plan=plan,
+        prune_report=evaluation.candidate.prune_report,
+        seconds={**evaluator.seconds, **evaluation.seconds},
+        latency=evaluation.latency,
+        onnx_path=evaluation.candidate.onnx_path,
+        accuracy_before_finetune=before,
+        _workdir=holder,
+    )
+
+
+def _baseline(evaluator: Evaluator, latency) -> dict[str, float]:
+    """The dense model's metrics, with its latency figures when it was timed."""
     baseline = dict(evaluator.baseline)
     if latency is not None:
         baseline.update(
@@ -314,18 +330,4 @@ def optimize(
                 names.LATENCY_P90: latency.baseline.p90,
             }
         )
-    _say(verbose, _outcome(baseline, evaluation.metrics, before, latency is not None))
-    seconds = {**evaluator.seconds, **evaluation.seconds}
-    metrics = evaluation.metrics
-    candidate = evaluation.candidate
-    return Result(
-        metrics=metrics,
-        baseline=baseline,
-        plan=plan,
-        prune_report=candidate.prune_report,
-        seconds=seconds,
-        latency=latency,
-        onnx_path=candidate.onnx_path,
-        accuracy_before_finetune=before,
-        _workdir=holder,
-    )
+    return baseline

@@ -144,12 +144,14 @@ def main() -> int:
         t0 = time.perf_counter()
         files = plots.write_plots(
             tmp,
-            rows=rows,
-            chosen=3,
-            budget="accuracy drop <= 1 points",
-            importances=importances,
-            layers=layers,
-            layers_title="chosen",
+            plots.PlotData(
+                rows=rows,
+                chosen=3,
+                budget="accuracy drop <= 1 points",
+                importances=importances,
+                layers=layers,
+                layers_title="chosen",
+            ),
         )
         t_plots = time.perf_counter() - t0
         sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))

@@ -12,10 +12,14 @@ from omegaconf import DictConfig
 
 from ..core.errors import ConfigError
 from ..search.job import export_from_study, list_studies
+from . import schema
 from .errors import CONF_DIR
 from .run import guarded
 
 log = logging.getLogger("pruna_search")
+
+
+schema.register()
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="export")

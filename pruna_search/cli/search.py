@@ -19,13 +19,18 @@ from omegaconf import DictConfig, OmegaConf
 from ..core.errors import CheckpointError, ConfigError, DataError, ModelError, TargetError
 from ..report.summary import write_json
 from ..search import job as job_lib
+from . import schema
 from .errors import CONF_DIR
+from .help import help_text
 from .run import EXIT_INTERRUPTED, EXIT_NO_FEASIBLE, guarded
 from .sweep import write_sweep_summary
 
 log = logging.getLogger("pruna_search")
 INPUT_ERRORS = (ConfigError, DataError, ModelError, CheckpointError, TargetError)
 _status: list[str] = []
+
+
+schema.register()
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="search")
@@ -72,6 +77,9 @@ def _app(cfg: DictConfig) -> None:
 
 
 def main() -> None:
+    if {"--help", "-h"} & set(sys.argv[1:]):
+        print(help_text())
+        sys.exit(0)
     if "--no-cache" in sys.argv[1:]:
         # measure every model again instead of reusing cached latency figures
         sys.argv = [a for a in sys.argv if a != "--no-cache"] + ["target.cache=false"]

@@ -30,6 +30,11 @@ def register(name: str, loader: Callable[..., DataSplits]) -> None:
     _LOADERS[name] = loader
 
 
+def loader(name: str) -> Callable[..., DataSplits]:
+    """The loader registered as ``name`` (``KeyError`` when none is)."""
+    return _LOADERS[name]
+
+
 def names() -> tuple[str, ...]:
     return tuple(sorted(_LOADERS))
 
@@ -54,4 +59,4 @@ def load(name: str, **options: Any) -> DataSplits:
         raise
 
 
-__all__ = ["DataSplits", "load", "make_splits", "names", "register"]
+__all__ = ["DataSplits", "load", "loader", "make_splits", "names", "register"]

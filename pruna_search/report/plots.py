@@ -9,6 +9,7 @@ importances, and the chosen plan layer by layer.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,75 +47,88 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
+STYLES = {
+    "searched": dict(marker="o", color="tab:blue", s=22),
+    "reference": dict(marker="s", color="tab:orange", s=40),
+    "chosen": dict(marker="*", color="tab:red", s=220),
+}
+SYMBOLS = {"searched": "circle", "reference": "square", "chosen": "star"}
+
+
 def pareto_figures(rows: Sequence[Row], front: Sequence[Row], chosen: int | None, budget: str):
+    """The front and every trial, accuracy against latency: a PNG figure and its HTML twin."""
     groups = _groups(rows, chosen)
     front_sorted = sorted(front, key=lambda r: r[names.LATENCY])
+    return _pareto_png(groups, front_sorted, budget), _pareto_html(groups, front_sorted, budget)
+
+
+def _pareto_png(groups: Mapping[str, Sequence[Row]], front: Sequence[Row], budget: str):
     fig, ax = plt.subplots(figsize=(7, 4.5))
     ax.plot(
-        [r[names.LATENCY] for r in front_sorted],
-        [r[names.ACCURACY] for r in front_sorted],
+        [r[names.LATENCY] for r in front],
+        [r[names.ACCURACY] for r in front],
         "-",
         color="0.6",
         lw=1,
         label="Pareto front",
         zorder=1,
     )
-    styles = {
-        "searched": dict(marker="o", color="tab:blue", s=22),
-        "reference": dict(marker="s", color="tab:orange", s=40),
-        "chosen": dict(marker="*", color="tab:red", s=220),
-    }
+    for key, group in groups.items():
+        if group:
+            ax.scatter(
+                [r[names.LATENCY] for r in group],
+                [r[names.ACCURACY] for r in group],
+                label=f"{key} ({len(group)})",
+                zorder=2 if key != "chosen" else 3,
+                alpha=0.85 if key == "searched" else 1.0,
+                **STYLES[key],
+            )
+    ax.set_xlabel("latency (ms at the dense reference, lower is better)")
+    ax.set_ylabel("accuracy (ONNX model, validation split)")
+    ax.set_title(f"Accuracy against measured latency — budget: {budget}", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    return fig
+
+
+def _pareto_html(groups: Mapping[str, Sequence[Row]], front: Sequence[Row], budget: str):
     html = go.Figure()
     html.add_trace(
         go.Scatter(
-            x=[r[names.LATENCY] for r in front_sorted],
-            y=[r[names.ACCURACY] for r in front_sorted],
+            x=[r[names.LATENCY] for r in front],
+            y=[r[names.ACCURACY] for r in front],
             mode="lines",
             name="Pareto front",
             line={"color": "gray"},
         )
     )
     for key, group in groups.items():
-        if not group:
-            continue
-        ax.scatter(
-            [r[names.LATENCY] for r in group],
-            [r[names.ACCURACY] for r in group],
-            label=f"{key} ({len(group)})",
-            zorder=2 if key != "chosen" else 3,
-            alpha=0.85 if key == "searched" else 1.0,
-            **styles[key],
-        )
-        html.add_trace(
-            go.Scatter(
-                x=[r[names.LATENCY] for r in group],
-                y=[r[names.ACCURACY] for r in group],
-                mode="markers",
-                name=key,
-                marker={
-                    "size": 16 if key == "chosen" else 9,
-                    "symbol": {"searched": "circle", "reference": "square", "chosen": "star"}[key],
-                },
-                text=[
-                    f"trial {r['number']}: {r.get('plan', '')}"
-                    + (f" [{r['reference']}]" if r.get("reference") else "")
-                    + f"<br>{r[names.SPEEDUP]:.2f}x, drop {r[names.ACCURACY_DROP] * 100:.2f} pt"
-                    for r in group
-                ],
-                hoverinfo="text",
+        if group:
+            html.add_trace(
+                go.Scatter(
+                    x=[r[names.LATENCY] for r in group],
+                    y=[r[names.ACCURACY] for r in group],
+                    mode="markers",
+                    name=key,
+                    marker={"size": 16 if key == "chosen" else 9, "symbol": SYMBOLS[key]},
+                    text=[_hover(r) for r in group],
+                    hoverinfo="text",
+                )
             )
-        )
-    ax.set_xlabel("latency (ms at the dense reference, lower is better)")
-    ax.set_ylabel("accuracy (ONNX model, validation split)")
-    ax.set_title(f"Accuracy against measured latency — budget: {budget}", fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
     html.update_layout(
         title=f"Pareto front — budget: {budget}",
         xaxis_title="latency (ms at the dense reference)",
         yaxis_title="accuracy",
     )
-    return fig, html
+    return html
+
+
+def _hover(r: Row) -> str:
+    return (
+        f"trial {r['number']}: {r.get('plan', '')}"
+        + (f" [{r['reference']}]" if r.get("reference") else "")
+        + f"<br>{r[names.SPEEDUP]:.2f}x, drop {r[names.ACCURACY_DROP] * 100:.2f} pt"
+    )
 
 
 def history_figures(rows: Sequence[Row]):
@@ -221,27 +235,41 @@ def layer_figures(layers: Sequence[Mapping[str, Any]], title: str):
     return fig, html
 
 
-def write_plots(
-    output_dir: Path,
-    *,
-    rows: Sequence[Row],
-    chosen: int | None,
-    budget: str,
-    importances: Mapping[str, Mapping[str, float]],
-    layers: Sequence[Mapping[str, Any]] | None,
-    layers_title: str = "",
-    front_names: Sequence[str] = (names.ACCURACY, names.LATENCY),
-) -> list[Path]:
+@dataclass(frozen=True)
+class PlotData:
+    """What the end-of-study plots show.
+
+    Attributes:
+        rows: one row per completed trial (repeats included).
+        chosen: the number of the trial shipped, None when none.
+        budget: the objective's budget in words (plot titles).
+        importances: objective name -> {param: importance}.
+        layers: the chosen plan layer by layer (``layer_rows``), None when none.
+        layers_title: the title of the layer plot.
+        front_names: the metrics of the Pareto front.
+    """
+
+    rows: Sequence[Row]
+    chosen: int | None
+    budget: str
+    importances: Mapping[str, Mapping[str, float]]
+    layers: Sequence[Mapping[str, Any]] | None = None
+    layers_title: str = ""
+    front_names: Sequence[str] = (names.ACCURACY, names.LATENCY)
+
+
+def write_plots(output_dir: Path, data: PlotData) -> list[Path]:
     """Write the PNGs and ``plots.html``; returns the files written."""
+    rows, chosen, budget, layers = data.rows, data.chosen, data.budget, data.layers
     unique = [r for r in rows if r.get("duplicate_of") is None]
-    front = pareto_front(unique, front_names)
+    front = pareto_front(unique, data.front_names)
     figures = [
         ("pareto.png", *pareto_figures(rows, front, chosen, budget)),
         ("history.png", *history_figures(rows)),
-        ("importance.png", *importance_figures(importances)),
+        ("importance.png", *importance_figures(data.importances)),
     ]
     if layers:
-        figures.append(("layers.png", *layer_figures(layers, layers_title)))
+        figures.append(("layers.png", *layer_figures(layers, data.layers_title)))
     written = []
     parts = []
     for i, (file_name, figure, html) in enumerate(figures):
@@ -256,4 +284,4 @@ def write_plots(
     return written
 
 
-__all__ = ["HTML_FILE", "PNG_FILES", "write_plots"]
+__all__ = ["HTML_FILE", "PNG_FILES", "PlotData", "write_plots"]

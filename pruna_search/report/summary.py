@@ -10,6 +10,8 @@ from typing import Any
 
 from ..core import hardware, names
 from ..core.files import atomic_write_text
+from .finished import FinishedStudy
+from .front import hypervolume
 
 STATUS_OK = "ok"
 STATUS_NO_FEASIBLE = "no feasible trial"
@@ -68,25 +70,13 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
-def summary(
-    *,
-    study_name: str,
-    status: str,
-    settings,
-    baseline: Mapping[str, float],
-    chosen: Mapping[str, Any] | None,
-    final,
-    rows: Sequence[Mapping[str, Any]],
-    hv_searched: float,
-    hv_uniform: float,
-    outcome,
-    dense_ms: float | None = None,
-) -> dict[str, Any]:
-    """One flat record of the job (a row of the sweep summary). ``dense_ms``: the study's
-    dense reference (``latency_ms`` = ``dense_ms`` / speedup)."""
+def summary(finished: FinishedStudy) -> dict[str, Any]:
+    """One flat record of the job (a row of the sweep summary); ``dense_latency_ms`` is the
+    study's dense reference (``latency_ms`` = ``dense_latency_ms`` / speedup)."""
+    settings, rows, outcome = finished.settings, finished.rows, finished.outcome
     out: dict[str, Any] = {
-        "study": study_name,
-        "status": status,
+        "study": finished.study_name,
+        "status": finished.status,
         "model": settings.model_name,
         "data": settings.data["name"],
         "target": settings.target.name,
@@ -94,35 +84,38 @@ def summary(
         "budget": settings.objective.budget,
         "sampler": settings.sampler,
         "trials": len(rows),
-        "evaluated": sum(r.get("duplicate_of") is None for r in rows),
+        "evaluated": len(finished.unique),
         "evaluated_now": outcome.evaluated,
         "failed_now": outcome.failed,
         "pruned_now": outcome.pruned,
         "remeasured_now": outcome.remeasured,
         "still_noisy_now": outcome.still_noisy,
         **latency_flags(rows),
-        "dense_accuracy": baseline[names.ACCURACY],
-        "dense_size_mb": baseline[names.SIZE_MB],
-        "dense_latency_ms": dense_ms,
-        "hypervolume_searched": hv_searched,
-        "hypervolume_uniform": hv_uniform,
-        "chosen_trial": None if chosen is None else chosen["number"],
+        "dense_accuracy": finished.baseline[names.ACCURACY],
+        "dense_size_mb": finished.baseline[names.SIZE_MB],
+        "dense_latency_ms": finished.dense_ms,
+        "hypervolume_searched": hypervolume(finished.searched),
+        "hypervolume_uniform": hypervolume(finished.references),
+        "chosen_trial": finished.chosen_number,
     }
-    if final is not None:
-        m = final.metrics
-        out.update(
-            {
-                names.ACCURACY: m[names.ACCURACY],
-                names.ACCURACY_DROP: m[names.ACCURACY_DROP],
-                names.LATENCY: m.get(names.LATENCY),
-                names.LATENCY_P10: m.get(names.LATENCY_P10),
-                "dense_latency_ms_p10": final.latency.baseline.p10 if final.latency else None,
-                names.SPEEDUP: m.get(names.SPEEDUP),
-                names.SIZE_MB: m[names.SIZE_MB],
-                names.COMPRESSION: m[names.COMPRESSION],
-            }
-        )
-    return out
+    return out | _final_figures(finished.final)
+
+
+def _final_figures(final: Any) -> dict[str, Any]:
+    """The shipped model's figures after the final fine-tune (none when nothing shipped)."""
+    if final is None:
+        return {}
+    m = final.metrics
+    return {
+        names.ACCURACY: m[names.ACCURACY],
+        names.ACCURACY_DROP: m[names.ACCURACY_DROP],
+        names.LATENCY: m.get(names.LATENCY),
+        names.LATENCY_P10: m.get(names.LATENCY_P10),
+        "dense_latency_ms_p10": final.latency.baseline.p10 if final.latency else None,
+        names.SPEEDUP: m.get(names.SPEEDUP),
+        names.SIZE_MB: m[names.SIZE_MB],
+        names.COMPRESSION: m[names.COMPRESSION],
+    }
 
 
 def latency_flags(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -232,19 +225,25 @@ def _flagged_again(s: Mapping[str, Any]) -> str:
     )
 
 
-def write_markdown(
-    path: Path,
-    *,
-    summary: Mapping[str, Any],
-    front: Sequence[Mapping[str, Any]],
-    references: Sequence[Mapping[str, Any]],
-    searched: Sequence[Mapping[str, Any]],
-    final,
-    outcome,
-    space,
-) -> Path:
-    s = summary
+def write_markdown(path: Path, finished: FinishedStudy, summary: Mapping[str, Any]) -> Path:
+    """``report.md``: the header, the shipped model (or why none), searched against uniform,
+    the front, the flagged figures and the seconds per stage."""
     lines = [
+        *_header(summary, finished.space),
+        *_shipped(summary, finished),
+        *_against_uniform(summary, finished),
+        "## Pareto front",
+        "",
+        *_md(ROW_HEADER, [_row_cells(r) for r in finished.front]),
+        "",
+        *_flagged(finished.front),
+        *_stage_seconds(finished.outcome),
+    ]
+    return atomic_write_text(path, "\n".join(lines))
+
+
+def _header(s: Mapping[str, Any], space: Any) -> list[str]:
+    return [
         f"# pruna_search report: {s['study']}",
         "",
         f"- model `{s['model']}`, data `{s['data']}`, target `{s['target']}` "
@@ -264,57 +263,58 @@ def write_markdown(
         "and all of them interactive in `plots.html`.",
         "",
     ]
-    if final is not None:
-        lines += [
+
+
+def _shipped(s: Mapping[str, Any], finished: FinishedStudy) -> list[str]:
+    if finished.final is not None:
+        dense = {
+            names.ACCURACY: s["dense_accuracy"],
+            names.SIZE_MB: s["dense_size_mb"],
+            names.MACS: finished.space.info.macs,
+        }
+        return [
             f"## Chosen: trial {s['chosen_trial']}, re-applied with the final fine-tune",
             "",
             "```",
-            comparison_table(
-                {
-                    names.ACCURACY: s["dense_accuracy"],
-                    names.SIZE_MB: s["dense_size_mb"],
-                    names.MACS: space.info.macs,
-                },
-                final,
-            ),
+            comparison_table(dense, finished.final),
             "```",
             "",
             "Plan: `plan.yaml`; model: `best.onnx`.",
             "",
         ]
-    elif s["status"] == STATUS_NO_FEASIBLE:
-        lines += [
+    if s["status"] == STATUS_NO_FEASIBLE:
+        return [
             f"## No trial meets the budget ({s['budget']})",
             "",
             "Nothing was exported. The whole front is below and in `pareto.csv`; loosen the "
             "budget, widen the space or run more trials (`study.n_trials`).",
             "",
         ]
-    else:
-        lines += ["## Interrupted", "", "Run the same command again to resume the study.", ""]
-    lines += [
+    return ["## Interrupted", "", "Run the same command again to resume the study.", ""]
+
+
+def _against_uniform(s: Mapping[str, Any], finished: FinishedStudy) -> list[str]:
+    header = (
+        "uniform reference",
+        "speedup",
+        "accuracy",
+        "best searched as accurate",
+        "its speedup",
+        "gain",
+    )
+    return [
         "## Searched against uniform",
         "",
         f"Hypervolume in (accuracy drop <= 5 pt, latency / dense) — larger is better: searched "
         f"{s['hypervolume_searched']:.4f}, uniform references {s['hypervolume_uniform']:.4f}.",
         "",
-        *_md(
-            (
-                "uniform reference",
-                "speedup",
-                "accuracy",
-                "best searched as accurate",
-                "its speedup",
-                "gain",
-            ),
-            beats_uniform(references, searched),
-        ),
-        "",
-        "## Pareto front",
-        "",
-        *_md(ROW_HEADER, [_row_cells(r) for r in front]),
+        *_md(header, beats_uniform(finished.references, finished.searched)),
         "",
     ]
+
+
+def _flagged(front: Sequence[Mapping[str, Any]]) -> list[str]:
+    lines: list[str] = []
     again = [r for r in front if r.get("latency_remeasured")]
     if again:
         lines += [
@@ -336,17 +336,21 @@ def write_markdown(
             "anything twice).",
             "",
         ]
-    if outcome.stage_seconds:
-        stages = [
-            [k, f"{statistics.mean(v):.2f}", str(len(v))] for k, v in outcome.stage_seconds.items()
-        ]
-        lines += [
-            "## Seconds per trial by stage (this run)",
-            "",
-            *_md(("stage", "mean s", "trials"), stages),
-            "",
-        ]
-    return atomic_write_text(path, "\n".join(lines))
+    return lines
+
+
+def _stage_seconds(outcome: Any) -> list[str]:
+    if not outcome.stage_seconds:
+        return []
+    stages = [
+        [k, f"{statistics.mean(v):.2f}", str(len(v))] for k, v in outcome.stage_seconds.items()
+    ]
+    return [
+        "## Seconds per trial by stage (this run)",
+        "",
+        *_md(("stage", "mean s", "trials"), stages),
+        "",
+    ]
 
 
 __all__ = ["comparison_table", "summary", "write_json", "write_markdown"]

@@ -36,7 +36,8 @@ from ..measure import (
 )
 from ..models.pretrained import cache_dir
 from ..report import summary as report
-from ..report.front import hypervolume, pareto_front, write_csv
+from ..report.finished import FinishedStudy
+from ..report.front import pareto_front, write_csv
 from ..report.summary import STATUS_INTERRUPTED, STATUS_NO_FEASIBLE, STATUS_OK
 from ..space import SearchSpace
 from .evaluate import Evaluation, Evaluator
@@ -85,7 +86,7 @@ class Session:
     def final(self) -> Evaluator:
         """The evaluator the shipped model is measured with: the search's own, or — when the
         search ran on ``data.train_subset`` / ``data.val_subset`` — one over the whole data
-        (same model, target, runner and latency reference), built on first use."""
+        (same model, target, runner, floors and latency reference), built on first use."""
         if self._final is None:
             data = self.settings.data
             if not any(data.get(key) is not None for key in SUBSET_KEYS):
@@ -101,6 +102,7 @@ class Session:
                     evaluator.runner,
                 )
                 self._final.dense_ms = evaluator.dense_ms
+                self._final.floors = evaluator.floors  # judged by the search's floors
         return self._final
 
     def close(self) -> None:
@@ -269,7 +271,7 @@ def run_job(
     output_dir = Path(output_dir)
     settings = JobSettings.parse(config)
     # built now so a bad sampler option fails before anything heavy runs
-    sampler = make_sampler(settings.sampler, settings.seed, settings.sampler_options)
+    make_sampler(settings.sampler, settings.seed, settings.sampler_options)
     # and the latency runner: an agent that is down fails before the storage is created
     runner = runner_for(settings.target)
     check_storage(settings.study)
@@ -277,40 +279,7 @@ def run_job(
     session = open_session(settings, runner)
     try:
         check_budget_reachable(session, settings.objective)
-        storage = open_storage(settings.study)
-        references = reference_plans(session.space, settings.study.reference_ratios)
-        identity = settings.identity(session.weights_digest)
-        name = settings.study.name or study_name(
-            [
-                settings.model_name,
-                str(settings.data["name"]),
-                settings.target.name,
-                settings.objective.tag,
-            ],
-            identity,
-        )
-        study, resumed = open_study(
-            storage,
-            name,
-            directions=settings.objective.directions,
-            sampler=sampler,
-            identity=identity,
-            config=settings.raw,
-        )
-        # a resumed study must not replay the random start-up samples of the first run
-        study.sampler = make_sampler(
-            settings.sampler,
-            None if settings.seed is None else settings.seed + len(study.trials),
-            settings.sampler_options,
-        )
-        enqueue_references(study, references)
-        already = len(evaluated(study))
-        log.info(
-            f"study    {name} in {settings.study.storage}: "
-            + (f"resumed with {already} evaluated trials, " if resumed else "created, ")
-            + f"{max(0, settings.study.n_trials - already)} plans to evaluate "
-            f"({len(references)} uniform reference plans first), sampler {settings.sampler}"
-        )
+        study = open_job_study(session)
         runner = session.evaluator.runner
         tracking = StudyTracking.start(
             settings,
@@ -348,6 +317,39 @@ def run_job(
         session.close()
 
 
+def open_job_study(session: Session):
+    """Create or resume the job's study (named from its settings unless ``study.name``), with
+    its uniform reference trials enqueued once."""
+    settings = session.settings
+    references = reference_plans(session.space, settings.study.reference_ratios)
+    identity = settings.identity(session.weights_digest)
+    tags = [settings.model_name, str(settings.data["name"]), settings.target.name]
+    name = settings.study.name or study_name([*tags, settings.objective.tag], identity)
+    study, resumed = open_study(
+        open_storage(settings.study),
+        name,
+        directions=settings.objective.directions,
+        sampler=make_sampler(settings.sampler, settings.seed, settings.sampler_options),
+        identity=identity,
+        config=settings.raw,
+    )
+    # a resumed study must not replay the random start-up samples of the first run
+    study.sampler = make_sampler(
+        settings.sampler,
+        None if settings.seed is None else settings.seed + len(study.trials),
+        settings.sampler_options,
+    )
+    enqueue_references(study, references)
+    already = len(evaluated(study))
+    log.info(
+        f"study    {name} in {settings.study.storage}: "
+        + (f"resumed with {already} evaluated trials, " if resumed else "created, ")
+        + f"{max(0, settings.study.n_trials - already)} plans to evaluate "
+        f"({len(references)} uniform reference plans first), sampler {settings.sampler}"
+    )
+    return study
+
+
 def select(study, objective: Objective) -> tuple[list[dict], list[dict], dict | None]:
     """The study's rows, the Pareto front of its evaluated plans, and the trial the objective's
     rule picks from the feasible front (None when no trial meets the budget)."""
@@ -366,84 +368,64 @@ def finish(
     tracking: StudyTracking | None = None,
 ) -> JobResult:
     """Front, selection, final re-apply, plots, the output files, and the tracker's end."""
-    settings = session.settings
     output_dir.mkdir(parents=True, exist_ok=True)
-    rows, front, chosen = select(study, settings.objective)
-    unique = [r for r in rows if r["duplicate_of"] is None]
-    for row in front:
-        row["chosen"] = chosen is not None and row["number"] == chosen["number"]
-    if chosen is not None and not any(r["chosen"] for r in front):
-        front.append({**chosen, "chosen": True})
-    write_csv(front, output_dir / "pareto.csv")
-
-    final: Evaluation | None = None
-    chosen_plan: Plan | None = None
-    status = STATUS_OK
-    if outcome.interrupted:
-        status = STATUS_INTERRUPTED
-    elif chosen is None:
-        status = STATUS_NO_FEASIBLE
-    if chosen is not None:
-        trial = study.trials[int(chosen["number"])]
-        chosen_plan = session.space(FixedTrial(trial.params))
-        if status == STATUS_OK:
-            final = export_trial(session, trial.params, output_dir, source=f"trial {trial.number}")
-    write_plots(
-        study,
-        output_dir,
-        settings=settings,
-        space=session.space,
-        rows=rows,
-        chosen=chosen,
-        chosen_plan=chosen_plan,
-    )
-
-    references = [r for r in unique if r["reference"]]
-    searched = [r for r in unique if not r["reference"]]
-    summary = report.summary(
-        study_name=study.study_name,
-        status=status,
-        settings=settings,
-        # the shipped model is compared with dense on the data it was measured on
-        baseline=(session.evaluator if final is None else session.final).baseline,
-        chosen=chosen,
-        final=final,
-        rows=rows,
-        hv_searched=hypervolume(searched),
-        hv_uniform=hypervolume(references),
-        outcome=outcome,
-        dense_ms=session.evaluator.dense_ms,
-    )
+    finished = conclude(study, session, output_dir, outcome)
+    write_plots(study, output_dir, finished)
+    summary = report.summary(finished)
     log.info(report.latency_line(summary))
-    report.write_markdown(
-        output_dir / "report.md",
-        summary=summary,
-        front=front,
-        references=references,
-        searched=searched,
-        final=final,
-        outcome=outcome,
-        space=session.space,
-    )
+    report.write_markdown(output_dir / "report.md", finished, summary)
+    settings = session.settings
     if settings.tracking.name != "none":
         summary["tracking"] = settings.tracking.uri
     report.write_json(output_dir / "summary.json", summary)
     if tracking is not None:
-        tracking.end(
-            study,
-            output_dir,
-            settings=settings,
-            rows=rows,
-            chosen=chosen,
-            final_metrics=None if final is None else final.metrics,
-            status=status,
-        )
+        tracking.end(study, output_dir, finished)
         missing = tracking.not_logged()
         if missing:
             log.warning(f"tracking {missing}")
             summary["tracking_not_logged"] = missing
             report.write_json(output_dir / "summary.json", summary)
-    return JobResult(status, study.study_name, settings.study.storage, output_dir, summary)
+    return JobResult(
+        finished.status, study.study_name, settings.study.storage, output_dir, summary
+    )
+
+
+def conclude(study, session: Session, output_dir: Path, outcome: LoopOutcome) -> FinishedStudy:
+    """Choose the trial to ship, write ``pareto.csv``, and re-apply, fine-tune and export the
+    chosen plan when the study ended normally."""
+    rows, front, chosen = select(study, session.settings.objective)
+    for row in front:
+        row["chosen"] = chosen is not None and row["number"] == chosen["number"]
+    if chosen is not None and not any(r["chosen"] for r in front):
+        front.append({**chosen, "chosen": True})
+    write_csv(front, output_dir / "pareto.csv")
+    status = STATUS_OK
+    if outcome.interrupted:
+        status = STATUS_INTERRUPTED
+    elif chosen is None:
+        status = STATUS_NO_FEASIBLE
+    final: Evaluation | None = None
+    chosen_plan: Plan | None = None
+    if chosen is not None:
+        trial = study.trials[int(chosen["number"])]
+        chosen_plan = session.space(FixedTrial(trial.params))
+        if status == STATUS_OK:
+            final = export_trial(session, trial.params, output_dir, source=f"trial {trial.number}")
+    return FinishedStudy(
+        study_name=study.study_name,
+        status=status,
+        settings=session.settings,
+        space=session.space,
+        rows=rows,
+        front=front,
+        chosen=chosen,
+        chosen_plan=chosen_plan,
+        final=final,
+        outcome=outcome,
+        # the shipped model is compared with dense on the data it was measured on
+        baseline=(session.evaluator if final is None else session.final).baseline,
+        dense_ms=session.evaluator.dense_ms,
+    )
 
 
 def export_trial(

@@ -139,7 +139,26 @@ def trial_record(trial: FrozenTrial, space: SearchSpace) -> TrialRecord:
             plan_yaml = plan.to_yaml()
         except Exception:  # noqa: BLE001 - a plan that cannot be replayed still gets its run
             plan_yaml = None
-    metrics = {m: float(attrs[m]) for m in names.METRICS if attrs.get(m) is not None}
+    return TrialRecord(
+        number=trial.number,
+        state=trial.state.name,
+        params=params,
+        metrics={m: float(attrs[m]) for m in names.METRICS if attrs.get(m) is not None},
+        tags=trial_tags(trial),
+        plan_yaml=plan_yaml,
+        start_ms=_ms(trial.datetime_start),
+        end_ms=_ms(trial.datetime_complete),
+    )
+
+
+def _ms(when) -> int | None:
+    return None if when is None else int(when.timestamp() * 1000)
+
+
+def trial_tags(trial: FrozenTrial) -> dict[str, str]:
+    """The child run's tags: plan, reference, repeat, why it failed or was pruned, how its
+    latency was measured, and whether it meets the budget."""
+    attrs = trial.user_attrs
     tags: dict[str, str] = {keys.PLAN_TAG: str(attrs.get(PLAN_ATTR, ""))}
     if attrs.get(REFERENCE_ATTR):
         tags[REFERENCE_TAG] = str(attrs[REFERENCE_ATTR])
@@ -153,25 +172,11 @@ def trial_record(trial: FrozenTrial, space: SearchSpace) -> TrialRecord:
         tags[keys.NOISY_TAG] = str(attrs[NOISY_ATTR])
     for key, value in (attrs.get(LATENCY_ATTR) or {}).items():
         if key != "fingerprint" and value is not None:
-            tags[keys.LATENCY_TAG_PREFIX + key] = (
-                f"{value:.4g}" if isinstance(value, float) else str(value)
-            )
+            text = f"{value:.4g}" if isinstance(value, float) else str(value)
+            tags[keys.LATENCY_TAG_PREFIX + key] = text
     if trial.state is TrialState.COMPLETE:
         tags[FEASIBLE_TAG] = "true" if is_feasible(trial) else "false"
-
-    def ms(when) -> int | None:
-        return None if when is None else int(when.timestamp() * 1000)
-
-    return TrialRecord(
-        number=trial.number,
-        state=trial.state.name,
-        params=params,
-        metrics=metrics,
-        tags=tags,
-        plan_yaml=plan_yaml,
-        start_ms=ms(trial.datetime_start),
-        end_ms=ms(trial.datetime_complete),
-    )
+    return tags
 
 
 def is_finished(trial: FrozenTrial) -> bool:

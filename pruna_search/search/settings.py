@@ -44,11 +44,96 @@ MODEL_KEYS = (
     "in_channels",
     "output_key",
 )
-SPACE_KEYS = ("ratios", "precisions", "tie", "precision_tie", "round_to")
-FINETUNE_KEYS = tuple(f.name for f in dataclasses.fields(Finetune) if f.name != "steps")
-# where the fine-tune runs: not part of the plan, nor of a study's identity (workers on
-# machines with and without a GPU share one study)
-COMPUTE_KEYS = ("device", "amp")
+
+
+@dataclass(frozen=True)
+class SpaceSettings:
+    """The ``space`` section: what the search may choose (``SpaceOptions``, whose defaults
+    these are, without the fine-tune budget).
+
+    Attributes:
+        ratios: pruning ratios offered to every dependency group (0 keeps it dense).
+        precisions: search per-layer precision among what the target runs; false keeps fp32.
+        tie: none (one choice per group / layer) or stage (one per top-level module, e.g.
+            layer2), which shrinks large spaces.
+        precision_tie: how precision choices are shared: none / stage as for tie, model (one
+            choice for the whole model), or null to follow tie.
+        round_to: kept channels are a multiple of this, or one multiple per precision
+            ({fp32: 8, int8: 16}: fp32 kernels are fastest at multiples of 8, int8 ones at 16).
+    """
+
+    ratios: tuple[float, ...] = SpaceOptions.ratios
+    precisions: bool = SpaceOptions.precisions
+    tie: str = SpaceOptions.tie
+    # model: on CPUs where each fp32/int8 boundary costs more than an int8 layer saves, mixed
+    # plans are slower than both uniform ones
+    precision_tie: str | None = "model"
+    round_to: Any = field(default_factory=lambda: dict(DEFAULT_ROUND_TO))
+
+    def options(self, finetune: Finetune) -> SpaceOptions:
+        return SpaceOptions(
+            ratios=tuple(self.ratios),
+            precisions=bool(self.precisions),
+            tie=self.tie,
+            precision_tie=self.precision_tie,
+            finetune=finetune,
+            round_to=self.round_to,
+        )
+
+
+@dataclass(frozen=True)
+class FinetuneSettings:
+    """The ``finetune`` section: recovery after pruning (BatchNorm recalibration, then SGD with
+    a cosine schedule and distillation from the dense model; a plan that prunes nothing is not
+    fine-tuned). The recipe's defaults are ``Finetune``'s.
+
+    Attributes:
+        trial_steps: fine-tune steps per trial (a proxy: more steps rank plans better but cost
+            more).
+        final_steps: steps for the chosen plan when it is re-applied and exported.
+        lr: peak learning rate (cosine decay to 0).
+        optimizer: sgd (momentum 0.9), adam or adamw.
+        batch_size: training batch size.
+        weight_decay: L2 / decoupled weight decay.
+        bn_recalibration: batches used to re-estimate BatchNorm statistics after pruning (0
+            disables it).
+        distill: weight of distillation from the dense model (0: off).
+        seed: seed for batch order.
+        device: where recalibration, fine-tuning and the teacher run: auto (CUDA when torch
+            sees a GPU, else the CPU), cpu, cuda or cuda:N; export, quantization, accuracy and
+            latency always run as the target runs them.
+        amp: mixed precision on CUDA: bf16 or fp16 autocast (null: full precision; ignored on
+            the CPU).
+    """
+
+    trial_steps: int = 60
+    final_steps: int = 300
+    lr: float = Finetune.lr
+    optimizer: str = Finetune.optimizer
+    batch_size: int = Finetune.batch_size
+    weight_decay: float = Finetune.weight_decay
+    bn_recalibration: int = Finetune.bn_recalibration
+    distill: float = Finetune.distill
+    seed: int = Finetune.seed
+    device: str = "auto"
+    amp: str | None = None
+
+    def recipes(self) -> tuple[Finetune, Finetune]:
+        """The trial's and the final fine-tune (errors name this section's keys)."""
+        common = {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(Finetune)
+            if f.name != "steps"
+        }
+        try:
+            return (
+                Finetune(steps=self.trial_steps, **common),
+                Finetune(steps=self.final_steps, **common),
+            )
+        except PrunaSearchError as exc:
+            raise ConfigError(
+                str(exc).replace("finetune.steps", "finetune.trial_steps / final_steps")
+            ) from None
 
 
 @dataclass(frozen=True)
@@ -92,6 +177,41 @@ def _check_keys(section: str, values: Mapping[str, Any], allowed: tuple[str, ...
             raise ConfigError(f"{section}.{key}: unknown option; {did_you_mean(key, allowed)}")
 
 
+def _checked(config: Mapping[str, Any], name: str, kind: type) -> dict[str, Any]:
+    """The section's values, each key one of the dataclass's fields."""
+    values = _section(config, name)
+    _check_keys(name, values, tuple(f.name for f in dataclasses.fields(kind)))
+    return values
+
+
+def _typed(config: Mapping[str, Any], name: str, kind: type) -> Any:
+    """The section as its dataclass (defaults for the keys it does not set)."""
+    values = _checked(config, name, kind)
+    for key, value in values.items():
+        if isinstance(value, list):  # YAML lists are the dataclasses' tuples
+            values[key] = tuple(value)
+    return kind(**values)
+
+
+def _check_sections(config: Mapping[str, Any]) -> None:
+    unknown = [k for k in config if k not in (*SECTIONS, "seed", "verbose", "experiment")]
+    if unknown:
+        raise ConfigError(
+            f"{unknown[0]}: unknown config section; {did_you_mean(unknown[0], SECTIONS)}"
+        )
+
+
+def _model(config: Mapping[str, Any]) -> dict[str, Any]:
+    model = _section(config, "model")
+    _check_keys("model", model, MODEL_KEYS)
+    if not model.get("name"):
+        raise ConfigError(
+            "model.name: missing; use a built-in name (model=resnet20) or a "
+            "class path 'package.module:Class'"
+        )
+    return model
+
+
 @dataclass(frozen=True)
 class JobSettings:
     """Everything one study needs, validated."""
@@ -117,93 +237,31 @@ class JobSettings:
     def parse(cls, config: Mapping[str, Any]) -> JobSettings:
         """Validate a composed config (plain dicts and lists)."""
         config = dict(config)
-        model = _section(config, "model")
-        _check_keys("model", model, MODEL_KEYS)
-        if not model.get("name"):
-            raise ConfigError(
-                "model.name: missing; use a built-in name (model=resnet20) or a "
-                "class path 'package.module:Class'"
-            )
-        data = _section(config, "data")
+        _check_sections(config)
+        model, data = _model(config), _section(config, "data")
         if not data.get("name"):
             raise ConfigError("data.name: missing; e.g. data=digits")
-
         target_config = _section(config, "target")
-        target = Target.from_config(target_config)
-
-        space_config = _section(config, "space")
-        _check_keys("space", space_config, SPACE_KEYS)
-
-        finetune_config = _section(config, "finetune")
-        _check_keys(
-            "finetune",
-            finetune_config,
-            (*FINETUNE_KEYS, *COMPUTE_KEYS, "trial_steps", "final_steps"),
-        )
-        compute = Compute.resolve(
-            finetune_config.get("device", "auto"), finetune_config.get("amp")
-        )
-        common = {k: v for k, v in finetune_config.items() if k in FINETUNE_KEYS}
-        trial_steps = finetune_config.get("trial_steps", 50)
-        final_steps = finetune_config.get("final_steps", 300)
-        try:
-            trial_finetune = Finetune(steps=trial_steps, **common)
-            final_finetune = Finetune(steps=final_steps, **common)
-        except PrunaSearchError as exc:
-            raise ConfigError(
-                str(exc).replace("finetune.steps", "finetune.trial_steps / final_steps")
-            ) from None
-        space = SpaceOptions(
-            ratios=tuple(space_config.get("ratios", SpaceOptions.ratios)),
-            precisions=bool(space_config.get("precisions", True)),
-            tie=space_config.get("tie", "none"),
-            precision_tie=space_config.get("precision_tie"),
-            finetune=trial_finetune,
-            round_to=space_config.get("round_to", DEFAULT_ROUND_TO),
-        )
-
-        objective_config = _section(config, "objective")
-        fields = {f.name for f in dataclasses.fields(Objective)}
-        _check_keys("objective", objective_config, tuple(fields))
-        objective = make_objective(**objective_config)
-
+        finetune = _typed(config, "finetune", FinetuneSettings)
+        trial_finetune, final_finetune = finetune.recipes()
+        space = _typed(config, "space", SpaceSettings)
         sampler_config = _section(config, "sampler")
-        sampler = sampler_config.pop("name", "tpe")
-        seed = sampler_config.pop("seed", config.get("seed", 0))
-
-        study_config = _section(config, "study")
-        fields = {f.name for f in dataclasses.fields(StudySettings)}
-        _check_keys("study", study_config, tuple(fields))
-        if "reference_ratios" in study_config:
-            study_config["reference_ratios"] = tuple(study_config["reference_ratios"] or ())
-        study = StudySettings(**study_config)
-
-        tracking_config = _section(config, "tracking")
-        fields = {f.name for f in dataclasses.fields(TrackingSettings)}
-        _check_keys("tracking", tracking_config, tuple(fields))
-        tracking = TrackingSettings(**tracking_config)
-
-        unknown = [k for k in config if k not in (*SECTIONS, "seed", "verbose", "experiment")]
-        if unknown:
-            raise ConfigError(
-                f"{unknown[0]}: unknown config section; {did_you_mean(unknown[0], SECTIONS)}"
-            )
         return cls(
             model=model,
             data=data,
-            target=target,
+            target=Target.from_config(target_config),
             target_config=target_config,
-            space=space,
-            space_config=space_config,
-            objective=objective,
-            sampler=sampler,
+            space=space.options(trial_finetune),
+            space_config=_section(config, "space"),
+            objective=make_objective(**_checked(config, "objective", Objective)),
+            sampler=sampler_config.pop("name", "tpe"),
+            seed=sampler_config.pop("seed", config.get("seed", 0)),
             sampler_options=sampler_config,
-            seed=seed,
-            study=study,
+            study=_typed(config, "study", StudySettings),
             trial_finetune=trial_finetune,
             final_finetune=final_finetune,
-            compute=compute,
-            tracking=tracking,
+            compute=Compute.resolve(finetune.device, finetune.amp),
+            tracking=_typed(config, "tracking", TrackingSettings),
             raw=config,
         )
 
@@ -239,4 +297,4 @@ class JobSettings:
         }
 
 
-__all__ = ["JobSettings"]
+__all__ = ["FinetuneSettings", "JobSettings", "SpaceSettings", "TrackingSettings"]

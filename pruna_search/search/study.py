@@ -84,7 +84,7 @@ class StudySettings:
 
     name: str | None = None
     storage: str = "sqlite:///pruna_search.db"
-    n_trials: int = 20
+    n_trials: int = 16
     timeout: float | None = None
     heartbeat_interval: int = 30
     grace_period: int = 90
@@ -94,6 +94,8 @@ class StudySettings:
     latency_first: bool = True
 
     def __post_init__(self) -> None:
+        # null in YAML: no reference trials besides dense and uniform int8
+        object.__setattr__(self, "reference_ratios", tuple(self.reference_ratios or ()))
         if isinstance(self.n_trials, bool) or not isinstance(self.n_trials, int):
             raise ConfigError(f"study.n_trials: {self.n_trials!r} must be an integer >= 1")
         if self.n_trials <= 0:

@@ -18,6 +18,7 @@ from ..core.keys import UID_ATTR
 from ..core.model_info import GroupInfo
 from ..core.plan import Plan
 from ..report import plots
+from ..report.finished import FinishedStudy
 from ..report.front import pareto_front
 from ..space import SearchSpace
 from ..tracking import GuardedTracker, StudyEnd, make_tracker
@@ -81,21 +82,12 @@ class StudyTracking:
     def on_trial(self, trial: FrozenTrial) -> None:
         self.tracker.log_trial(trial_record(trial, self.space))
 
-    def end(
-        self,
-        study,
-        output_dir: Path,
-        *,
-        settings: JobSettings,
-        rows: Sequence[Mapping[str, Any]],
-        chosen: Mapping[str, Any] | None,
-        final_metrics: Mapping[str, float] | None,
-        status: str,
-    ) -> None:
+    def end(self, study, output_dir: Path, finished: FinishedStudy) -> None:
         """Plots and files on the parent run, tags on the front and the chosen trial, the
         model in the registry; then the parent run's status."""
+        settings, rows, chosen_number = finished.settings, finished.rows, finished.chosen_number
+        final_metrics, status = finished.final_metrics, finished.status
         self.log_missing(study.get_trials(deepcopy=False))
-        chosen_number = None if chosen is None else int(chosen["number"])
         files = [output_dir / name for name in ARTIFACTS]
         files += sorted(output_dir.glob("*.png")) + [output_dir / plots.HTML_FILE]
         metrics = dict(final_metrics or {})
@@ -169,37 +161,30 @@ def layer_rows(space: SearchSpace, plan: Plan) -> list[dict[str, Any]]:
     return rows
 
 
-def write_plots(
-    study,
-    output_dir: Path,
-    *,
-    settings: JobSettings,
-    space: SearchSpace,
-    rows: Sequence[Mapping[str, Any]],
-    chosen: Mapping[str, Any] | None,
-    chosen_plan: Plan | None,
-) -> list[Path]:
+def write_plots(study, output_dir: Path, finished: FinishedStudy) -> list[Path]:
     """The end-of-study plots in the output folder (also when tracking is off)."""
     importances = param_importances(
         study,
         {names.ACCURACY: names.ACCURACY, names.LATENCY: names.LATENCY},
     )
+    chosen, plan = finished.chosen, finished.chosen_plan
     title = ""
     if chosen is not None:
         title = (
             f"Chosen trial {chosen['number']}: {chosen[names.SPEEDUP]:.2f}x, "
             f"drop {chosen[names.ACCURACY_DROP] * 100:.2f} pt (trial fine-tune)"
         )
-    return plots.write_plots(
-        output_dir,
-        rows=rows,
-        chosen=None if chosen is None else int(chosen["number"]),
-        budget=settings.objective.budget,
+    objective = finished.settings.objective
+    data = plots.PlotData(
+        rows=finished.rows,
+        chosen=finished.chosen_number,
+        budget=objective.budget,
         importances=importances,
-        layers=layer_rows(space, chosen_plan) if chosen_plan is not None else None,
+        layers=layer_rows(finished.space, plan) if plan is not None else None,
         layers_title=title,
-        front_names=settings.objective.front_names,
+        front_names=objective.front_names,
     )
+    return plots.write_plots(output_dir, data)
 
 
 __all__ = ["StudyTracking", "layer_rows", "pareto_numbers", "write_plots"]
