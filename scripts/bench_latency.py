@@ -71,14 +71,9 @@ from pruna_search.core import hardware
 from pruna_search.core.plan import DEFAULT_ROUND_TO, Finetune, Plan
 from pruna_search.core.target import CPU, DEFAULT_TOKEN_ENV, Target
 from pruna_search.measure.cache import LatencyCache
-from pruna_search.measure.latency import (
-    LatencyComparison,
-    LatencyRunner,
-    RemoteRunner,
-    baseline_floor,
-    compare_latency,
-    timed_input,
-)
+from pruna_search.measure.floors import Floors, baseline_floor
+from pruna_search.measure.latency import LatencyComparison, Measurer, compare_latency
+from pruna_search.measure.runners import LatencyRunner, RemoteRunner, timed_input
 from pruna_search.models.pretrained import cache_dir
 from pruna_search.search.evaluate import Evaluator, dense_reference
 
@@ -182,6 +177,7 @@ def measure_rounds(
     rounds: int,
     runner: LatencyRunner | None = None,
     remeasure: bool = True,
+    floors: Floors | None = None,
 ) -> Section:
     """``rounds`` independent rounds; odd rounds in the configurations' order, even reversed.
     Int8 configurations are timed with ``probe`` as the reference when the target asks. The
@@ -189,15 +185,16 @@ def measure_rounds(
     dense floor known once the first window is timed, else the dense p10 of the first window
     not flagged (all flagged: the first window's). With
     ``remeasure``, figures flagged noisy are measured again after the rounds, as a search does
-    after its loop (``search.remeasure``), and a steady one replaces the flagged one."""
+    after its loop (``search.remeasure``), and a steady one replaces the flagged one.
+    ``floors``: those the windows are judged by (None: the section's own, on FLOORS's file)."""
     results = []
     dense_ms: float | None = None
+    floors = floors or Floors.of(target, FLOORS)
+    measurer = Measurer(runner, FLOORS, floors)
 
     def measure(label: str, path: Path) -> LatencyComparison:
         reference = probe if target.int8_probe and " int8" in label else None
-        return compare_latency(
-            path, dense, x, target, cache=FLOORS, runner=runner, reference=reference
-        )
+        return compare_latency(path, dense, x, target, reference=reference, measurer=measurer)
 
     for index in range(rounds):
         order = configs if index % 2 == 0 else configs[::-1]
@@ -206,7 +203,7 @@ def measure_rounds(
         for label, path in order:
             measured[label] = measure(label, path)
             if dense_ms is None:
-                floor = baseline_floor(dense, x, target, FLOORS, runner)
+                floor = baseline_floor(dense, x, target, floors, runner)
                 dense_ms = dense_reference(floor, measured[label])
         results.append(measured)
         print(
@@ -540,6 +537,7 @@ def run_agent_section(
     folder: Path,
     alone: dict[str, float],
     remeasure: bool = True,
+    floors: Floors | None = None,
 ) -> bool:
     token = secrets.token_hex(16)
     port = free_port()
@@ -567,7 +565,15 @@ def run_agent_section(
         target = dataclasses.replace(PROTOCOL, runner="remote", url=url)
         runner = RemoteRunner(target)
         section = measure_rounds(
-            configs, dense, probe, x, target, rounds, runner=runner, remeasure=remeasure
+            configs,
+            dense,
+            probe,
+            x,
+            target,
+            rounds,
+            runner=runner,
+            remeasure=remeasure,
+            floors=floors,
         )
         print()
         return report([label for label, _ in configs], section, alone)
@@ -645,7 +651,7 @@ def main() -> int:
     total = time.perf_counter()
     print(f"machine: {hardware.fingerprint()}")
     P = PROTOCOL
-    floors = (
+    kept = (
         f"floors of the last {P.floor_max_age_h:g} h from {FLOORS.path}"
         if P.floor_max_age_h is not None
         else "floors of this process only"
@@ -659,8 +665,9 @@ def main() -> int:
         f"quiet rounds within {100 * (P.quiet_tolerance or 0):g} %, noise gate "
         f"{P.max_other_load:g} cores or dense {100 * (P.max_baseline_drift or 0):g} % above "
         f"its floor{' (int8: and dense int8)' if P.int8_probe else ''} x {P.noise_retries} "
-        f"retries ({floors}); no cache"
+        f"retries ({kept}); no cache"
     )
+    floors = Floors.of(P, FLOORS)  # one for the process: the local and agent sections share it
     ok = True
     with tempfile.TemporaryDirectory(prefix="bench_latency_") as tmp:
         folder = Path(tmp)
@@ -685,7 +692,14 @@ def main() -> int:
             print("== local (LocalRunner)")
             start = time.perf_counter()
             section = measure_rounds(
-                configs, dense, probe, x, PROTOCOL, args.rounds, remeasure=not args.no_remeasure
+                configs,
+                dense,
+                probe,
+                x,
+                PROTOCOL,
+                args.rounds,
+                remeasure=not args.no_remeasure,
+                floors=floors,
             )
             print()
             ok &= report(labels, section, alone)
@@ -695,7 +709,7 @@ def main() -> int:
             print("== agent on loopback (RemoteRunner)")
             start = time.perf_counter()
             ok &= run_agent_section(
-                configs, dense, probe, x, args.rounds, folder, alone, not args.no_remeasure
+                configs, dense, probe, x, args.rounds, folder, alone, not args.no_remeasure, floors
             )
             print(f"agent section: {time.perf_counter() - start:.1f} s", flush=True)
         if not args.skip_slow:

@@ -20,13 +20,20 @@ from onnx_models import failing_model, hanging_model, small_and_big
 from pruna_search import MeasurementError, TargetError
 from pruna_search.core import hardware
 from pruna_search.core.target import CPU
-from pruna_search.measure import AgentClient, LocalRunner, RemoteRunner, compare_latency, latency
+from pruna_search.measure import (
+    AgentClient,
+    LocalRunner,
+    Measurer,
+    RemoteRunner,
+    compare_latency,
+    floors,
+)
 from pruna_search.measure.remote import _multipart
 
 ROOT = Path(__file__).resolve().parents[1]
 AGENT = str(Path(sys.executable).with_name("pruna-search-agent"))
 TOKEN = "test-token-7f3a"
-QUICK = {"warmup": 2, "min_runs": 10, "max_runs": 20, "budget": 0.0, "noise_retries": 0}
+QUICK = {"warmup": 2, "min_runs": 10, "max_runs": 20, "time_budget_s": 0.0}
 
 
 def free_port() -> int:
@@ -224,7 +231,7 @@ def test_agent_imports_no_torch():
         "import sys\n"
         "for name in ('torch', 'torch_pruning', 'optuna', 'mlflow', 'hydra', 'onnx', 'yaml'):\n"
         "    sys.modules[name] = None  # importing any of them now fails\n"
-        "import pruna_search.agent, pruna_search.agent.cli, pruna_search.core._timing_worker\n"
+        "import pruna_search.agent, pruna_search.agent.cli, pruna_search.measure._worker\n"
         "print('ok')\n"
     )
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
@@ -247,8 +254,8 @@ def test_remote_runner_measures_through_the_agent(agent, onnx_files):
             onnx_files["big"],
             np.zeros((1, 1, 32, 32), np.float32),
             target,
-            runner=runner,
             reference=onnx_files["big"],  # a probe timed in the same window
+            measurer=Measurer(runner=runner),
         )
     finally:
         os.environ.pop("PRUNA_AGENT_TOKEN")
@@ -260,7 +267,7 @@ def test_remote_runner_measures_through_the_agent(agent, onnx_files):
     # a loopback agent is this machine: its floors are the local runner's (not keyed by URL)
     local = dataclasses.replace(target, runner="local", url=None)
     shape = (1, 1, 32, 32)
-    assert latency.floor_settings(target, runner, shape) == latency.floor_settings(
+    assert floors.floor_settings(target, runner, shape) == floors.floor_settings(
         local, LocalRunner(local), shape
     )
     assert result.fingerprint["host"] == hardware.fingerprint()["host"]

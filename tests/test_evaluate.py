@@ -67,13 +67,11 @@ def test_a_plan_is_validated_before_any_work(digits, tmp_path):
     assert not list(tmp_path.glob("bad*"))
 
 
-def test_dense_reference_is_not_fixed_by_a_flagged_window(digits, tmp_path, monkeypatch):
+def test_dense_reference_is_not_fixed_by_a_flagged_window(digits, tmp_path):
     """Without a floor, the first window the noise gate flagged does not fix the study's dense
     reference (its dense p10 was measured in a slow phase); the first steady one does."""
-    from pruna_search.measure import latency
     from pruna_search.measure.latency import Latency, LatencyComparison
 
-    monkeypatch.setattr(latency, "_BASELINE_FLOOR", {})  # no floor in this process
     torch.manual_seed(0)
     evaluator = Evaluator(models.build("cnn", data=digits), digits, QUICK, workdir=tmp_path)
 

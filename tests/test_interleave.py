@@ -18,10 +18,11 @@ from torch import nn
 
 from pruna_search.core import runtime
 from pruna_search.core.target import CPU
-from pruna_search.core.timing import TimingSettings, measure, measure_sessions
+from pruna_search.core.timing import TimingSettings
 from pruna_search.export import export_onnx
 from pruna_search.measure import latency
 from pruna_search.measure.latency import LatencyComparison, ratio_risk
+from pruna_search.measure.timing import measure, measure_sessions
 
 X = np.random.default_rng(1).standard_normal((1, 1, 32, 32)).astype(np.float32)
 
@@ -136,7 +137,7 @@ class Delayed:
 
 # fixed windows: 20 rounds of 20-run blocks (both models run ~0.03-0.7 ms), never converged
 # early, so the halves are 10 rounds each; warm-up 5 runs, then 21 calls a round
-FIXED = TimingSettings(warmup=5, min_runs=400, max_runs=400, budget=60.0)
+FIXED = TimingSettings(warmup=5, min_runs=400, max_runs=400, time_budget_s=60.0)
 HALF_WAY = 5 + 10 * 21
 TARGET = dataclasses.replace(CPU, max_other_load=1e9)
 

@@ -18,8 +18,16 @@ from onnx_models import failing_model, hanging_model, small_and_big
 from pruna_search import MeasurementError, TargetError
 from pruna_search.core import hardware
 from pruna_search.core.target import CPU, Target
-from pruna_search.core.timing import ModelRunError, p10_confidence, quiet_rounds
-from pruna_search.measure import LatencyCache, compare_latency, latency, onnx_accuracy
+from pruna_search.core.timing import ModelRunError
+from pruna_search.measure import (
+    Floors,
+    LatencyCache,
+    Measurer,
+    compare_latency,
+    floors,
+    onnx_accuracy,
+)
+from pruna_search.measure.timing import p10_confidence, quiet_rounds
 
 QUICK = dataclasses.replace(CPU, warmup=5, min_runs=20, max_runs=40, noise_retries=0)
 X = np.zeros((1, 1, 32, 32), np.float32)
@@ -94,85 +102,92 @@ def test_quiet_rounds_leave_out_slow_phases():
     assert quiet_rounds(turns, 0.01).tolist() == [False, False, False, False, True]
 
 
-def test_a_host_slower_than_its_floor_is_drift_not_a_flag(two_models, tmp_path, monkeypatch):
+def test_a_host_slower_than_its_floor_is_drift_not_a_flag(two_models, tmp_path):
     """A window whose dense p10 stays above the lowest seen before (the whole host slower for
     longer than the window) moves both models alike: the drift is reported, the figure is not
     flagged, not measured again, and cached."""
     small, big = two_models
     target = DRIFT_CHECK
     cache = LatencyCache(tmp_path / "latency.sqlite")
-    monkeypatch.setattr(latency, "_BASELINE_FLOOR", {})  # no floor from the other tests
-    first = compare_latency(small, big, X, dataclasses.replace(target, cache=False))
+    lows = Floors()  # this test's own floors: none from the other tests
+    first = compare_latency(
+        small, big, X, dataclasses.replace(target, cache=False), measurer=Measurer(floors=lows)
+    )
     assert first.attempts == 1 and first.converged and not first.drift
-    floors = list(latency._BASELINE_FLOOR)
-    assert floors, "the first window sets the floor"
-    for key in floors:  # as if an earlier window had seen the dense model twice as fast
-        latency._BASELINE_FLOOR[key] = first.baseline.p10 / 2
-    slow = compare_latency(small, big, X, target, cache=cache)
+    assert lows.seen, "the first window sets the floor"
+    for key in lows.seen:  # as if an earlier window had seen the dense model twice as fast
+        lows.seen[key] = first.baseline.p10 / 2
+    slow = compare_latency(small, big, X, target, measurer=Measurer(cache=cache, floors=lows))
     assert not slow.noisy and slow.attempts == 1, slow.noise
     assert "slower than the dense floor" in slow.drift and "measured before" in slow.drift
     assert len(cache) == 1
     off = compare_latency(
-        small, big, X, dataclasses.replace(target, max_baseline_drift=None, cache=False)
+        small,
+        big,
+        X,
+        dataclasses.replace(target, max_baseline_drift=None, cache=False),
+        measurer=Measurer(floors=lows),
     )
     assert not off.noisy and not off.drift
 
 
-def test_int8_probe_slower_against_fp32_than_its_floor_is_flagged(two_models, monkeypatch):
+def test_int8_probe_slower_against_fp32_than_its_floor_is_flagged(two_models):
     """A slow phase that slows one kind of kernel and not the dense model's would understate
     the candidate's speedup: the reference (the search's dense int8 model) is timed in the same
     window and its time relative to the baseline held to a floor of its own."""
     small, big = two_models
     target = dataclasses.replace(DRIFT_CHECK, cache=False)
-    monkeypatch.setattr(latency, "_BASELINE_FLOOR", {})
-    first = compare_latency(small, big, X, target, reference=big)
+    lows = Floors()
+    held = Measurer(floors=lows)
+    first = compare_latency(small, big, X, target, reference=big, measurer=held)
     assert first.converged and not first.noisy, first.noise
     assert first.reference is not None and first.reference.runs == first.candidate.runs
-    keys = sorted(latency._BASELINE_FLOOR)
+    keys = sorted(lows.seen)
     assert len(keys) == 2, "the baseline and the reference keep a floor each"
     (ref_key,) = [k for k in keys if k.startswith('["reference-ratio"')]
     # the reference is the baseline's own file: relative to the baseline it runs at ~1
-    assert latency._BASELINE_FLOOR[ref_key] == pytest.approx(1.0, abs=0.1)
+    assert lows.seen[ref_key] == pytest.approx(1.0, abs=0.1)
     # the candidate as its own reference: timed once, not twice
-    assert compare_latency(small, big, X, target, reference=small).reference is None
+    assert compare_latency(small, big, X, target, reference=small, measurer=held).reference is None
     # as if an earlier window had seen the reference twice as fast against the baseline
-    latency._BASELINE_FLOOR[ref_key] = 0.5
-    slow = compare_latency(small, big, X, target, reference=big)
+    lows.seen[ref_key] = 0.5
+    slow = compare_latency(small, big, X, target, reference=big, measurer=held)
     assert slow.noisy and slow.attempts == 2
     assert slow.noise.startswith("int8 kernels ran") and "slow phase" in slow.noise
-    assert not compare_latency(small, big, X, target).noisy, "without it: not flagged"
+    assert not compare_latency(small, big, X, target, measurer=held).noisy, (
+        "without it: not flagged"
+    )
 
 
-def test_floor_outlives_the_process_that_measured_it(two_models, tmp_path, monkeypatch):
+def test_floor_outlives_the_process_that_measured_it(two_models, tmp_path):
     """Floors are kept in the latency cache's file (whatever target.cache): a new process that
     starts in a slow phase reports its drift against the p10 an earlier one measured, for
     floor_max_age_h."""
     small, big = two_models
     target = dataclasses.replace(DRIFT_CHECK, cache=False)
     cache = LatencyCache(tmp_path / "latency.sqlite")
-    first = compare_latency(small, big, X, target, cache=cache)
+    lows = Floors.of(target, cache)
+    first = compare_latency(small, big, X, target, measurer=Measurer(cache=cache, floors=lows))
     assert first.converged and not first.noisy, first.noise
-    (key,) = latency._BASELINE_FLOOR
+    (key,) = lows.seen
     assert cache.floor(key, 3600) == pytest.approx(first.baseline.p10)
-    found = latency.stored_floor(big, X, target, cache)  # what a search logs at its start
+    found = floors.stored_floor(big, X, target, cache)  # what a search logs at its start
     assert found is not None and found[0] == pytest.approx(first.baseline.p10)
     per_process = dataclasses.replace(target, floor_max_age_h=None)
-    assert latency.stored_floor(big, X, per_process, cache) is None
+    assert floors.stored_floor(big, X, per_process, cache) is None
     assert len(cache) == 0, "figures are not cached with target.cache false"
-    # a new process (no floor of its own); an earlier one had seen the dense model twice as fast
-    monkeypatch.setattr(latency, "_BASELINE_FLOOR", {})
+    # a new process (fresh floors: none of its own); an earlier one had seen the dense model
+    # twice as fast
     cache.add_floor(key, first.baseline.p10 / 2, max_age_s=3600)
-    slow = compare_latency(small, big, X, target, cache=cache)
+    slow = compare_latency(small, big, X, target, measurer=Measurer(cache=cache))
     assert not slow.noisy and "measured 0.0 h ago" in slow.drift
     # floors only in the process: the stored one is not read
-    monkeypatch.setattr(latency, "_BASELINE_FLOOR", {})
-    assert not compare_latency(small, big, X, per_process, cache=cache).drift
+    assert not compare_latency(small, big, X, per_process, measurer=Measurer(cache=cache)).drift
     # a floor older than floor_max_age_h no longer holds
     stale = LatencyCache(tmp_path / "stale.sqlite")
     stale.add_floor(key, first.baseline.p10 / 2, max_age_s=1e9, measured=time.time() - 25 * 3600)
     assert stale.floor(key, 24 * 3600) is None and stale.floor(key, 26 * 3600) is not None
-    monkeypatch.setattr(latency, "_BASELINE_FLOOR", {})
-    assert not compare_latency(small, big, X, target, cache=stale).drift
+    assert not compare_latency(small, big, X, target, measurer=Measurer(cache=stale)).drift
     stale.clear_floors()
     assert stale.floor(key, 1e9) is None
 
@@ -191,23 +206,28 @@ def test_cache_hits_on_same_content(two_models, tmp_path):
     # the noise gates off: a flagged figure is not cached, and on a busy CI host the 60-run
     # window below once drifted past the dense floor an earlier test had set
     quick = dataclasses.replace(QUICK, max_baseline_drift=None, max_other_load=1e9)
-    first = compare_latency(small, big, X, quick, cache=cache)
-    second = compare_latency(small, big, X, quick, cache=cache)
+    first = compare_latency(small, big, X, quick, measurer=Measurer(cache=cache))
+    second = compare_latency(small, big, X, quick, measurer=Measurer(cache=cache))
     assert not first.cached and second.cached
     assert second.candidate == first.candidate and second.fingerprint == first.fingerprint
     # a copy of the file is the same content: a hit
     copy = tmp_path / "copy.onnx"
     copy.write_bytes(Path(small).read_bytes())
-    assert compare_latency(copy, big, X, quick, cache=cache).cached
+    assert compare_latency(copy, big, X, quick, measurer=Measurer(cache=cache)).cached
     # other settings that change the figure, or caching off: measured
+    cached = Measurer(cache=cache)
     other = compare_latency(
-        small, big, X, dataclasses.replace(quick, intra_op_threads=2), cache=cache
+        small, big, X, dataclasses.replace(quick, intra_op_threads=2), measurer=cached
     )
     assert not other.cached and other.fingerprint["threads"] == 2
     # a longer protocol is not answered by a short one's figure
-    longer = compare_latency(small, big, X, dataclasses.replace(quick, max_runs=60), cache=cache)
+    longer = compare_latency(
+        small, big, X, dataclasses.replace(quick, max_runs=60), measurer=Measurer(cache=cache)
+    )
     assert not longer.cached and longer.candidate.runs <= 60
-    off = compare_latency(small, big, X, dataclasses.replace(quick, cache=False), cache=cache)
+    off = compare_latency(
+        small, big, X, dataclasses.replace(quick, cache=False), measurer=Measurer(cache=cache)
+    )
     assert not off.cached
     assert len(cache) == 3
 
@@ -225,7 +245,7 @@ def test_noise_gate_measures_again_and_reports_the_load(two_models, tmp_path):
         gate = dataclasses.replace(QUICK, noise_retries=1, noise_wait_s=0.2, max_other_load=0.3)
         gate = dataclasses.replace(gate, max_baseline_drift=None)  # the other-load gate alone
         cache = LatencyCache(tmp_path / "latency.sqlite")
-        result = compare_latency(small, big, X, gate, cache=cache)
+        result = compare_latency(small, big, X, gate, measurer=Measurer(cache=cache))
     finally:
         for proc in busy:
             proc.kill()
@@ -233,6 +253,49 @@ def test_noise_gate_measures_again_and_reports_the_load(two_models, tmp_path):
     assert result.attempts == 2 and result.other_load > 0.3
     assert "other work used" in result.drift
     assert len(cache) == (0 if result.noisy else 1)
+
+
+class FakeRunner:
+    """A runner whose every window reports ``other_load`` cores of other work and a speedup of
+    2 that the halves do not question."""
+
+    name = "local"
+
+    def __init__(self, other_load: float) -> None:
+        self.other_load = other_load
+        self.windows = 0
+
+    def identity(self) -> dict:
+        return {"runner": "fake"}
+
+    def fingerprint(self) -> dict:
+        return {"cpu": "fake", "host": "fake", "cores": 2, "onnxruntime": "0"}
+
+    def measure(self, models, x) -> dict:
+        self.windows += 1
+        dense = {"p10": 1.0, "p50": 1.0, "p90": 1.0, "iqr": 0.0, "runs": 100, "ci": 0.01}
+        return {
+            "models": [dense, dict(dense, p10=0.5)],
+            "other_load": self.other_load,
+            "converged": True,
+            "stopped_by": "ci",
+            "attempts": [{"other_load": self.other_load}],
+            "providers": ["CPUExecutionProvider"] * 2,
+        }
+
+
+def test_one_retry_loop_bounds_the_windows(two_models):
+    """The noise gate is one loop: a host busy in every window costs ``noise_retries + 1``
+    windows in all (not one loop in the worker inside another in the caller), reported as drift
+    and not flagged; a quiet host costs one."""
+    target = dataclasses.replace(QUICK, noise_retries=2, noise_wait_s=0.0, cache=False)
+    busy = FakeRunner(other_load=3.0)
+    result = compare_latency(*two_models, X, target, measurer=Measurer(runner=busy))
+    assert busy.windows == 3 and result.attempts == 3
+    assert not result.noisy and "other work used 3.00 cores" in result.drift
+    quiet = FakeRunner(other_load=0.0)
+    result = compare_latency(*two_models, X, target, measurer=Measurer(runner=quiet))
+    assert quiet.windows == 1 and result.attempts == 1 and not result.drift
 
 
 def test_hanging_model_times_out(tmp_path, two_models):
@@ -258,7 +321,7 @@ def test_crashing_worker_is_an_error(tmp_path, two_models):
                     cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
                 except OSError:
                     continue
-                if b"_timing_worker" in cmd:
+                if b"pruna_search.measure._worker" in cmd:
                     time.sleep(0.5)
                     os.kill(int(pid), 11)  # SIGSEGV
                     return
@@ -321,7 +384,7 @@ def test_target_capabilities_from_config():
     )
     assert [p.value for p in target.choices("conv")] == ["fp32", "int8"]
     assert [p.value for p in target.choices("linear")] == ["fp32"]
-    assert target.batch_size == 4 and target.timing().batch == 4
+    assert target.batch_size == 4 and target.timing().batch_size == 4
     # how long it is measured is not part of what a figure depends on
     assert Target.from_config({"name": "cpu", "min_runs": 7, "cache": False}).identity() == (
         CPU.identity()

@@ -1,5 +1,5 @@
 """The device agent: ``pruna-search-agent`` runs on the target and measures ONNX models sent
-to it over HTTP with the same protocol as the local runner (``core/timing.py``).
+to it over HTTP with the same protocol as the local runner (``measure/timing.py``).
 
 It needs only ``pip install "pruna-search[agent]"``: onnxruntime, numpy, FastAPI and uvicorn;
 nothing here imports torch, optuna, mlflow or hydra.

@@ -4,9 +4,9 @@
 ``POST /measure``: multipart field ``model`` (the ONNX file), optional ``baseline`` (timed
 alternately with it, so ``speedup`` is a same-window ratio), optional ``reference`` (with a
 baseline: a third model timed in the same window, a probe of the device's state) and
-``settings`` (JSON: ``batch``,
-``threads``, ``warmup``, ``budget`` seconds, and the other ``TimingSettings`` fields) -> the
-figures as JSON.
+``settings`` (JSON: ``batch_size``, ``intra_op_threads``, ``warmup``, ``time_budget_s``
+seconds, and the other ``TimingSettings`` fields, under the target's names) -> the figures of
+one window as JSON.
 
 Rules: with a token, every request needs ``Authorization: Bearer <token>`` (401 otherwise); a
 body over the size limit is refused with 413 before it is stored; a file ONNX Runtime cannot
@@ -32,7 +32,8 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..core import hardware, runtime
-from ..core.timing import ModelRunError, TimingSettings, run_isolated
+from ..core.timing import ModelRunError, TimingSettings
+from ..measure.timing import run_isolated
 
 log = logging.getLogger("pruna_search.agent")
 # HTTP status of each stage a measurement can fail at

@@ -3,8 +3,9 @@
 A target declares, per layer kind, the precisions it runs faster or smaller than fp32
 (design decision 3) — its *capabilities*; the search space never offers anything else. It
 also says how latency is measured: the ONNX Runtime session (provider, threads, graph
-optimization), the batch, the timing protocol (``core/timing.py``) and where: in a local
-process (``runner: local``) or on a device agent over HTTP (``runner: remote``, ``url``).
+optimization), the batch, the timing protocol (``measure/timing.py``; its settings are the
+``TimingSettings`` a target extends, under the same names) and where: in a local process
+(``runner: local``) or on a device agent over HTTP (``runner: remote``, ``url``).
 """
 
 from __future__ import annotations
@@ -27,34 +28,29 @@ RUNNERS = ("local", "remote")
 DEFAULT_TOKEN_ENV = "PRUNA_AGENT_TOKEN"
 # keys of earlier versions, and what replaced them
 RENAMED = {"repeats": "target.min_runs / target.max_runs (timed runs, at least / at most)"}
-# TimingSettings fields whose Target key has another name
-TIMING_KEYS = {"batch": "batch_size", "threads": "intra_op_threads", "budget": "time_budget_s"}
 
 
 @dataclass(frozen=True)
-class Target:
+class Target(TimingSettings):
     """A deployment target: capabilities and measurement settings.
+
+    The timing settings (``batch_size``, ``intra_op_threads``, ``warmup``, ``min_runs``,
+    ``max_runs``, ``time_budget_s``, ``ci_tolerance``, ``min_window_s``, ``quiet_tolerance``,
+    ``provider``, ``provider_options``, ``graph_optimization``, ``max_other_load``,
+    ``interleave``) are ``TimingSettings``'s, under the same names; a target's ``provider`` is
+    ``cpu`` by default.
 
     Attributes:
         name: short name used in study names and MLflow tags.
         precisions: layer kind -> precisions the target executes for that kind
             (``capabilities`` in ``conf/target/*.yaml``).
-        provider: ONNX Runtime execution provider (``cpu``, ``cuda``, ``openvino``, ... or the
-            full name); it must be in the ONNX Runtime that measures.
-        provider_options: options passed to that provider.
-        intra_op_threads: intra-op threads used for latency (1 is stable on a busy machine;
-            see docs/design.md).
-        batch_size: batch size of the latency measurement.
-        graph_optimization: ``all`` (default), ``extended``, ``basic`` or ``disabled``.
-        warmup: untimed runs of each model before timing (at least 20 in a search).
-        min_runs / max_runs: timed runs per model (alternating with the baseline).
-        time_budget_s: seconds of timed runs per window before it stops unconverged.
-        ci_tolerance: stop timing once the p10's 95 % interval is within this fraction.
-        min_window_s: a window lasts at least this long, to span the host's slow phases.
-        quiet_tolerance: rounds where a model's median is more than this fraction above its
-            fast rounds (10th percentile) are left out (slow phases); ``None`` keeps all.
-        max_other_load: cores of other work on the machine above which a window is measured
-            again (the noise gate), at most ``noise_retries`` times, ``noise_wait_s`` apart.
+        max_baseline_drift: a dense p10 more than this fraction above its floor is reported
+            as host drift, and an int8 probe that much slower against the dense model than
+            its floor flags the window; ``None`` turns both off.
+        noise_retries: windows measured again at most while the speedup is at risk, the
+            window ran out of time unsettled, or other work used more than ``max_other_load``
+            cores (the noise gate, one loop: ``measure/latency.py``).
+        noise_wait_s: seconds of pause before each window measured again.
         floor_max_age_h: how long, in hours, a floor (the lowest dense or int8 probe p10) that
             an earlier process measured on the same machine still holds this one: they are kept
             in the latency cache file, so a study that starts in a slow phase of the host is
@@ -71,28 +67,12 @@ class Target:
         token_env: the environment variable holding the agent's token.
         retries: tries of a request to the agent before the measurement fails.
         cache: reuse figures of identical models measured with identical settings.
-        interleave: ``block`` (default: each model runs a block of consecutive runs, warm
-            caches, as on a device running one model on a stream of inputs) or ``run`` (the
-            models alternate run by run: cold caches, as where the model runs between other
-            work). See ``core/timing.py``.
     """
 
-    name: str
+    name: str = field(kw_only=True)  # keyword only: the timing settings come first
     precisions: Mapping[str, tuple[Precision, ...]] = field(default_factory=dict)
-    provider: str = "cpu"
-    provider_options: Mapping[str, Any] = field(default_factory=dict)
-    intra_op_threads: int = 1
-    batch_size: int = 1
-    graph_optimization: str = "all"
-    warmup: int = 20
-    min_runs: int = 100
-    max_runs: int = 5000
-    time_budget_s: float = 10.0
-    ci_tolerance: float = 0.015
-    min_window_s: float = 1.0
-    quiet_tolerance: float | None = 0.05
+    provider: str = "cpu"  # TimingSettings's field, with the short name as the default
     max_baseline_drift: float | None = 0.03
-    max_other_load: float = 0.5
     noise_retries: int = 2
     noise_wait_s: float = 5.0
     int8_probe: bool = True
@@ -104,7 +84,15 @@ class Target:
     token_env: str = DEFAULT_TOKEN_ENV
     retries: int = 3
     cache: bool = True
-    interleave: str = "block"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()  # the timing settings: a ModelRunError naming the field
+        retries = self.noise_retries
+        if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
+            raise TargetError(f"target.noise_retries: {retries!r} must be an integer >= 0")
+        wait = self.noise_wait_s
+        if not isinstance(wait, int | float) or isinstance(wait, bool) or wait < 0:
+            raise TargetError(f"target.noise_wait_s: {wait!r} must be a number >= 0")
 
     def supports(self, kind: str, precision: Precision) -> bool:
         return precision in self.precisions.get(kind, (Precision.FP32,))
@@ -120,24 +108,8 @@ class Target:
 
     def timing(self) -> TimingSettings:
         """The timing protocol's settings (what the worker and the agent receive)."""
-        return TimingSettings(
-            batch=self.batch_size,
-            threads=self.intra_op_threads,
-            warmup=self.warmup,
-            min_runs=self.min_runs,
-            max_runs=self.max_runs,
-            budget=self.time_budget_s,
-            ci_tolerance=self.ci_tolerance,
-            min_window_s=self.min_window_s,
-            quiet_tolerance=self.quiet_tolerance,
-            provider=self.provider,
-            provider_options=dict(self.provider_options),
-            graph_optimization=self.graph_optimization,
-            max_other_load=self.max_other_load,
-            noise_retries=self.noise_retries,
-            noise_wait_s=self.noise_wait_s,
-            interleave=self.interleave,
-        )
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(TimingSettings)}
+        return TimingSettings(**dict(values, provider_options=dict(self.provider_options)))
 
     def identity(self) -> dict[str, Any]:
         """The settings a latency figure depends on (study identity and cache key); how long
@@ -183,44 +155,44 @@ class Target:
         if capabilities is not None:
             values["precisions"] = _capabilities(capabilities)
         values.update({k: v for k, v in config.items() if v is not None})
-        for nullable in NULLABLE:
-            if nullable in config:
-                values[nullable] = config[nullable]
+        values.update({k: config[k] for k in NULLABLE if k in config})
         _check_int("retries", values.get("retries", base.retries), 1)
         _check_number("timeout_s", values.get("timeout_s", base.timeout_s), 1e-9)
-        target = dataclasses.replace(base, **values)
-        try:  # the timing protocol checks its own settings; the error names the target's key
-            target.timing()
+        try:  # the timing settings check themselves; the error names the field
+            target = dataclasses.replace(base, **values)
         except ModelRunError as exc:
-            field, _, rest = str(exc).partition(":")
-            raise TargetError(f"target.{TIMING_KEYS.get(field, field)}:{rest}") from None
-        if target.runner not in RUNNERS:
-            raise TargetError(
-                f"target.runner: {target.runner!r} is unknown; "
-                f"{did_you_mean(target.runner, RUNNERS)}"
-            )
-        if target.runner == "remote" and not target.url:
-            raise TargetError(
-                "target.url: missing for runner remote; set it to the agent's address, e.g. "
-                "target.url=http://127.0.0.1:8765"
-            )
-        drift = target.max_baseline_drift
-        if drift is not None and not _positive(drift):
-            raise TargetError(
-                f"target.max_baseline_drift: {drift!r} must be a number > 0, or null to turn "
-                "the check off"
-            )
-        age = target.floor_max_age_h
-        if age is not None and not _positive(age):
-            raise TargetError(
-                f"target.floor_max_age_h: {age!r} must be a number of hours > 0, or null to "
-                "keep floors only in the process that measured them"
-            )
-        for flag in ("cache", "int8_probe"):
-            value = getattr(target, flag)
-            if not isinstance(value, bool):
-                raise TargetError(f"target.{flag}: {value!r} must be true or false")
+            raise TargetError(f"target.{exc}") from None
+        _check_options(target)
         return target
+
+
+def _check_options(target: Target) -> None:
+    """The checks of the target's own options (the timing settings check themselves)."""
+    if target.runner not in RUNNERS:
+        raise TargetError(
+            f"target.runner: {target.runner!r} is unknown; {did_you_mean(target.runner, RUNNERS)}"
+        )
+    if target.runner == "remote" and not target.url:
+        raise TargetError(
+            "target.url: missing for runner remote; set it to the agent's address, e.g. "
+            "target.url=http://127.0.0.1:8765"
+        )
+    drift = target.max_baseline_drift
+    if drift is not None and not _positive(drift):
+        raise TargetError(
+            f"target.max_baseline_drift: {drift!r} must be a number > 0, or null to turn "
+            "the check off"
+        )
+    age = target.floor_max_age_h
+    if age is not None and not _positive(age):
+        raise TargetError(
+            f"target.floor_max_age_h: {age!r} must be a number of hours > 0, or null to "
+            "keep floors only in the process that measured them"
+        )
+    for flag in ("cache", "int8_probe"):
+        value = getattr(target, flag)
+        if not isinstance(value, bool):
+            raise TargetError(f"target.{flag}: {value!r} must be true or false")
 
 
 # options whose null is a setting of its own (not "use the default")

@@ -1,31 +1,31 @@
-"""Measurements of exported models: the metric in ONNX Runtime and latency on the target."""
+"""Measurements of exported models: the metric in ONNX Runtime and latency on the target.
+
+Latency end to end: ``timing`` (the window protocol, ``run_isolated``; ``_worker`` runs it in
+a process of its own), ``runners`` (where a window is timed: here or on a device agent, through
+``remote``), ``floors`` (the lowest figures seen, kept by whoever measures), ``latency``
+(``compare_latency``: the noise gate's one retry loop and the flags), ``cache`` (figures and
+floors on disk).
+"""
 
 from __future__ import annotations
 
 from .accuracy import onnx_accuracy, onnx_score
 from .cache import LatencyCache
-from .latency import (
-    Latency,
-    LatencyComparison,
-    LatencyRunner,
-    LocalRunner,
-    RemoteRunner,
-    baseline_floor,
-    compare_latency,
-    file_hash,
-    runner_for,
-    stored_floor,
-)
+from .floors import Floors, baseline_floor, stored_floor
+from .latency import Latency, LatencyComparison, Measurer, compare_latency
 from .metrics import Metric, metric
 from .remote import AgentClient
+from .runners import LatencyRunner, LocalRunner, RemoteRunner, file_hash, runner_for
 
 __all__ = [
     "AgentClient",
+    "Floors",
     "Latency",
     "LatencyCache",
     "LatencyComparison",
     "LatencyRunner",
     "LocalRunner",
+    "Measurer",
     "Metric",
     "RemoteRunner",
     "baseline_floor",

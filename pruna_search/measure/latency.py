@@ -1,23 +1,23 @@
 """Latency measured on the target, interleaved with the dense baseline, never estimated.
 
-A *runner* times models with the protocol of ``core/timing.py``: ``LocalRunner`` in a separate
-process on this machine, ``RemoteRunner`` on a device agent over HTTP. Both return the same
-figures — p10/p50/p90, IQR, runs, the p10's confidence, the other CPU load seen during the
-window, the two halves of the window — with the hardware fingerprint of the machine that
-measured. The speedup is baseline p10 / candidate p10 from one window, and it is what the search
-ranks by (``latency_ms`` is the study's dense reference over it).
+A *runner* (``measure/runners.py``) times models with the protocol of ``measure/timing.py``:
+``LocalRunner`` in a separate process on this machine, ``RemoteRunner`` on a device agent over
+HTTP. Both return the same figures — p10/p50/p90, IQR, runs, the p10's confidence, the other
+CPU load seen during the window, the two halves of the window — with the hardware fingerprint
+of the machine that measured. The speedup is baseline p10 / candidate p10 from one window, and
+it is what the search ranks by (``latency_ms`` is the study's dense reference over it).
 
 A figure is *flagged* (``noisy``) only when that ratio is at risk (``ratio_risk``): a session
 on another provider, a speedup that moved between the window's halves (a load that hit one
 model and not the other), or a probe that says int8 kernels ran slow against fp32 in this
-window; such a window is measured again (``noise_retries``, ``noise_wait_s`` apart) and
-flagged when every window was. A window that ran out of time before its p10s settled is
-treated the same way. How the *whole host* drifted — the dense p10 above its *floor* (the
-lowest p10 seen for this file, machine and settings: in this process and, with a cache file,
-in the file for ``target.floor_max_age_h`` hours), or other work's load — is reported
-(``drift``), not flagged: a host-wide slowdown moves both p10s of a window and leaves their
-ratio alone. Floors are keyed by the hardware (CPU, host name, cores, ONNX Runtime), not by the
-runner, so a device agent and a local process on the same machine share them.
+window. A window that ran out of time before its p10s settled is treated the same way. Such a
+window is measured again — as is one during which other work used more than
+``max_other_load`` cores — in one loop (``noise_retries`` more windows at most,
+``noise_wait_s`` apart), and flagged when every window was at risk. How the *whole host*
+drifted — the dense p10 above its *floor* (``measure/floors.py``: the lowest p10 seen for this
+file, machine and settings, by the caller's ``Floors`` and, with a cache file, in the file for
+``target.floor_max_age_h`` hours), or other work's load — is reported (``drift``), not
+flagged: a host-wide slowdown moves both p10s of a window and leaves their ratio alone.
 
 Some slow phases of a shared host slow int8 kernels and leave fp32 ones alone (measured: an
 int8 model 60–80 % slower while the dense fp32 model stayed within 3 % of its floor): that
@@ -29,24 +29,20 @@ held to a floor of its own.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
-import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
-from ..core import hardware, runtime
-from ..core.errors import TargetError
+from ..core import runtime
 from ..core.target import Target
-from ..core.timing import run_isolated, summarize
 from .cache import LatencyCache
-from .remote import AgentClient
+from .floors import Floors, floor_key, floor_settings, protocol_of
+from .runners import LatencyRunner, file_hash, runner_for, timed_input
+from .timing import summarize
 
 
 @dataclass(frozen=True)
@@ -86,7 +82,7 @@ class LatencyComparison:
     converged: bool = True  # both p10s reached the target's ci_tolerance
     # what ended the window: "ci" (converged), "max_runs", or "time_budget" (unsettled)
     stopped_by: str = "ci"
-    attempts: int = 1  # windows measured (the noise gate measures again while busy)
+    attempts: int = 1  # windows measured (the noise gate measures again: ``_measure_steady``)
     window_s: float = 0.0
     rounds: int = 0  # rounds of alternating runs in the window
     quiet_rounds: int = 0  # of which outside the host's slow phases (the figures use these)
@@ -156,114 +152,16 @@ def _halves_moved(reply: dict) -> tuple[float | None, float | None]:
     return abs(first / second - 1), tolerance + math.sqrt(sum(ci * ci for ci in cis))
 
 
-class LatencyRunner(Protocol):
-    """Times ONNX models on a target. Invariant: a measurement never modifies the model files.
+@dataclass
+class Measurer:
+    """Who times a comparison and what it remembers: the ``runner`` (None: the target's), the
+    figures' ``cache`` (None: none) and the ``floors`` (None: a fresh ``Floors`` on the cache's
+    file, for this comparison alone). Whoever measures many comparisons holds one ``Floors``
+    (the search's ``Evaluator``) so every window is judged against the floors of the others."""
 
-    ``measure`` times ``models`` (baseline, candidate and optionally a reference) alternately
-    and returns the worker's reply (``models`` holds one summary per model, in order); it
-    raises ``MeasurementError`` (``ModelRunError`` with a stage for a model that cannot be
-    loaded, fails, hangs or crashes). ``identity`` names the
-    measuring machine for the cache; ``fingerprint`` describes it.
-    """
-
-    name: str
-
-    def identity(self) -> dict[str, Any]: ...
-
-    def fingerprint(self) -> dict[str, Any]: ...
-
-    def measure(self, models: list[Path], x: np.ndarray) -> dict[str, Any]: ...
-
-
-class LocalRunner:
-    """A separate process on this machine, killed after ``target.timeout_s``."""
-
-    name = "local"
-
-    def __init__(self, target: Target) -> None:
-        runtime.check_provider(target.provider)
-        self.target = target
-
-    def fingerprint(self) -> dict[str, Any]:
-        return hardware.fingerprint()
-
-    def identity(self) -> dict[str, Any]:
-        facts = self.fingerprint()
-        return {"runner": "local", **{k: facts[k] for k in ("cpu", "cores", "onnxruntime")}}
-
-    def measure(self, models: list[Path], x: np.ndarray) -> dict[str, Any]:
-        with tempfile.TemporaryDirectory(prefix="pruna_lat_") as tmp:
-            input_path = Path(tmp) / "input.npy"
-            np.save(input_path, np.ascontiguousarray(x, dtype=np.float32))
-            return run_isolated(
-                models,
-                self.target.timing(),
-                input_path=input_path,
-                timeout_s=self.target.timeout_s,
-            )
-
-
-class RemoteRunner:
-    """A device agent at ``target.url``; its token is read from ``target.token_env``.
-
-    The agent is asked for its health once, here: an agent that is down, refuses the token or
-    lacks the target's provider is a ``TargetError`` before any study starts.
-    """
-
-    name = "remote"
-
-    def __init__(self, target: Target) -> None:
-        self.target = target
-        self.client = AgentClient(
-            str(target.url),
-            os.environ.get(target.token_env) or None,
-            retries=target.retries,
-            timeout_s=target.timeout_s,
-        )
-        try:
-            self._health = self.client.health()
-        except TargetError:
-            raise
-        except Exception as exc:
-            raise TargetError(str(exc)) from None
-        providers = self._health.get("providers") or []
-        wanted = runtime.provider_name(target.provider)
-        if wanted not in providers:
-            raise TargetError(
-                f"target.provider: {target.provider!r} is not available on the agent at "
-                f"{target.url} (it has {', '.join(providers) or 'none'})"
-            )
-
-    def fingerprint(self) -> dict[str, Any]:
-        return dict(self._health.get("fingerprint") or {})
-
-    def identity(self) -> dict[str, Any]:
-        facts = self.fingerprint()
-        return {
-            "runner": "remote",
-            "url": self.target.url,
-            **{k: facts.get(k) for k in ("cpu", "cores", "onnxruntime")},
-        }
-
-    def measure(self, models: list[Path], x: np.ndarray) -> dict[str, Any]:
-        # the agent times a seeded random input of the model's shape (latency does not depend
-        # on the values); the wire timeout leaves the agent time to answer its own timeout
-        return self.client.measure(
-            models, self.target.timing().to_dict(), timeout_s=self.target.timeout_s + 30
-        )
-
-
-def runner_for(target: Target) -> LatencyRunner:
-    """The runner a target's ``runner`` setting names."""
-    return RemoteRunner(target) if target.runner == "remote" else LocalRunner(target)
-
-
-def file_hash(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    runner: LatencyRunner | None = None
+    cache: LatencyCache | None = None
+    floors: Floors | None = None
 
 
 def compare_latency(
@@ -272,21 +170,23 @@ def compare_latency(
     example: np.ndarray,
     target: Target,
     *,
-    cache: LatencyCache | None = None,
-    runner: LatencyRunner | None = None,
     reference: str | Path | None = None,
+    measurer: Measurer | None = None,
 ) -> LatencyComparison:
     """Time ``candidate`` and ``baseline`` alternately on ``example`` (batch of the target).
 
-    With ``cache`` (and ``target.cache``), a result for the same two files, target settings,
-    machine and input shape is reused; results the noise gate flagged are not stored. The
-    cache's file also keeps the floors (``target.floor_max_age_h``), whatever ``target.cache``.
+    With ``measurer.cache`` (and ``target.cache``), a result for the same two files, target
+    settings, machine and input shape is reused; results the noise gate flagged are not stored.
+    The floors live in ``measurer.floors`` (and its cache file, ``target.floor_max_age_h``);
+    without them, in a fresh ``Floors`` on ``measurer.cache``'s file, whatever ``target.cache``.
     ``reference``: a third model timed in the window as a probe of the host's state (its p10
     is held to a floor of its own); left out when it is the candidate itself.
     """
-    runner = runner or runner_for(target)
+    given = measurer or Measurer()
+    cache = given.cache
+    runner = given.runner or runner_for(target)
     x = timed_input(example, target)
-    use_cache = cache is not None and target.cache
+    figures = cache if cache is not None and target.cache else None  # where figures are kept
     # the settings a figure depends on (the cache key)
     base_hash = file_hash(baseline)
     settings = {
@@ -296,10 +196,10 @@ def compare_latency(
         "shape": list(x.shape),
     }
     key = None
-    cand_hash = file_hash(candidate) if use_cache or reference is not None else None
-    if use_cache:
-        key = cache.key(cand_hash, base_hash, settings)
-        hit = cache.get(key)
+    cand_hash = file_hash(candidate) if figures is not None or reference is not None else ""
+    if figures is not None:
+        key = figures.key(cand_hash, base_hash, settings)
+        hit = figures.get(key)
         if hit is not None:
             return LatencyComparison.from_dict(hit, cached=True)
     models = [Path(baseline), Path(candidate)]
@@ -310,165 +210,31 @@ def compare_latency(
         if ref_hash != cand_hash:
             models.append(Path(reference))
             floor_keys.append(floor_key(ref_hash, where, reference=True))
-    comparison = _measure_steady(runner, models, x, target, floor_keys, Floors(cache, target))
-    if use_cache and key is not None and not comparison.noisy:
-        cache.put(
+    store = given.floors or Floors.of(target, cache)
+    comparison = _measure_steady(runner, store, models, x, target, floor_keys)
+    if figures is not None and key is not None and not comparison.noisy:
+        figures.put(
             key, comparison.to_dict(), candidate=cand_hash, baseline=base_hash, settings=settings
         )
     return comparison
 
 
-# what sets how tight a figure is: a figure from a short protocol (a quick test run with
-# max_runs=40) must not answer a long one (an overnight study), so they are in the cache key
-PROTOCOL_KEYS = (
-    "interleave",
-    "warmup",
-    "min_runs",
-    "max_runs",
-    "time_budget_s",
-    "ci_tolerance",
-    "min_window_s",
-    "quiet_tolerance",
-)
-
-
-def protocol_of(target: Target) -> dict[str, Any]:
-    return {name: getattr(target, name) for name in PROTOCOL_KEYS}
-
-
-# the target settings a given file's timing depends on (its name and capabilities do not)
-SESSION_KEYS = (
-    "provider",
-    "provider_options",
-    "intra_op_threads",
-    "batch_size",
-    "graph_optimization",
-)
-# the hardware facts a floor is kept for; not the runner or its URL
-MACHINE_KEYS = ("cpu", "host", "cores", "onnxruntime")
-
-
-def floor_settings(target: Target, runner: LatencyRunner, shape: tuple[int, ...]) -> dict:
-    """What a floor depends on besides the file: how the session runs it, the protocol, the
-    machine's hardware (whichever runner reaches it) and the input shape."""
-    identity = target.identity()
-    facts = runner.fingerprint()
-    return {
-        "session": {name: identity[name] for name in SESSION_KEYS},
-        "protocol": protocol_of(target),
-        "machine": {name: facts.get(name) for name in MACHINE_KEYS},
-        "shape": list(shape),
-    }
-
-
-def floor_key(digest: str, settings: dict, *, reference: bool = False) -> str:
-    """A floor's key, from the file's ``digest`` and ``floor_settings``. A reference's floor is
-    its time relative to the baseline's (the lowest reference p10 / baseline p10 seen), kept
-    under a key of its own."""
-    parts = ["reference-ratio", digest, settings] if reference else [digest, settings]
-    return json.dumps(parts, sort_keys=True, default=str)
-
-
-def timed_input(example: np.ndarray, target: Target) -> np.ndarray:
-    """The input a window times: the first ``batch_size`` examples (repeated when fewer)."""
-    x = np.ascontiguousarray(example[: target.batch_size], dtype=np.float32)
-    if len(x) < target.batch_size:
-        x = np.concatenate([x] * (target.batch_size // max(len(x), 1) + 1))[: target.batch_size]
-    return x
-
-
-def stored_floor(
-    baseline: str | Path,
-    example: np.ndarray,
-    target: Target,
-    cache: LatencyCache,
-    runner: LatencyRunner | None = None,
-) -> tuple[float, float] | None:
-    """The baseline's floor stored by earlier processes within ``target.floor_max_age_h`` and
-    when it was measured (a Unix time), or None (none, or floors kept per process only)."""
-    floors = Floors(cache, target)
-    if floors.cache is None:
-        return None
-    return floors.stored(_baseline_floor_key(baseline, example, target, runner))
-
-
-def baseline_floor(
-    baseline: str | Path,
-    example: np.ndarray,
-    target: Target,
-    cache: LatencyCache | None = None,
-    runner: LatencyRunner | None = None,
-) -> float | None:
-    """The lowest p10 of ``baseline`` known on the measuring machine for ``target``'s settings:
-    measured in this process, or stored in ``cache``'s file by an earlier process within
-    ``target.floor_max_age_h``; None when no converged window has timed it yet."""
-    key = _baseline_floor_key(baseline, example, target, runner)
-    return Floors(cache, target).get(key)
-
-
-def _baseline_floor_key(
-    baseline: str | Path, example: np.ndarray, target: Target, runner: LatencyRunner | None
-) -> str:
-    runner = runner or runner_for(target)
-    where = floor_settings(target, runner, timed_input(example, target).shape)
-    return floor_key(file_hash(baseline), where)
-
-
-# lowest value seen in this process per floor key: a baseline's p10, or a reference's p10
-# relative to the baseline's
-_BASELINE_FLOOR: dict[str, float] = {}
-
-
-class Floors:
-    """The floors of this process, and those in ``cache``'s file from the last
-    ``target.floor_max_age_h`` hours (``cache`` or ``floor_max_age_h`` None: this process's
-    only)."""
-
-    def __init__(self, cache: LatencyCache | None, target: Target) -> None:
-        age_h = target.floor_max_age_h
-        self.cache = cache if age_h is not None else None
-        self.max_age_s = 3600 * (age_h or 0)
-        self.stored_at: dict[str, float] = {}  # keys whose floor an earlier process measured
-
-    def stored(self, key: str) -> tuple[float, float] | None:
-        """The lowest p10 stored for ``key`` within the max age, and when it was measured."""
-        return self.cache.floor_at(key, self.max_age_s) if self.cache is not None else None
-
-    def get(self, key: str) -> float | None:
-        here = _BASELINE_FLOOR.get(key)
-        stored = self.stored(key)
-        if stored is not None and (here is None or stored[0] < here):
-            self.stored_at[key] = stored[1]
-            return stored[0]
-        return here
-
-    def origin(self, key: str) -> str:
-        """Where ``key``'s floor was measured, for a noise reason."""
-        if key not in self.stored_at:
-            return "measured before"
-        hours = max(time.time() - self.stored_at[key], 0) / 3600
-        return f"measured {hours:.1f} h ago"
-
-    def add(self, key: str, p10: float, floor: float | None) -> None:
-        _BASELINE_FLOOR[key] = min(p10, floor if floor is not None else math.inf)
-        if self.cache is not None:
-            self.cache.add_floor(key, p10, max_age_s=self.max_age_s)
-
-
 def _measure_steady(
     runner: LatencyRunner,
+    store: Floors,
     models: list[Path],
     x: np.ndarray,
     target: Target,
     keys: list[str],
-    store: Floors,
 ) -> LatencyComparison:
-    """One window of ``models`` (baseline, candidate, optional reference), measured again
-    while its speedup is at risk (``ratio_risk``) or it ran out of time unsettled, and flagged
-    ``noisy`` when every window was. How the whole host drifted from its floors (``keys``:
-    the baseline's, then the reference's; ``store`` holds them) is reported, not flagged: the
-    speedup is a ratio of two models timed in the same window, which a host-wide drift leaves
-    alone."""
+    """One window of ``models`` (baseline, candidate, optional reference), measured again —
+    the noise gate, the one retry loop: at most ``noise_retries`` more windows,
+    ``noise_wait_s`` apart — while its speedup is at risk (``ratio_risk``), it ran out of time
+    unsettled, or other work kept the host busy (``_busy``); flagged ``noisy`` when every
+    window's speedup was at risk or unsettled. How the whole host drifted from its floors
+    (``keys``: the baseline's, then the reference's; ``store`` holds them) and other work's
+    load are reported, not flagged: the speedup is a ratio of two models timed in the same
+    window, which a host-wide drift leaves alone."""
     label = runner.name if runner.name == "local" else f"remote {target.url}"
     floors = [store.get(key) for key in keys]
     best: LatencyComparison | None = None
@@ -479,9 +245,9 @@ def _measure_steady(
         window = LatencyComparison.from_reply(runner.measure(models, x), label)
         windows += window.attempts
         window = replace(window, noise=ratio_risk(window, floors, target, store, keys))
-        if best is None or _steadier(window, best):
+        if best is None or _steadier(window, best, target):
             best = window
-        if not (best.noise or best.unsettled):
+        if not (best.noise or best.unsettled or _busy(best, target)):
             break
     assert best is not None
     drift = _drift_text(best, floors[0], target, store.origin(keys[0]))
@@ -549,25 +315,36 @@ def _drift_text(
     parts = []
     base = window.baseline
     drift = target.max_baseline_drift
-    judged = floor is not None and drift is not None and base.ci is not None
-    if judged and base.p10 * (1 - base.ci) > floor * (1 + drift):
+    if (
+        floor is not None
+        and drift is not None
+        and base.ci is not None
+        and base.p10 * (1 - base.ci) > floor * (1 + drift)
+    ):
         parts.append(
             f"host {100 * (base.p10 / floor - 1):.1f} % slower than the dense floor "
             f"{floor:.3f} ms {origin}"
         )
-    if window.other_load is not None and window.other_load > target.max_other_load:
+    if _busy(window, target):
         parts.append(f"other work used {window.other_load:.2f} cores")
     return "; ".join(parts)
 
 
-def _steadier(window: LatencyComparison, than: LatencyComparison) -> bool:
+def _busy(window: LatencyComparison, target: Target) -> bool:
+    """Other work used more than ``max_other_load`` cores during the window."""
+    return window.other_load is not None and window.other_load > target.max_other_load
+
+
+def _steadier(window: LatencyComparison, than: LatencyComparison, target: Target) -> bool:
     """A window whose speedup is not at risk beats one whose is, a window that settled beats
-    one that ran out of time, a converged one beats one that stopped at ``max_runs``; then the
-    lower dense p10 wins."""
+    one that ran out of time, a converged one beats one that stopped at ``max_runs``, a quiet
+    host beats a busy one (``_busy``); then the lower dense p10 wins."""
     if bool(window.noise) != bool(than.noise):
         return not window.noise
     if window.unsettled != than.unsettled:
         return not window.unsettled
     if window.converged != than.converged:
         return window.converged
+    if _busy(window, target) != _busy(than, target):
+        return not _busy(window, target)
     return window.baseline.p10 < than.baseline.p10

@@ -36,9 +36,11 @@ from ..core.plan import Plan
 from ..core.target import Target, get_target
 from ..export import export_onnx
 from ..measure import (
+    Floors,
     LatencyCache,
     LatencyComparison,
     LatencyRunner,
+    Measurer,
     Metric,
     baseline_floor,
     compare_latency,
@@ -82,7 +84,8 @@ class Evaluator:
         workdir: where ONNX files are written.
         exporter: ``torchscript`` or ``dynamo``.
         measure_latency: time candidates against the dense model.
-        latency_cache: reuse latency figures of identical files on identical settings.
+        latency_cache: reuse latency figures of identical files on identical settings; its
+            file also keeps the floors (``target.floor_max_age_h``).
         runner: where latency is measured; None: the target's (a local process, or the device
             agent for ``runner: remote``, asked for its health here).
         metric: what "accuracy" is (``objective.metric``), measured on ``data``'s val split
@@ -117,6 +120,8 @@ class Evaluator:
         self.measure_latency = measure_latency
         self.latency_cache = latency_cache
         self.runner = runner or (runner_for(self.target) if measure_latency else None)
+        # the lowest dense (and int8 probe) figures every window of this evaluator is judged by
+        self.floors = Floors.of(self.target, latency_cache)
         self.example = example_input(data)
         # the inputs latency windows time (the target's batch of the first val examples)
         self.timing_input = data.head(max(2, self.target.batch_size))
@@ -158,11 +163,7 @@ class Evaluator:
         window's own dense p10 scales only its own figure, which is flagged anyway)."""
         if self.dense_ms is None:
             floor = baseline_floor(
-                self.dense_path,
-                self.timing_input,
-                self.target,
-                self.latency_cache,
-                self.runner,
+                self.dense_path, self.timing_input, self.target, self.floors, self.runner
             )
             self.dense_ms = dense_reference(floor, latency)
             if self.dense_ms is None:
@@ -178,9 +179,8 @@ class Evaluator:
             self.dense_path,
             self.timing_input,
             self.target,
-            cache=self.latency_cache,
-            runner=self.runner,
             reference=probe,
+            measurer=Measurer(self.runner, self.latency_cache, self.floors),
         )
 
     def latency_metrics(self, latency: LatencyComparison) -> dict[str, float]:

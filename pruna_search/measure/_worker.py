@@ -1,8 +1,9 @@
-"""Latency worker, run in its own process: ``python -m pruna_search.core._timing_worker``.
+"""Latency worker, run in its own process: ``python -m pruna_search.measure._worker``.
 
 Reads a JSON request on stdin (``models``, ``settings``, optional ``input`` .npy path) and
 prints one JSON object on stdout: the result of ``timing.measure``, or ``{"error", "stage"}``.
-Imports only numpy, onnxruntime and pruna_search.core (no torch): the device agent uses it too.
+Imports only numpy, onnxruntime and pruna_search's core and measure (no torch): the device
+agent uses it too.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ import sys
 
 import numpy as np
 
-from pruna_search.core.timing import ModelRunError, TimingSettings, measure
+from pruna_search.core.timing import ModelRunError, TimingSettings
+from pruna_search.measure.timing import measure
 
 
 def main() -> None:
