@@ -29,9 +29,12 @@ test: setup
 test-fast: setup
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
+# style, function size (ruff C901/PLR0913/PLR0915 and scripts/longest_functions.py), types (mypy)
 lint: setup
 	$(BIN)/ruff check pruna_search tests scripts
 	$(BIN)/ruff format --check pruna_search tests scripts
+	$(BIN)/python scripts/longest_functions.py --check --top 3
+	$(BIN)/mypy
 
 format: setup
 	$(BIN)/ruff check --fix pruna_search tests scripts

@@ -29,7 +29,7 @@ from pruna_search.core import hardware
 from pruna_search.core.plan import Finetune, Plan
 from pruna_search.core.target import CPU
 from pruna_search.measure.latency import compare_latency
-from pruna_search.search.evaluate import Evaluator
+from pruna_search.search.evaluate import Evaluator, EvaluatorOptions
 
 PRECISIONS = (("fp32", 32), ("int8", 8))
 MULTIPLES = (8, 16)
@@ -67,7 +67,9 @@ def main() -> None:
     model = ps.models.build("resnet20", data=data, pretrained=True)
     no_finetune = Finetune(steps=0, bn_recalibration=0)
     with tempfile.TemporaryDirectory(prefix="bench_multiple_") as tmp:
-        evaluator = Evaluator(model, data, CPU, workdir=Path(tmp), measure_latency=False)
+        evaluator = Evaluator(
+            model, data, CPU, workdir=Path(tmp), options=EvaluatorOptions(measure_latency=False)
+        )
         configs = []
         start = time.perf_counter()
         for ratio, (precision, bits), multiple in itertools.product(

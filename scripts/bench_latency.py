@@ -75,7 +75,7 @@ from pruna_search.measure.floors import Floors, baseline_floor
 from pruna_search.measure.latency import LatencyComparison, Measurer, compare_latency
 from pruna_search.measure.runners import LatencyRunner, RemoteRunner, timed_input
 from pruna_search.models.pretrained import cache_dir
-from pruna_search.search.evaluate import Evaluator, dense_reference
+from pruna_search.search.evaluate import Evaluator, EvaluatorOptions, dense_reference
 
 RATIOS = (0.0, 0.25, 0.5, 0.625, 0.75)
 PRECISIONS = (("fp32", 32), ("int8", 8))
@@ -106,7 +106,9 @@ def export_configs(
     data = ps.data.load("digits")
     model = ps.models.build("resnet20", data=data, pretrained=True)
     workdir = folder / "work"
-    evaluator = Evaluator(model, data, CPU, workdir=workdir, measure_latency=False)
+    evaluator = Evaluator(
+        model, data, CPU, workdir=workdir, options=EvaluatorOptions(measure_latency=False)
+    )
     no_finetune = Finetune(steps=0, bn_recalibration=0)
     dense = folder / "dense.fp32.onnx"
     shutil.copy2(evaluator.dense_path, dense)

@@ -28,7 +28,7 @@ from pruna_search.analysis import analyze
 from pruna_search.core import names
 from pruna_search.core.loops import Compute
 from pruna_search.core.plan import Finetune, Plan
-from pruna_search.search.evaluate import Evaluator
+from pruna_search.search.evaluate import Evaluator, EvaluatorOptions
 from pruna_search.search.job import run_job
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -75,8 +75,7 @@ def finetune_on(device: str, model, splits, plan: Plan, workdir: Path) -> tuple[
         splits,
         "cpu",
         workdir=workdir / device.replace(":", "_"),
-        measure_latency=False,
-        compute=Compute.resolve(device),
+        options=EvaluatorOptions(measure_latency=False, compute=Compute.resolve(device)),
     )
     evaluation = evaluator.evaluate(plan)
     return evaluation.seconds["finetune"], evaluation.metrics[names.ACCURACY]

@@ -10,7 +10,7 @@ import torch
 from pruna_search import Plan, PlanError, models
 from pruna_search.core import names
 from pruna_search.core.target import CPU
-from pruna_search.search import Evaluator
+from pruna_search.search import Evaluator, EvaluatorOptions
 
 QUICK = dataclasses.replace(CPU, warmup=5, min_runs=20, max_runs=40, noise_retries=0)
 
@@ -60,7 +60,11 @@ def test_many_plans_against_one_dense_export(digits, tmp_path):
 
 def test_a_plan_is_validated_before_any_work(digits, tmp_path):
     evaluator = Evaluator(
-        models.build("cnn", data=digits), digits, "cpu", workdir=tmp_path, measure_latency=False
+        models.build("cnn", data=digits),
+        digits,
+        "cpu",
+        workdir=tmp_path,
+        options=EvaluatorOptions(measure_latency=False),
     )
     with pytest.raises(PlanError, match="not a prunable group"):
         evaluator.evaluate(Plan(prune={"nope": 0.5}), name="bad")

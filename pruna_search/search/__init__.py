@@ -8,6 +8,6 @@ exported and written out (``report``) and tracked (``tracked``).
 
 from __future__ import annotations
 
-from .evaluate import Evaluation, Evaluator
+from .evaluate import Evaluation, Evaluator, EvaluatorOptions
 
-__all__ = ["Evaluation", "Evaluator"]
+__all__ = ["Evaluation", "Evaluator", "EvaluatorOptions"]

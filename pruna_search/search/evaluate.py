@@ -74,6 +74,30 @@ def _size_mb(path: Path) -> float:
     return path.stat().st_size / 1e6
 
 
+@dataclass(frozen=True)
+class EvaluatorOptions:
+    """How an ``Evaluator`` exports, scores and times.
+
+    Attributes:
+        exporter: ``torchscript`` or ``dynamo``.
+        measure_latency: time candidates against the dense model.
+        latency_cache: reuse latency figures of identical files on identical settings; its
+            file also keeps the floors (``target.floor_max_age_h``).
+        runner: where latency is measured; None: the target's (a local process, or the device
+            agent for ``runner: remote``, asked for its health here).
+        metric: what "accuracy" is (``objective.metric``), measured on the val split batch by
+            batch.
+        compute: where fine-tuning, BatchNorm recalibration and the teacher's logits run.
+    """
+
+    exporter: str = "torchscript"
+    measure_latency: bool = True
+    latency_cache: LatencyCache | None = None
+    runner: LatencyRunner | None = None
+    metric: Metric = TOP1
+    compute: Compute = CPU
+
+
 class Evaluator:
     """Applies and measures plans for one trained model.
 
@@ -82,15 +106,7 @@ class Evaluator:
         data: a DataSplits (train for fine-tuning, calib for int8, val for accuracy).
         target: the target whose settings latency is measured with.
         workdir: where ONNX files are written.
-        exporter: ``torchscript`` or ``dynamo``.
-        measure_latency: time candidates against the dense model.
-        latency_cache: reuse latency figures of identical files on identical settings; its
-            file also keeps the floors (``target.floor_max_age_h``).
-        runner: where latency is measured; None: the target's (a local process, or the device
-            agent for ``runner: remote``, asked for its health here).
-        metric: what "accuracy" is (``objective.metric``), measured on ``data``'s val split
-            batch by batch.
-        compute: where fine-tuning, BatchNorm recalibration and the teacher's logits run.
+        options: how it exports, scores and times (``EvaluatorOptions``).
     """
 
     def __init__(
@@ -100,58 +116,62 @@ class Evaluator:
         target: str | Target,
         *,
         workdir: str | Path,
-        exporter: str = "torchscript",
-        measure_latency: bool = True,
-        latency_cache: LatencyCache | None = None,
-        runner: LatencyRunner | None = None,
-        metric: Metric = TOP1,
-        compute: Compute = CPU,
+        options: EvaluatorOptions = EvaluatorOptions(),
     ) -> None:
         self.model = model.eval()
-        metric.check(data.num_classes)
-        self.metric = metric
-        self.compute = compute
+        options.metric.check(data.num_classes)
+        self.metric = options.metric
+        self.compute = compute = options.compute
         # the dense model distilled from, where the fine-tune runs (a copy off the CPU)
         self.teacher = model if compute == CPU else copy.deepcopy(model).to(compute.device)
         self.data = data
         self.target = get_target(target)
         self.workdir = Path(workdir)
-        self.exporter = exporter
-        self.measure_latency = measure_latency
-        self.latency_cache = latency_cache
-        self.runner = runner or (runner_for(self.target) if measure_latency else None)
+        self.exporter = options.exporter
+        self.measure_latency = options.measure_latency
+        self.latency_cache = options.latency_cache
+        runner = options.runner
+        self.runner = runner or (runner_for(self.target) if self.measure_latency else None)
         # the lowest dense (and int8 probe) figures every window of this evaluator is judged by
-        self.floors = Floors.of(self.target, latency_cache)
+        self.floors = Floors.of(self.target, self.latency_cache)
         self.example = example_input(data)
         # the inputs latency windows time (the target's batch of the first val examples)
         self.timing_input = data.head(max(2, self.target.batch_size))
         self.x_calib, _ = data.calib_arrays()
-        if self.target.reduce_range is None:
-            # the CPU that runs the model decides (the device's, for a remote target)
-            vnni = self.runner.fingerprint().get("vnni") if self.runner else None
-            self.reduce_range = not (hardware.has_vnni() if vnni is None else bool(int(vnni)))
-        else:
-            self.reduce_range = self.target.reduce_range
+        self.reduce_range = self._reduce_range()
         self.seconds: dict[str, float] = {}
+        self.baseline = self._dense()
+        self._int8_probe: Path | None = None
+        # the dense reference of latency_ms (see the module's doc); set by the first window
+        self.dense_ms: float | None = None
+
+    def _reduce_range(self) -> bool:
+        """7-bit int8 weights: the target's setting, or decided by the CPU that runs the model
+        (the device's, for a remote target): on when it lacks VNNI."""
+        if self.target.reduce_range is not None:
+            return bool(self.target.reduce_range)
+        vnni = self.runner.fingerprint().get("vnni") if self.runner else None
+        return not (hardware.has_vnni() if vnni is None else bool(int(vnni)))
+
+    def _dense(self) -> dict[str, float]:
+        """Analyze, export and score the dense model: its baseline metrics."""
         start = time.perf_counter()
-        self.info = analyze_model(model, data)
+        self.info = analyze_model(self.model, self.data)
         self.seconds["analyze"] = time.perf_counter() - start
         start = time.perf_counter()
         self.dense_path = export_onnx(
-            model, self.example, self.workdir / "dense.fp32.onnx", exporter=exporter
+            self.model, self.example, self.workdir / "dense.fp32.onnx", exporter=self.exporter
         )
         self.seconds["export_dense"] = time.perf_counter() - start
         start = time.perf_counter()
-        self.baseline: dict[str, float] = {
+        baseline = {
             names.ACCURACY: self.score(self.dense_path),
             names.SIZE_MB: _size_mb(self.dense_path),
             names.MACS: float(self.info.macs),
             names.PARAMS: float(self.info.params),
         }
         self.seconds["evaluate_dense"] = time.perf_counter() - start
-        self._int8_probe: Path | None = None
-        # the dense reference of latency_ms (see the module's doc); set by the first window
-        self.dense_ms: float | None = None
+        return baseline
 
     def score(self, onnx_path: Path) -> float:
         """The metric of an exported model on the val split, read batch by batch."""
