@@ -15,6 +15,7 @@ from __future__ import annotations
 __version__ = "0.2.0.dev0"
 
 import os as _os  # noqa: E402
+from typing import Any as _Any  # noqa: E402
 
 # ONNX Runtime 1.32 records telemetry by default: an event store in
 # ~/.cache/Microsoft/DeveloperTools/.onnxruntime/ and a session file $TMPDIR/.ses in every
@@ -52,7 +53,7 @@ _CORE = (
 )
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> _Any:
     import importlib
 
     if name in _LAZY:

@@ -33,7 +33,7 @@ from .core.plan import DEFAULT_ROUND_TO, Finetune, Plan, RoundTo
 from .core.target import Target, get_target
 from .measure import LatencyComparison
 from .measure import metric as resolve_metric
-from .search import Evaluator
+from .search import Evaluator, EvaluatorOptions
 
 
 @dataclass(frozen=True)
@@ -137,7 +137,7 @@ class Result:
     accuracy_before_finetune: float | None = None
     _workdir: Any = field(default=None, repr=False)
 
-    def export(self, path: str | os.PathLike) -> Path:
+    def export(self, path: str | os.PathLike[str]) -> Path:
         """Copy the shippable ONNX model to ``path`` (atomically; one self-contained file)."""
         return atomic_copy(self.onnx_path, path)
 
@@ -254,7 +254,7 @@ def optimize(  # noqa: PLR0913 - the one-shot API: keyword-only options, each wi
     target: str | Target | None = None,
     measure_latency: bool = True,
     exporter: str = "torchscript",
-    workdir: str | os.PathLike | None = None,
+    workdir: str | os.PathLike[str] | None = None,
     metric: str = "top1",
     device: str = "auto",
     verbose: bool = True,
@@ -286,20 +286,23 @@ def optimize(  # noqa: PLR0913 - the one-shot API: keyword-only options, each wi
     )
     target = get_target(target or (config.target_device if isinstance(config, Config) else "cpu"))
 
-    holder = tempfile.TemporaryDirectory(prefix="pruna_search_") if workdir is None else None
-    folder = Path(holder.name if holder else workdir)  # type: ignore[arg-type]
+    holder, folder = _workdir(workdir)
     evaluator = Evaluator(
         model,
         data,
         target,
         workdir=folder,
-        exporter=exporter,
-        measure_latency=measure_latency,
-        metric=resolve_metric(metric),
-        compute=Compute.resolve(device),
+        options=EvaluatorOptions(
+            exporter=exporter,
+            measure_latency=measure_latency,
+            metric=resolve_metric(metric),
+            compute=Compute.resolve(device),
+        ),
     )
     plan = (
-        config.to_plan(evaluator.info, len(data.train)) if isinstance(config, Config) else config
+        config.to_plan(evaluator.info, data.size("train"))
+        if isinstance(config, Config)
+        else config
     )
     before = _recovery(evaluator, plan, config, verbose)
     evaluation = evaluator.evaluate(plan)
@@ -318,13 +321,27 @@ def optimize(  # noqa: PLR0913 - the one-shot API: keyword-only options, each wi
     )
 
 
-def _baseline(evaluator: Evaluator, latency) -> dict[str, float]:
+def _workdir(
+    workdir: str | os.PathLike[str] | None,
+) -> tuple[tempfile.TemporaryDirectory[str] | None, Path]:
+    """The folder for intermediate files: ``workdir``, else a temporary folder (and its
+    holder, which removes it when the Result is collected)."""
+    if workdir is not None:
+        return None, Path(workdir)
+    holder = tempfile.TemporaryDirectory(prefix="pruna_search_")
+    return holder, Path(holder.name)
+
+
+def _baseline(evaluator: Evaluator, latency: LatencyComparison | None) -> dict[str, float]:
     """The dense model's metrics, with its latency figures when it was timed."""
     baseline = dict(evaluator.baseline)
     if latency is not None:
+        # latency_ms of dense: the study's dense reference; without one yet (a flagged window
+        # and no floor) the window's own dense p10, the scale the candidate's latency_ms is on
+        dense_ms = latency.baseline.p10 if evaluator.dense_ms is None else evaluator.dense_ms
         baseline.update(
             {
-                names.LATENCY: evaluator.dense_ms,
+                names.LATENCY: dense_ms,
                 names.LATENCY_P10: latency.baseline.p10,
                 names.LATENCY_P50: latency.baseline.p50,
                 names.LATENCY_P90: latency.baseline.p90,

@@ -137,7 +137,7 @@ def create_app(config: AgentConfig) -> FastAPI:
         stats = dict(zip(paths, reply.pop("models"), strict=True))
         result = _result(stats, reply, times)
         log.info(
-            f"measured {model.filename} ({model.size / 1e6:.2f} MB): p10 "
+            f"measured {model.filename} ({(model.size or 0) / 1e6:.2f} MB): p10 "
             f"{stats['model']['p10']:.3f} ms, {stats['model']['runs']} runs, other load "
             f"{_cores(reply.get('other_load'))}, waited {result['queued_s']:.1f} s"
         )

@@ -6,7 +6,8 @@ one file; nothing else in this package touches compress/.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from typing import Protocol
 
 import torch
 from torch import nn
@@ -18,17 +19,26 @@ from ..core.target import CONV, LINEAR
 from .macs import count_macs, count_params
 
 
-def example_input(shape_source: object, batch: int = 2) -> torch.Tensor:
+class HasExamples(Protocol):
+    """What gives real inputs: a DataSplits (``example`` reads its val split)."""
+
+    def example(self, batch: int = 2) -> torch.Tensor: ...
+
+
+ShapeSource = HasExamples | torch.Tensor | Iterable[int]
+
+
+def example_input(shape_source: ShapeSource, batch: int = 2) -> torch.Tensor:
     """A batch of real inputs (from a DataSplits) or zeros of a given example shape."""
     if hasattr(shape_source, "example"):
         return shape_source.example(batch)
     if isinstance(shape_source, torch.Tensor):
         return shape_source
-    shape = tuple(int(d) for d in shape_source)  # type: ignore[union-attr]
+    shape = tuple(int(d) for d in shape_source)
     return torch.zeros((batch, *shape))
 
 
-def analyze(model: nn.Module, data: object) -> ModelInfo:
+def analyze(model: nn.Module, data: ShapeSource) -> ModelInfo:
     """Analyse ``model`` on real inputs from ``data`` (a DataSplits, a tensor, or a shape)."""
     example = example_input(data)
     try:

@@ -111,13 +111,18 @@ def _descriptions(group: str, option: str) -> dict[str, str]:
     if loader is not None and set(texts) <= {"options"}:  # a loader over an options dataclass
         module = inspect.getmodule(loader)
         for name, member in inspect.getmembers(module, inspect.isclass):
-            if name.endswith("Options") and member.__module__ == module.__name__:
+            if (
+                name.endswith("Options")
+                and module is not None
+                and member.__module__ == module.__name__
+            ):
                 texts = schema.descriptions(member)
     return {"name": DATA_NAME, **texts}
 
 
 def _yaml_default(path: str, key: str) -> Any:
     loaded = OmegaConf.load(CONF_DIR / f"{path}.yaml")
+    assert isinstance(loaded, DictConfig)  # a config group's option is a mapping
     value = loaded._get_node(key)
     return None if value is None else value._value()
 

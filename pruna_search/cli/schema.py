@@ -96,9 +96,9 @@ def omega_type(annotation: Any) -> Any:
             return omega_type(args[0]) | None
         return Any
     if origin is tuple:
-        args = typing.get_args(annotation)
-        if len(args) == 2 and args[1] is Ellipsis and args[0] in PRIMITIVES:
-            return tuple[args[0], ...]
+        items = typing.get_args(annotation)
+        if len(items) == 2 and items[1] is Ellipsis and items[0] in PRIMITIVES:
+            return types.GenericAlias(tuple, (items[0], ...))  # tuple[items[0], ...]
         return Any
     if origin in (dict, Mapping) or annotation in (dict, Mapping):
         return dict[str, Any]

@@ -10,6 +10,7 @@ import logging
 import shutil
 import sys
 from pathlib import Path
+from typing import Any, cast
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -35,7 +36,8 @@ schema.register()
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="search")
 def _app(cfg: DictConfig) -> None:
-    config = OmegaConf.to_container(cfg, resolve=True)
+    # the composed config is a mapping with string keys, so its container is a dict
+    config = cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True))
     hydra_cfg = HydraConfig.get()
     output_dir = hydra_cfg.runtime.output_dir
     overrides = list(hydra_cfg.overrides.task)

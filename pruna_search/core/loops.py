@@ -10,6 +10,7 @@ import math
 import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TypeGuard
 
 import torch
 from torch import nn
@@ -103,7 +104,7 @@ def _libc():
 _LIBC = _libc()
 
 
-def _sliceable(dataset: Dataset) -> bool:
+def _sliceable(dataset: Dataset) -> TypeGuard[TensorDataset]:
     """Inputs and labels held as tensors: batches are sliced from them, by example index."""
     return isinstance(dataset, TensorDataset) and len(dataset.tensors) >= 2
 
@@ -329,7 +330,9 @@ class _Distiller:
         t = self.temperature
         with torch.no_grad():
             # idx is set exactly when the dataset is sliceable, as the cache is
-            taught = self.cached.get(self.teacher, x, idx) if self.cached is not None else None
+            taught = None
+            if self.cached is not None and idx is not None:
+                taught = self.cached.get(self.teacher, x, idx)
             taught = self.teacher(x) if taught is None else taught
             soft = torch.softmax(taught.float() / t, dim=1)
         kd = (

@@ -10,7 +10,7 @@ import logging
 import os
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from typing import TypeVar
+from typing import Protocol, TypeVar, overload
 
 from tqdm.auto import tqdm
 
@@ -22,13 +22,38 @@ def _disabled() -> bool:
     return _quiet_depth > 0 or os.environ.get("PRUNA_SEARCH_PROGRESS", "1") == "0"
 
 
+class ManualBar(Protocol):
+    """A bar advanced by hand (``bar()`` without an iterable): what this package calls of
+    tqdm's."""
+
+    def update(self, n: int = 1) -> object: ...
+
+    def set_postfix(self, **values: object) -> None: ...
+
+    def set_postfix_str(self, s: str = "") -> None: ...
+
+    def close(self) -> None: ...
+
+
+@overload
+def bar(
+    iterable: None = None, *, total: int | None = None, desc: str = "", leave: bool = False
+) -> ManualBar: ...
+
+
+@overload
+def bar(
+    iterable: Iterable[T], *, total: int | None = None, desc: str = "", leave: bool = False
+) -> Iterator[T]: ...
+
+
 def bar(
     iterable: Iterable[T] | None = None,
     *,
     total: int | None = None,
     desc: str = "",
     leave: bool = False,
-) -> Iterator[T] | tqdm:
+) -> Iterator[T] | ManualBar:
     """A progress bar over ``iterable`` (or a manual one when ``iterable`` is None)."""
     return tqdm(
         iterable,

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sized
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -95,12 +95,17 @@ class DataSplits:
 
     def head(self, count: int) -> np.ndarray:
         """The first ``count`` validation inputs (fewer when the split is smaller)."""
-        n = min(count, len(self.val))
+        n = min(count, self.size("val"))
         return np.stack([np.asarray(self.val[i][0], dtype=np.float32) for i in range(n)])
 
     def example(self, batch: int = 2) -> torch.Tensor:
         """Real inputs from the val split (used for tracing, export and parity checks)."""
         return torch.from_numpy(self.head(batch))
+
+    def size(self, split: str = "val") -> int:
+        """Examples in ``split``. Every split is a map-style Dataset, which has a length;
+        torch's ``Dataset`` type does not declare ``__len__``."""
+        return len(cast(Sized, self._split(split)))
 
     def _split(self, split: str) -> Dataset:
         if split not in SPLITS:
@@ -123,7 +128,7 @@ def content_digest(*arrays: np.ndarray) -> str:
     digest = hashlib.blake2b(digest_size=16)
     for array in arrays:
         digest.update(f"{array.shape}{array.dtype}".encode())
-        digest.update(np.ascontiguousarray(array).view(np.uint8).reshape(-1))
+        digest.update(np.ascontiguousarray(array).view(np.uint8).reshape(-1).data)
     return digest.hexdigest()
 
 

@@ -350,12 +350,13 @@ def _load(opts: ImageFolderOptions) -> DataSplits:
     _check_files(val_files, "val")
     evaluation = EvalTransform(hw, crop_side)
     normalize = _normalizer(mean_values, std_values, (train_files, mode, evaluation, opts.seed))
-    common = {"mode": mode, "normalize": normalize, "workers": workers}
     train = ImageFiles(
         train_files,
         train_labels,
+        mode=mode,
         transform=TrainTransform(hw) if opts.augment else evaluation,
-        **common,
+        normalize=normalize,
+        workers=workers,
     )
     rng = np.random.default_rng(opts.seed)
     calib_idx = np.sort(
@@ -365,7 +366,14 @@ def _load(opts: ImageFolderOptions) -> DataSplits:
         name="imagefolder",
         train=train,
         calib=train.select(calib_idx, transform=evaluation),
-        val=ImageFiles(val_files, val_labels, transform=evaluation, **common),
+        val=ImageFiles(
+            val_files,
+            val_labels,
+            mode=mode,
+            transform=evaluation,
+            normalize=normalize,
+            workers=workers,
+        ),
         input_shape=(channels, *hw),
         num_classes=len(classes),
         options=_recorded(opts, folder, hw, crop_side, normalize),

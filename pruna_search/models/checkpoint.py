@@ -7,6 +7,7 @@ import os
 import pickle
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TypeGuard
 
 import torch
 from torch import nn
@@ -48,7 +49,7 @@ def _read(path: Path) -> object:
         ) from None
 
 
-def _is_state_dict(obj: object) -> bool:
+def _is_state_dict(obj: object) -> TypeGuard[Mapping[str, torch.Tensor]]:
     return (
         isinstance(obj, Mapping)
         and len(obj) > 0
@@ -60,7 +61,7 @@ def extract_state_dict(obj: object, path: str | Path = "<checkpoint>") -> dict[s
     """The state dict in a loaded checkpoint: the object itself, or the dict found under one
     of ``NESTED_KEYS`` (``state_dict``, ``model_state_dict``, ``model``, ``net``, ``ema``)."""
     if _is_state_dict(obj):
-        return dict(obj)  # type: ignore[arg-type]
+        return dict(obj)
     if isinstance(obj, Mapping):
         for key in NESTED_KEYS:
             if _is_state_dict(obj.get(key)):

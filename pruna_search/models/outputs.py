@@ -8,7 +8,7 @@ names (and so plans, Optuna parameters and checkpoints) stay exactly as the user
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeGuard
 
 import torch
 from torch import nn
@@ -29,9 +29,15 @@ def _describe(out: Any) -> str:
     return f"a {type(out).__name__}"
 
 
+def _is_tensor(value: object) -> TypeGuard[torch.Tensor]:
+    """A tensor, or the torch.fx Proxy standing for one while a forward is traced (used as
+    the tensor it stands for, so typed as one)."""
+    return isinstance(value, TENSOR)
+
+
 def _tensors(out: Any) -> list[tuple[Any, torch.Tensor]]:
     items = out.items() if isinstance(out, Mapping) else enumerate(out)
-    return [(k, v) for k, v in items if isinstance(v, TENSOR)]
+    return [(k, v) for k, v in items if _is_tensor(v)]
 
 
 def pick(out: Any, key: str | int | None) -> torch.Tensor:
@@ -42,18 +48,18 @@ def pick(out: Any, key: str | int | None) -> torch.Tensor:
     if isinstance(out, torch.Tensor):
         raise ModelError(f"{FIELD}: {key!r} but the model returns one tensor; drop output_key")
     value = _at(out, key)
-    if not isinstance(value, TENSOR):
+    if not _is_tensor(value):
         raise ModelError(f"{FIELD}: {key!r} holds a {type(value).__name__}, not the logits")
     return value
 
 
 def _default(out: Any) -> torch.Tensor:
     """The tensor itself, else its ``logits``, else its first tensor (no key given)."""
-    if isinstance(out, TENSOR):
+    if _is_tensor(out):
         return out
-    if isinstance(out, Mapping) and isinstance(out.get(DEFAULT_KEY), TENSOR):
+    if isinstance(out, Mapping) and _is_tensor(out.get(DEFAULT_KEY)):
         return out[DEFAULT_KEY]
-    if isinstance(getattr(out, DEFAULT_KEY, None), TENSOR):
+    if _is_tensor(getattr(out, DEFAULT_KEY, None)):
         return getattr(out, DEFAULT_KEY)
     found = _tensors(out) if isinstance(out, Mapping | tuple | list) else []
     if not found:

@@ -39,6 +39,12 @@ class SimpleCNN(nn.Module):
     8x8.
     """
 
+    # registered by name in __init__ (one per entry of CNN_CHANNELS)
+    block1: ConvBlock
+    block2: ConvBlock
+    block3: ConvBlock
+    block4: ConvBlock
+
     def __init__(self, num_classes: int, in_channels: int = 3, width: float = 1.0) -> None:
         super().__init__()
         channels = in_channels

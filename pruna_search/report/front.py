@@ -15,11 +15,14 @@ import io
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any, TypeVar
 
 from ..core import names
 from ..core.files import atomic_write_text
 
-Row = Mapping[str, object]
+# metric values, flags and texts (see the module's doc)
+Row = Mapping[str, Any]
+R = TypeVar("R", bound=Row)
 
 CSV_COLUMNS = (
     "number",
@@ -54,23 +57,20 @@ def dominates(a: Sequence[float], b: Sequence[float]) -> bool:
 
 def _minimized(row: Row, value_names: Sequence[str]) -> tuple[float, ...]:
     # accuracy is maximized; everything else named in value_names is minimized
-    return tuple(
-        -float(row[n]) if n == names.ACCURACY else float(row[n])  # type: ignore[arg-type]
-        for n in value_names
-    )
+    return tuple(-float(row[n]) if n == names.ACCURACY else float(row[n]) for n in value_names)
 
 
-def pareto_front(rows: Sequence[Row], value_names: Sequence[str]) -> list[Row]:
+def pareto_front(rows: Sequence[R], value_names: Sequence[str]) -> list[R]:
     """Non-dominated rows (identical points kept once), sorted by latency."""
     points = [(_minimized(r, value_names), r) for r in rows]
-    front: list[Row] = []
+    front: list[R] = []
     seen: set[tuple[float, ...]] = set()
     for p, row in points:
         if p in seen or any(dominates(q, p) for q, _ in points):
             continue
         seen.add(p)
         front.append(row)
-    return sorted(front, key=lambda r: float(r[names.LATENCY]))  # type: ignore[arg-type]
+    return sorted(front, key=lambda r: float(r[names.LATENCY]))
 
 
 def hypervolume(rows: Sequence[Row], *, max_drop: float = 0.05) -> float:
@@ -82,10 +82,9 @@ def hypervolume(rows: Sequence[Row], *, max_drop: float = 0.05) -> float:
     """
     points = sorted(
         {
-            (float(r[names.ACCURACY_DROP]), 1.0 / float(r[names.SPEEDUP]))  # type: ignore[arg-type]
+            (float(r[names.ACCURACY_DROP]), 1.0 / float(r[names.SPEEDUP]))
             for r in rows
-            if float(r[names.ACCURACY_DROP]) < max_drop  # type: ignore[arg-type]
-            and float(r[names.SPEEDUP]) > 1.0  # type: ignore[arg-type]
+            if float(r[names.ACCURACY_DROP]) < max_drop and float(r[names.SPEEDUP]) > 1.0
         }
     )
     area, best_y = 0.0, 1.0

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import matplotlib
 
@@ -47,7 +47,13 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-STYLES = {
+class _Style(TypedDict):
+    marker: str
+    color: str
+    s: float
+
+
+STYLES: dict[str, _Style] = {
     "searched": dict(marker="o", color="tab:blue", s=22),
     "reference": dict(marker="s", color="tab:orange", s=40),
     "chosen": dict(marker="*", color="tab:red", s=220),

@@ -14,6 +14,7 @@ import logging
 import os
 import tempfile
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,7 +41,7 @@ from ..report.finished import FinishedStudy
 from ..report.front import pareto_front, write_csv
 from ..report.summary import STATUS_INTERRUPTED, STATUS_NO_FEASIBLE, STATUS_OK
 from ..space import SearchSpace
-from .evaluate import Evaluation, Evaluator
+from .evaluate import Evaluation, Evaluator, EvaluatorOptions
 from .objectives import Objective
 from .remeasure import study_rows
 from .runner import LoopOutcome, LoopSettings, adopt_dense_ms, run_trials
@@ -133,8 +134,8 @@ def load_data(config: dict[str, Any], what: str = "data") -> data_lib.DataSplits
     options = {k: v for k, v in config.items() if k != "name"}
     splits = data_lib.load(config["name"], **options)
     log.info(
-        f"{what:<8} {splits.name}: {len(splits.train)} train / {len(splits.calib)} calib / "
-        f"{len(splits.val)} val, input {splits.input_shape}, {splits.num_classes} classes"
+        f"{what:<8} {splits.name}: {splits.size('train')} train / {splits.size('calib')} calib "
+        f"/ {splits.size('val')} val, input {splits.input_shape}, {splits.num_classes} classes"
     )
     return splits
 
@@ -151,10 +152,12 @@ def make_evaluator(
         splits,
         settings.target,
         workdir=workdir,
-        latency_cache=LatencyCache(cache_dir() / "latency.sqlite"),
-        runner=runner,
-        metric=settings.objective.scorer,
-        compute=settings.compute,
+        options=EvaluatorOptions(
+            latency_cache=LatencyCache(cache_dir() / "latency.sqlite"),
+            runner=runner,
+            metric=settings.objective.scorer,
+            compute=settings.compute,
+        ),
     )
 
 
@@ -163,7 +166,7 @@ def open_session(settings: JobSettings, runner: LatencyRunner | None = None) -> 
 
     ``runner``: the target's latency runner when the caller has made it already."""
     splits = load_data(settings.data)
-    check_val_size(settings.objective, len(splits.val))
+    check_val_size(settings.objective, splits.size("val"))
     model_options = {k: v for k, v in settings.model.items() if k != "name" and v is not None}
     model_options.setdefault("pretrained", False)
     if model_options.get("checkpoint"):
@@ -280,14 +283,14 @@ def run_job(
     try:
         check_budget_reachable(session, settings.objective)
         study = open_job_study(session)
-        runner = session.evaluator.runner
+        timed_by = session.evaluator.runner
         tracking = StudyTracking.start(
             settings,
             session.space,
             study,
             overrides=overrides,
             sweep=sweep,
-            machine=runner.fingerprint() if runner is not None else None,
+            machine=timed_by.fingerprint() if timed_by is not None else None,
         )
 
         def after_trial(trial) -> None:
@@ -350,7 +353,9 @@ def open_job_study(session: Session):
     return study
 
 
-def select(study, objective: Objective) -> tuple[list[dict], list[dict], dict | None]:
+def select(
+    study, objective: Objective
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], Mapping[str, Any] | None]:
     """The study's rows, the Pareto front of its evaluated plans, and the trial the objective's
     rule picks from the feasible front (None when no trial meets the budget)."""
     rows = study_rows(study, objective)

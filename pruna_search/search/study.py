@@ -12,7 +12,7 @@ import json
 import logging
 import uuid
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -220,7 +220,10 @@ def open_study(
             )
         return study, True
     study = optuna.create_study(
-        study_name=name, storage=storage, sampler=sampler, directions=list(directions)
+        study_name=name,
+        storage=storage,
+        sampler=sampler,
+        directions=[_direction(d) for d in directions],
     )
     study.set_user_attr(IDENTITY_ATTR, json.dumps(identity, sort_keys=True))
     study.set_user_attr(CONFIG_ATTR, json.dumps(config, sort_keys=True, default=str))
@@ -235,6 +238,11 @@ def load_study(storage: RDBStorage, name: str) -> optuna.Study:
         hint = names.did_you_mean(name, existing) if existing else "the storage holds no study"
         raise ConfigError(f"study.name: no study {name!r} in {storage.url}; {hint}")
     return optuna.load_study(study_name=name, storage=storage)
+
+
+def _user_attr(name: str) -> Callable[[FrozenTrial], float]:
+    """A trial's user attribute ``name`` as a float (nan when the trial has none)."""
+    return lambda trial: float(trial.user_attrs.get(name, float("nan")))
 
 
 def _direction(text: str) -> optuna.study.StudyDirection:
@@ -308,7 +316,7 @@ def param_importances(
                 values = optuna.importance.get_param_importances(
                     study,
                     evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0),
-                    target=lambda t, a=attr: float(t.user_attrs.get(a, float("nan"))),
+                    target=_user_attr(attr),
                 )
         except (ValueError, RuntimeError, ZeroDivisionError):
             continue

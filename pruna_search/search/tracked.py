@@ -139,14 +139,14 @@ def layer_rows(space: SearchSpace, plan: Plan) -> list[dict[str, Any]]:
     """The chosen plan layer by layer: channels removed and precision."""
     owner: dict[str, GroupInfo] = {}
     for group in space.info.groups:
-        for layer in (group.name, *group.members):
-            owner.setdefault(layer, group)
+        for name in (group.name, *group.members):
+            owner.setdefault(name, group)
     rows = []
     for layer in space.info.layers:
-        group = owner.get(layer.name)
+        owned = owner.get(layer.name)
         kept = (
-            plan.kept(layer.out_channels, group.name, group.members)
-            if group
+            plan.kept(layer.out_channels, owned.name, owned.members)
+            if owned
             else layer.out_channels
         )
         rows.append(

@@ -97,6 +97,11 @@ def _stage(name: str) -> str:
     return name.split(".", 1)[0]
 
 
+def _constant(ratio: float) -> Callable[[str], float]:
+    """The same ``ratio`` for every group."""
+    return lambda _group: ratio
+
+
 class SearchSpace:
     """Per-group ratios and per-layer precisions for one model on one target."""
 
@@ -120,7 +125,8 @@ class SearchSpace:
         }
         self.bits_params: dict[str, tuple[list[str], tuple[str, ...]]] = {}
         if self.options.precisions:
-            self._tie_precisions(info, self.options.precision_tie)
+            # None (follow ``tie``) was resolved by SpaceOptions
+            self._tie_precisions(info, self.options.precision_tie or self.options.tie)
 
     def _tie_precisions(self, info: ModelInfo, how: str) -> None:
         """One ``bits/`` choice per layer, per stage (and layer kind) or for the whole model."""
@@ -151,6 +157,10 @@ class SearchSpace:
             layers, _ = self.bits_params.setdefault(key, ([], tuple(p.value for p in choices)))
             layers.append(layer.name)
 
+    def precisions_for(self, layers: Sequence[str], value: str) -> dict[str, Precision]:
+        """What the ``bits/`` choice ``value`` gives each of ``layers``."""
+        return self._precisions(layers, value)
+
     def _precisions(self, layers: Sequence[str], value: str) -> dict[str, Precision]:
         """What one ``bits/`` choice gives each of its layers: the lowest precision the layer's
         kind runs with at least the chosen bits (the identity unless tied across kinds)."""
@@ -175,15 +185,15 @@ class SearchSpace:
         """The smallest ratio for each distinct set of kept channel counts."""
         seen: dict[tuple[int, ...], float] = {}
         for ratio in self.options.ratios:
-            seen.setdefault(self._kept(groups, lambda _g, r=ratio: r), ratio)
+            seen.setdefault(self._kept(groups, _constant(ratio)), ratio)
         return tuple(seen.values())
 
     @property
     def size(self) -> int:
         """Number of distinct plans in the space."""
         count = 1
-        for choices in self.ratio_choices.values():
-            count *= len(choices)
+        for ratios in self.ratio_choices.values():
+            count *= len(ratios)
         for _, choices in self.bits_params.values():
             count *= len(choices)
         return count
@@ -220,7 +230,7 @@ class SearchSpace:
             ratios = {plan.ratio(g) for g in groups}
             kept = self._kept(groups, plan.ratio)
             matching = [
-                r for r in self.ratio_choices[key] if self._kept(groups, lambda _g, r=r: r) == kept
+                r for r in self.ratio_choices[key] if self._kept(groups, _constant(r)) == kept
             ]
             if plan.round_to != self.options.round_to or not matching:
                 raise ConfigError(
@@ -230,14 +240,14 @@ class SearchSpace:
             params[key] = matching[0]
         for key, (layers, choices) in self.bits_params.items():
             wanted = {layer: plan.precision_of(layer) for layer in layers}
-            matching = [c for c in choices if self._precisions(layers, c) == wanted]
-            if not matching:
+            offered = [c for c in choices if self._precisions(layers, c) == wanted]
+            if not offered:
                 values = sorted({p.value for p in wanted.values()})
                 raise ConfigError(
                     f"space: the plan's precisions {values} for {key!r} are not one of "
                     f"{list(choices)}"
                 )
-            params[key] = matching[0]
+            params[key] = offered[0]
         unsearched = [g for g, r in plan.prune.items() if r > 0 and not self.prune_params]
         unsearched += [
             n

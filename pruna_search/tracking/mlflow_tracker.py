@@ -45,7 +45,7 @@ os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
 import mlflow  # noqa: E402
 import mlflow.onnx  # noqa: E402
 from mlflow import MlflowClient  # noqa: E402
-from mlflow.entities import Metric, Param, RunTag  # noqa: E402
+from mlflow.entities import Metric, Param, Run, RunTag  # noqa: E402
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME  # noqa: E402
 
 log = logging.getLogger("pruna_search")
@@ -143,13 +143,21 @@ class MlflowTracker(Tracker):
             )
             first = False
 
+    def _started(self) -> tuple[str, str]:
+        """The experiment and the parent run (set by ``start_study``)."""
+        if self.experiment_id is None or self.parent_id is None:
+            raise RuntimeError("MlflowTracker: start_study has not run")
+        return self.experiment_id, self.parent_id
+
     # ---- child runs -----------------------------------------------------------------------
-    def _children(self) -> list:
-        runs, token = [], None
+    def _children(self) -> list[Run]:
+        experiment_id, parent_id = self._started()
+        runs: list[Run] = []
+        token: str | None = None
         while True:
             page = self.client.search_runs(
-                [self.experiment_id],
-                filter_string=f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{self.parent_id}'",
+                [experiment_id],
+                filter_string=f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent_id}'",
                 max_results=1000,
                 page_token=token,
             )
@@ -167,11 +175,12 @@ class MlflowTracker(Tracker):
 
     def log_trial(self, record: TrialRecord) -> None:
         start = time.perf_counter()
+        experiment_id, parent_id = self._started()
         run = self.client.create_run(
-            self.experiment_id,
+            experiment_id,
             start_time=record.start_ms,
             tags={
-                MLFLOW_PARENT_RUN_ID: self.parent_id,
+                MLFLOW_PARENT_RUN_ID: parent_id,
                 MLFLOW_RUN_NAME: f"trial-{record.number}",
                 RUN_KIND_TAG: "trial",
                 TRIAL_TAG: str(record.number),
@@ -190,6 +199,7 @@ class MlflowTracker(Tracker):
 
     # ---- the end of the study -------------------------------------------------------------
     def end_study(self, end: StudyEnd) -> None:
+        _, parent_id = self._started()
         pareto = {str(n) for n in end.pareto}
         chosen = None if end.chosen is None else str(end.chosen)
         for run in self._children():
@@ -198,20 +208,21 @@ class MlflowTracker(Tracker):
                 PARETO_TAG: "true" if number in pareto else "false",
                 CHOSEN_TAG: "true" if number == chosen else "false",
             }
-            figures = end.remeasured.get(int(number)) if number is not None else None
-            if figures is not None:  # the steady figure becomes the run's latest value
-                why = end.remeasured_why.get(int(number), "measured again after the run")
+            trial = int(number) if number is not None else None
+            figures = end.remeasured.get(trial) if trial is not None else None
+            if trial is not None and figures is not None:  # the steady figure becomes the latest
+                why = end.remeasured_why.get(trial, "measured again after the run")
                 self._log(run.info.run_id, metrics=figures, tags={**tags, REMEASURED_TAG: why})
             elif any(run.data.tags.get(k) != v for k, v in tags.items()):
                 self._log(run.info.run_id, tags=tags)
         self._log(
-            self.parent_id,
+            parent_id,
             metrics=end.metrics,
             tags={keys.CHOSEN_TRIAL_TAG: chosen if chosen is not None else "none"},
         )
         for path in end.artifacts:
             if Path(path).is_file():
-                self.client.log_artifact(self.parent_id, str(path))
+                self.client.log_artifact(parent_id, str(path))
         if end.model is not None and Path(end.model).is_file():
             self._log_model(end)
 
