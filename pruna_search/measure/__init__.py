@@ -4,7 +4,7 @@ Latency end to end: ``timing`` (the window protocol, ``run_isolated``; ``_worker
 a process of its own), ``runners`` (where a window is timed: here or on a device agent, through
 ``remote``), ``floors`` (the lowest figures seen, kept by whoever measures), ``latency``
 (``compare_latency``: the noise gate's one retry loop and the flags), ``cache`` (figures and
-floors on disk).
+floors on disk), ``profile`` (time per layer from ONNX Runtime's profiler, for the analyzer).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from .cache import LatencyCache
 from .floors import Floors, baseline_floor, stored_floor
 from .latency import Latency, LatencyComparison, Measurer, compare_latency
 from .metrics import Metric, metric
+from .profile import LayerProfile, ProfileSettings, group_ms, layer_profile
 from .remote import AgentClient
 from .runners import LatencyRunner, LocalRunner, RemoteRunner, file_hash, runner_for
 
@@ -23,14 +24,18 @@ __all__ = [
     "Latency",
     "LatencyCache",
     "LatencyComparison",
+    "LayerProfile",
     "LatencyRunner",
     "LocalRunner",
     "Measurer",
     "Metric",
+    "ProfileSettings",
     "RemoteRunner",
     "baseline_floor",
     "compare_latency",
     "file_hash",
+    "group_ms",
+    "layer_profile",
     "metric",
     "onnx_accuracy",
     "onnx_score",

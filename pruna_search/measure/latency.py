@@ -254,10 +254,13 @@ def _measure_steady(
     result = replace(best, attempts=windows, drift=drift)
     if best.noise or best.unsettled:
         plural = "s" if windows != 1 else ""
-        reason = best.noise or (
-            f"the p10s never settled within ±{100 * target.ci_tolerance:g} % in the window's "
-            "time budget"
-        )
+        reasons = [best.noise] if best.noise else []
+        if best.unsettled:
+            reasons.append(
+                f"the p10s never settled within ±{100 * target.ci_tolerance:g} % in the "
+                "window's time budget"
+            )
+        reason = "; ".join(reasons)
         result = replace(result, noisy=True, noise=f"{reason}, in {windows} window{plural}")
     elif best.converged:
         store.add(keys[0], best.baseline.p10, floors[0])
