@@ -39,7 +39,7 @@ def tiny(tmp_path, **study) -> dict:
         "model": {"name": "resnet20", "pretrained": True},
         "data": {"name": "digits"},
         "target": {"name": "cpu", "warmup": 5, "min_runs": 20, "max_runs": 40, "noise_retries": 0},
-        "space": {"ratios": [0.0, 0.5], "tie": "stage"},
+        "space": {"ratios": [0.0, 0.5], "tie": "stage", "precision_tie": None},
         "objective": {"name": "fastest_within_drop", "max_accuracy_drop": 0.05},
         "sampler": {"name": "random", "seed": 0},
         "study": {
