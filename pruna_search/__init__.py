@@ -32,6 +32,7 @@ _LAZY = {
     "Config": ".api",
     "Result": ".api",
     "optimize": ".api",
+    "analyze_model": ".api",
 }
 _CORE = (
     "CheckpointError",

@@ -23,6 +23,8 @@ from torch import nn
 
 from . import data as data_lib
 from . import models as model_lib
+from .analyzer import Analysis, analyze
+from .analyzer.run import val_subset
 from .compress import PruneReport
 from .core import names
 from .core.errors import ConfigError, DataError, ModelError
@@ -34,6 +36,8 @@ from .core.target import Target, get_target
 from .measure import LatencyComparison
 from .measure import metric as resolve_metric
 from .search import Evaluator, EvaluatorOptions
+from .search.settings import AnalysisSettings
+from .space import SearchSpace, SpaceOptions
 
 
 @dataclass(frozen=True)
@@ -348,3 +352,38 @@ def _baseline(evaluator: Evaluator, latency: LatencyComparison | None) -> dict[s
             }
         )
     return baseline
+
+
+def analyze_model(
+    model: nn.Module | str,
+    data: data_lib.DataSplits | str,
+    target: str | Target = "cpu",
+    *,
+    space: SpaceOptions | None = None,
+    settings: AnalysisSettings | None = None,
+) -> Analysis:
+    """The Model Analyzer on ``model``: its latency per layer on ``target`` (fp32 and int8),
+    what each prunable group and each layer's precision costs in accuracy (exported model,
+    BatchNorm recalibrated, no fine-tune), and a suggested plan of ``space`` for each budget
+    of ``settings.budgets``, built and timed (``pruna-search-analyze`` does the same from the
+    config and writes the report).
+
+    Raises:
+        PrunaSearchError: a subclass naming the field, the value and the fix.
+    """
+    _, data, model = _checked_inputs(model, None, data)
+    model = model_lib.logits_model(
+        model, type(model).__name__, tuple(data.input_shape), data.num_classes, copy_first=True
+    )
+    settings = settings or AnalysisSettings()
+    available = data.size("val")
+    size = available if settings.val_subset is None else settings.val_subset
+    if size > available:
+        raise ConfigError(
+            f"analysis.val_subset: {size} is larger than the val split ({available} images)"
+        )
+    target = get_target(target)
+    with tempfile.TemporaryDirectory(prefix="pruna_analysis_") as folder:
+        evaluator = Evaluator(model, val_subset(data, size, settings.seed), target, workdir=folder)
+        options = space or SpaceOptions(precision_tie="model")
+        return analyze(evaluator, SearchSpace(evaluator.info, target, options), settings)

@@ -23,7 +23,12 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 from ..core.target import Target
 from ..search.objectives import Objective
-from ..search.settings import FinetuneSettings, SpaceSettings, TrackingSettings
+from ..search.settings import (
+    AnalysisSettings,
+    FinetuneSettings,
+    SpaceSettings,
+    TrackingSettings,
+)
 from ..search.study import StudySettings
 
 SCHEMA = "base"  # the option name every typed group's YAML starts from
@@ -36,6 +41,7 @@ SECTIONS: dict[str, type] = {
     "study": StudySettings,
     "finetune": FinetuneSettings,
     "tracking": TrackingSettings,
+    "analysis": AnalysisSettings,
 }
 # keys the YAML spells otherwise than the dataclass field, with their schema type and default
 RENAMED: dict[str, dict[str, tuple[str, Any, Any]]] = {

@@ -59,5 +59,6 @@ def finetune(
             )
     finally:
         model.to("cpu")
-        release_memory()  # the fine-tune's activations and optimizer state
+        if options.steps > 0:
+            release_memory()  # the fine-tune's activations and optimizer state
     return model.eval()

@@ -48,6 +48,7 @@ PLAN_TAG = PLAN_ATTR
 PRUNED_TAG = PRUNED_ATTR
 NOISY_TAG = NOISY_ATTR
 LATENCY_TAG_PREFIX = "pruna.latency."  # how a trial's latency was measured, one tag per field
+ANALYSIS_TAG = "pruna.analysis"  # the digest of a Model Analyzer run (pruna-search-analyze)
 MODEL_TAG = "pruna.model"
 DATA_TAG = "pruna.data"
 TARGET_TAG = "pruna.target"

@@ -276,18 +276,76 @@ def write_plots(output_dir: Path, data: PlotData) -> list[Path]:
     ]
     if layers:
         figures.append(("layers.png", *layer_figures(layers, data.layers_title)))
+    return _write_all(output_dir, figures, HTML_FILE, "pruna_search plots")
+
+
+def _write_all(
+    output_dir: Path, figures: Sequence[tuple[str, Any, Any]], html_name: str, title: str
+) -> list[Path]:
+    """Each figure's PNG, and one self-contained HTML page with all of them (plotly.js once)."""
     written = []
     parts = []
     for i, (file_name, figure, html) in enumerate(figures):
         written.append(_save(figure, output_dir / file_name))
         parts.append(html.to_html(full_html=False, include_plotlyjs=(i == 0)))
     page = (
-        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>pruna_search plots</title>"
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{title}</title>"
         "</head><body>" + "\n".join(parts) + "</body></html>"
     )
-    atomic_write_text(output_dir / HTML_FILE, page)
-    written.append(output_dir / HTML_FILE)
+    atomic_write_text(output_dir / html_name, page)
+    written.append(output_dir / html_name)
     return written
 
 
-__all__ = ["HTML_FILE", "PNG_FILES", "PlotData", "write_plots"]
+def sensitivity_figures(record: Mapping[str, Any]):
+    """Heat map of the accuracy lost with one group pruned at each ratio (points)."""
+    dense, prune = record["dense_accuracy"], record["sensitivity"]["prune"]
+    groups = sorted(prune)
+    ratios = sorted({r for by in prune.values() for r in by}, key=float)
+    drops = [[(dense - prune[g].get(r, dense)) * 100 for r in ratios] for g in groups]
+    labels = [f"{float(r):g}" for r in ratios]
+    fig, ax = plt.subplots(figsize=(1.2 + 0.9 * len(ratios), 1.0 + 0.28 * len(groups)))
+    image = ax.imshow(drops, aspect="auto", cmap="Reds", vmin=0)
+    ax.set_xticks(range(len(ratios)), labels)
+    ax.set_yticks(range(len(groups)), groups, fontsize=7)
+    ax.set_xlabel("pruning ratio (BatchNorm recalibrated, no fine-tune)")
+    fig.colorbar(image, ax=ax, label="accuracy lost (points)")
+    html = go.Figure(go.Heatmap(z=drops, x=labels, y=groups, colorscale="Reds"))
+    html.update_layout(title="Accuracy lost (points) with one group pruned")
+    return fig, html
+
+
+def latency_figures(record: Mapping[str, Any]):
+    """Bars: each layer's time at fp32 and at int8 (the slowest first)."""
+    layers = record["layers"]
+    names_ = [layer["module"] for layer in layers]
+    fp32 = [layer["fp32_ms"] for layer in layers]
+    int8 = [layer["int8_ms"] or 0.0 for layer in layers]
+    fig, ax = plt.subplots(figsize=(7, 1.0 + 0.22 * len(layers)))
+    y = list(range(len(layers)))
+    ax.barh([i - 0.2 for i in y], fp32, height=0.4, label="fp32", color="tab:blue")
+    ax.barh([i + 0.2 for i in y], int8, height=0.4, label="int8", color="tab:orange")
+    ax.set_yticks(y, names_, fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel("ms per run (ONNX Runtime profiler)")
+    ax.legend(fontsize=8)
+    html = go.Figure(
+        [
+            go.Bar(y=names_, x=fp32, orientation="h", name="fp32"),
+            go.Bar(y=names_, x=int8, orientation="h", name="int8"),
+        ]
+    )
+    html.update_layout(title="Time per layer", barmode="group", yaxis={"autorange": "reversed"})
+    return fig, html
+
+
+def write_analysis_plots(output_dir: Path, record: Mapping[str, Any]) -> list[Path]:
+    """``sensitivity.png``, ``latency.png`` and ``analysis.html``."""
+    figures = [
+        ("sensitivity.png", *sensitivity_figures(record)),
+        ("latency.png", *latency_figures(record)),
+    ]
+    return _write_all(output_dir, figures, "analysis.html", "pruna_search analysis")
+
+
+__all__ = ["HTML_FILE", "PNG_FILES", "PlotData", "write_analysis_plots", "write_plots"]

@@ -161,7 +161,7 @@ def _row_cells(r: Mapping[str, Any]) -> list[str]:
     ]
 
 
-def _md(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return lines
@@ -234,7 +234,7 @@ def write_markdown(path: Path, finished: FinishedStudy, summary: Mapping[str, An
         *_against_uniform(summary, finished),
         "## Pareto front",
         "",
-        *_md(ROW_HEADER, [_row_cells(r) for r in finished.front]),
+        *markdown_table(ROW_HEADER, [_row_cells(r) for r in finished.front]),
         "",
         *_flagged(finished.front),
         *_stage_seconds(finished.outcome),
@@ -308,7 +308,7 @@ def _against_uniform(s: Mapping[str, Any], finished: FinishedStudy) -> list[str]
         f"Hypervolume in (accuracy drop <= 5 pt, latency / dense) — larger is better: searched "
         f"{s['hypervolume_searched']:.4f}, uniform references {s['hypervolume_uniform']:.4f}.",
         "",
-        *_md(header, beats_uniform(finished.references, finished.searched)),
+        *markdown_table(header, beats_uniform(finished.references, finished.searched)),
         "",
     ]
 
@@ -348,7 +348,7 @@ def _stage_seconds(outcome: Any) -> list[str]:
     return [
         "## Seconds per trial by stage (this run)",
         "",
-        *_md(("stage", "mean s", "trials"), stages),
+        *markdown_table(("stage", "mean s", "trials"), stages),
         "",
     ]
 

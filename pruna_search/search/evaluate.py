@@ -224,9 +224,14 @@ class Evaluator:
     def score_without_finetune(self, plan: Plan) -> float:
         """The metric of the model ``plan`` builds with BatchNorm recalibrated but no
         fine-tune: what the fine-tune starts from."""
+        return self.score(self.recalibrated(plan, "recalibrated"))
+
+    def recalibrated(self, plan: Plan, name: str) -> Path:
+        """The model ``plan`` builds with BatchNorm recalibrated but no fine-tune (validated
+        first)."""
         plan.validate(self.info, self.target)
         plan = plan.with_finetune(dataclasses.replace(plan.finetune, steps=0))
-        return self.score(self._build(plan, "recalibrated").onnx_path)
+        return self._build(plan, name).onnx_path
 
     def keep(self, onnx_path: Path, name: str) -> Path:
         """A copy of ``onnx_path`` in the work folder that later evaluations do not overwrite

@@ -22,6 +22,7 @@ from .objectives import Objective, make_objective
 from .study import StudySettings
 
 SECTIONS = (
+    "analysis",
     "model",
     "data",
     "target",
@@ -137,6 +138,52 @@ class FinetuneSettings:
 
 
 @dataclass(frozen=True)
+class AnalysisSettings:
+    """The ``analysis`` section (``pruna-search-analyze``).
+
+    Attributes:
+        val_subset: validation images (class-balanced, seeded) the sensitivity profile is
+            scored on; null: the whole val split.
+        seed: seed of that subset.
+        budgets: accuracy budgets (absolute: 0.01 is one point) to suggest a plan for.
+        profile_runs: profiled runs of each model for the latency profile.
+        bn_recalibration: batches that re-estimate BatchNorm statistics after pruning a group
+            (fewer than a trial's: the profile ranks groups, and it runs once per group and
+            ratio).
+    """
+
+    val_subset: int | None = None
+    seed: int = 0
+    budgets: tuple[float, ...] = (0.01, 0.02, 0.05)
+    profile_runs: int = 50
+    bn_recalibration: int = 4
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "budgets", tuple(self.budgets))
+        size = self.val_subset
+        if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
+            raise ConfigError(
+                f"analysis.val_subset: {size!r} must be a number of images >= 1, or null for "
+                "the whole val split"
+            )
+        for budget in self.budgets:
+            if (
+                isinstance(budget, bool)
+                or not isinstance(budget, int | float)
+                or not 0 < budget <= 1
+            ):
+                raise ConfigError(
+                    f"analysis.budgets: {budget!r} is not an accuracy budget; use absolute "
+                    "values in (0, 1], e.g. [0.01, 0.02, 0.05] for 1, 2 and 5 points"
+                )
+        for key in ("profile_runs", "bn_recalibration"):
+            value = getattr(self, key)
+            least = 1 if key == "profile_runs" else 0
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise ConfigError(f"analysis.{key}: {value!r} must be an integer >= {least}")
+
+
+@dataclass(frozen=True)
 class TrackingSettings:
     """Where trials are tracked (``conf/tracking/``).
 
@@ -231,6 +278,7 @@ class JobSettings:
     final_finetune: Finetune
     compute: Compute = CPU
     tracking: TrackingSettings = field(default_factory=TrackingSettings)
+    analysis: AnalysisSettings = field(default_factory=AnalysisSettings)
     raw: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -262,6 +310,7 @@ class JobSettings:
             final_finetune=final_finetune,
             compute=Compute.resolve(finetune.device, finetune.amp),
             tracking=_typed(config, "tracking", TrackingSettings),
+            analysis=_typed(config, "analysis", AnalysisSettings),
             raw=config,
         )
 
@@ -297,4 +346,10 @@ class JobSettings:
         }
 
 
-__all__ = ["FinetuneSettings", "JobSettings", "SpaceSettings", "TrackingSettings"]
+__all__ = [
+    "AnalysisSettings",
+    "FinetuneSettings",
+    "JobSettings",
+    "SpaceSettings",
+    "TrackingSettings",
+]

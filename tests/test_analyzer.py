@@ -1,0 +1,116 @@
+"""The Model Analyzer: sensitivity on real exported models, suggestions that are points of the
+space, the knapsack, and ``pruna-search-analyze`` end to end (real ORT, no mocks)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from pruna_search.analyzer.run import val_subset
+from pruna_search.analyzer.sensitivity import Sensitivity, changes
+from pruna_search.analyzer.suggest import Choice, knapsack, params_of, prune_choices
+from pruna_search.core.plan import DEFAULT_ROUND_TO
+from pruna_search.search.evaluate import Evaluator, EvaluatorOptions
+from pruna_search.search.study import FixedTrial
+from pruna_search.space import SearchSpace, SpaceOptions
+
+
+@pytest.fixture(scope="module")
+def evaluator(digits, resnet20_trained, tmp_path_factory):
+    splits = val_subset(digits, 200, seed=0)
+    options = EvaluatorOptions(measure_latency=False)
+    folder = tmp_path_factory.mktemp("analyzer")
+    return Evaluator(resnet20_trained, splits, "cpu", workdir=folder, options=options)
+
+
+def test_the_val_subset_is_balanced_and_seeded(digits):
+    a, b = val_subset(digits, 100, seed=0), val_subset(digits, 100, seed=0)
+    assert a.size("val") == 100 and list(a.val.indices) == list(b.val.indices)
+    assert val_subset(digits, 10_000, seed=0) is digits  # no larger than the split: as it is
+
+
+def test_a_group_pruned_to_nothing_loses_more_than_at_a_quarter(evaluator):
+    """The last stage's shortcut group carries every residual of stage 3: pruned to the
+    channel multiple it loses far more than at 25 % (measured on the exported model)."""
+    group = "layer3.0.shortcut.0"
+    listed = changes(evaluator, (0.25, 0.95), DEFAULT_ROUND_TO, 4)
+    plans = [c for c in listed if c.kind == "prune" and c.name == group]
+    quarter, nothing = (evaluator.score_without_finetune(c.plan) for c in plans)
+    assert nothing < quarter - 0.05, (quarter, nothing)
+
+
+def test_ratios_that_keep_the_same_channels_are_measured_once(evaluator):
+    """With fp32 multiples of 8, 0.5, 0.625 and 0.75 of a 16-channel group all keep 8."""
+    ratios = (0.25, 0.5, 0.625, 0.75)
+    prune = [c for c in changes(evaluator, ratios, DEFAULT_ROUND_TO, 4) if c.kind == "prune"]
+    listed = [c.choice for c in prune if c.name == "conv1"]
+    assert listed == [0.5]  # 0.25 keeps all 16 channels (rounded up to 16): the dense model
+
+
+def test_the_knapsack_keeps_the_loss_within_the_budget_and_saves_the_most():
+    a = [Choice("a", "prune", 0.0, 0, 0), Choice("a", "prune", 0.5, 3.0, 0.008)]
+    b = [Choice("b", "prune", 0.0, 0, 0), Choice("b", "prune", 0.5, 2.0, 0.004)]
+    c = [Choice("c", "prune", 0.0, 0, 0), Choice("c", "prune", 0.5, 2.5, 0.005)]
+    chosen = knapsack([a, b, c], 0.01)
+    assert {x.item for x in chosen} == {"b", "c"}  # 4.5 ms for 0.9 pt beats a alone (3 ms)
+    assert sum(x.loss for x in chosen) <= 0.01
+    assert knapsack([a, b, c], 0.0) == []
+
+
+def test_a_suggestion_is_a_point_of_the_space_that_replays(evaluator):
+    space = SearchSpace(evaluator.info, "cpu", SpaceOptions(tie="stage", precision_tie="model"))
+    dense = 0.99
+    prune = {
+        g.name: {r: dense - 0.001 for r in (0.25, 0.5, 0.625, 0.75)} for g in space.info.groups
+    }
+    found = Sensitivity(dense=dense, prune=prune)
+    options = prune_choices(space, found, {g.name: 0.1 for g in space.info.groups})
+    chosen = knapsack(list(options.values()), 0.02)
+    params = params_of(chosen, space)
+    plan = space(FixedTrial(dict(params)))
+    assert plan.prune and space.params_of(plan) == params
+
+
+@pytest.mark.slow
+def test_pruna_search_analyze_writes_the_report_and_refuses_bad_input(tmp_path):
+    """The CLI on ResNet-20/digits: analysis.md/json, the two plots and the HTML; a suggested
+    plan per budget, measured; a bad key leaves nothing behind."""
+    run = [
+        sys.executable,
+        "-m",
+        "pruna_search.cli.analyze",
+        "tracking=none",
+        "target.noise_retries=0",
+    ]
+    bad = subprocess.run(
+        [*run, "analysis.budgets=[0.0]", f"hydra.run.dir={tmp_path}/bad"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert bad.returncode == 2 and "analysis.budgets: 0.0 is not an accuracy budget" in bad.stderr
+    assert not (tmp_path / "bad").exists()
+    done = subprocess.run(
+        [*run, "analysis.budgets=[0.01,0.05]", f"hydra.run.dir={tmp_path}/ok"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    folder = tmp_path / "ok"
+    for name in (
+        "analysis.md",
+        "analysis.json",
+        "sensitivity.png",
+        "latency.png",
+        "analysis.html",
+    ):
+        assert (folder / name).is_file(), name
+    record = json.loads((folder / "analysis.json").read_text())
+    assert [s["budget"] for s in record["suggestions"]] == [0.01, 0.05]
+    assert all(s["speedup"] > 1.0 for s in record["suggestions"])
+    assert len(record["layers"]) == 22 and record["sensitivity"]["prune"]
+    assert "## Suggested plans" in (folder / "analysis.md").read_text()
