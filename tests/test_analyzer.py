@@ -114,3 +114,47 @@ def test_pruna_search_analyze_writes_the_report_and_refuses_bad_input(tmp_path):
     assert all(s["speedup"] > 1.0 for s in record["suggestions"])
     assert len(record["layers"]) == 22 and record["sensitivity"]["prune"]
     assert "## Suggested plans" in (folder / "analysis.md").read_text()
+
+
+def test_warm_start_plans_are_found_by_digest_enqueued_once_and_survive_a_resume(
+    tmp_path, resnet20_trained
+):
+    """A search of the same model, data, target and space finds the analysis by digest and
+    enqueues its suggestions once, after the references; opening the study again (a resume)
+    adds nothing; with warm_start=auto and no analysis nothing is enqueued."""
+    import optuna
+
+    from pruna_search.analyzer.job import analysis_digest
+    from pruna_search.analyzer.store import save_record, store
+    from pruna_search.analyzer.warmstart import warm_start_plans
+    from pruna_search.core.keys import WARM_START_ATTR
+    from pruna_search.search.job import open_job_study, open_session
+    from pruna_search.search.settings import JobSettings
+
+    config = {
+        "model": {"name": "resnet20", "pretrained": True},
+        "data": {"name": "digits"},
+        "space": {"ratios": [0.0, 0.5], "tie": "stage"},
+        "study": {"storage": f"sqlite:///{tmp_path}/warm.db", "reference_ratios": [0.5]},
+        "finetune": {"trial_steps": 5, "final_steps": 10},
+    }
+    session = open_session(JobSettings.parse(config))
+    digest = analysis_digest(session.settings, session.weights_digest)
+    path = store() / f"{digest}.json"
+    try:
+        path.unlink(missing_ok=True)
+        assert warm_start_plans(session) == {}  # auto, and no analysis yet
+        first, *rest = session.space.prune_params  # not a uniform reference plan
+        params = {first: 0.5, **dict.fromkeys(rest, 0.0)}
+        params |= {key: "int8" for key in session.space.bits_params}
+        save_record({"digest": digest, "suggestions": [{"budget": 0.02, "params": params}]})
+        assert warm_start_plans(session) == {"analysis 2 pt": params}
+        for _ in range(2):  # created, then resumed
+            study = open_job_study(session, warm_start_plans)
+        trials = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,))
+        warm = [t for t in trials if t.user_attrs.get(WARM_START_ATTR)]
+        assert [t.user_attrs[WARM_START_ATTR] for t in warm] == ["analysis 2 pt"]
+        assert trials[-1].user_attrs.get(WARM_START_ATTR) == "analysis 2 pt"  # after references
+    finally:
+        path.unlink(missing_ok=True)
+        session.close()

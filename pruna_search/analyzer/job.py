@@ -25,6 +25,7 @@ from ..search.job import Session, make_evaluator, open_session
 from ..search.settings import JobSettings
 from ..tracking import StudyEnd, StudyRecord, make_tracker
 from .run import Analysis, analyze, val_subset
+from .store import save_record
 
 log = logging.getLogger("pruna_search")
 FILES = ("analysis.md", "analysis.json", "sensitivity.png", "latency.png", "analysis.html")
@@ -57,25 +58,37 @@ def run_analysis(
     settings = JobSettings.parse(config)
     session = open_session(settings, runner_for(settings.target))
     try:
-        start = time.perf_counter()
-        analysis = _analyze(session)
-        analysis.seconds["total"] = time.perf_counter() - start
+        analysis = analyze_session(session)
     finally:
         session.close()
     digest = analysis_digest(settings, session.weights_digest)
-    record = {
+    record = record_of(settings, digest, analysis)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    write_analysis(output_dir, record)
+    write_analysis_plots(output_dir, record)
+    save_record(record)
+    _track(settings, digest, analysis, output_dir, overrides or [])
+    log.info(_summary_line(analysis))
+    return AnalysisResult(analysis, digest, output_dir, record)
+
+
+def record_of(settings: JobSettings, digest: str, analysis: Analysis) -> dict[str, Any]:
+    """The analysis as kept and written (``analysis.json``)."""
+    return {
         **analysis.to_dict(),
         "model": settings.model_name,
         "data": str(settings.data["name"]),
         "target": settings.target.name,
         "digest": digest,
     }
-    output_dir.mkdir(parents=True, exist_ok=True)
-    write_analysis(output_dir, record)
-    write_analysis_plots(output_dir, record)
-    _track(settings, digest, analysis, output_dir, overrides or [])
-    log.info(_summary_line(analysis))
-    return AnalysisResult(analysis, digest, output_dir, record)
+
+
+def analyze_session(session: Session) -> Analysis:
+    """Analyze the session's model on its target and space (timed)."""
+    start = time.perf_counter()
+    analysis = _analyze(session)
+    analysis.seconds["total"] = time.perf_counter() - start
+    return analysis
 
 
 def _analyze(session: Session) -> Analysis:
@@ -146,4 +159,11 @@ def _summary_line(analysis: Analysis) -> str:
     return f"suggest  {best}; analysis took {analysis.seconds.get('total', 0.0):.1f} s"
 
 
-__all__ = ["FILES", "AnalysisResult", "analysis_digest", "run_analysis"]
+__all__ = [
+    "FILES",
+    "AnalysisResult",
+    "analysis_digest",
+    "analyze_session",
+    "record_of",
+    "run_analysis",
+]

@@ -17,6 +17,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from ..analyzer.warmstart import warm_start_plans
 from ..core.errors import CheckpointError, ConfigError, DataError, ModelError, TargetError
 from ..report.summary import write_json
 from ..search import job as job_lib
@@ -45,7 +46,9 @@ def _app(cfg: DictConfig) -> None:
     if hydra_cfg.mode == RunMode.MULTIRUN:
         sweep = Path(hydra_cfg.sweep.dir).name  # the multirun's id, e.g. 2026-11-24_08-10-03
     try:
-        result = job_lib.run_job(config, output_dir, overrides=overrides, sweep=sweep)
+        result = job_lib.run_job(
+            config, output_dir, overrides=overrides, sweep=sweep, warm_start=warm_start_plans
+        )
     except BaseException as exc:
         if isinstance(exc, INPUT_ERRORS) and hydra_cfg.mode == RunMode.RUN:
             # bad input: nothing ran, so leave no half-written run directory behind

@@ -27,6 +27,7 @@ LATENCY_ATTR = "pruna.latency"  # how the latency was measured (runs, load, nois
 NOISY_ATTR = "pruna.noisy"  # why the trial's speedup is at risk (flagged); absent when steady
 DRIFT_ATTR = "pruna.drift"  # how the whole host drifted during its window (reported only)
 SECONDS_ATTR = "seconds"  # per-stage seconds of a trial (dict)
+WARM_START_ATTR = "pruna.warm_start"  # the analysis suggestion a trial was enqueued from
 
 # --- MLflow tags ---
 STUDY_TAG = "pruna.study"
@@ -45,6 +46,7 @@ DUPLICATE_TAG = DUPLICATE_ATTR
 FAIL_TAG = FAIL_ATTR
 FEASIBLE_TAG = "pruna.feasible"
 PLAN_TAG = PLAN_ATTR
+WARM_START_TAG = WARM_START_ATTR
 PRUNED_TAG = PRUNED_ATTR
 NOISY_TAG = NOISY_ATTR
 LATENCY_TAG_PREFIX = "pruna.latency."  # how a trial's latency was measured, one tag per field

@@ -45,6 +45,7 @@ CSV_COLUMNS = (
     "latency_drift",  # how the whole host drifted in the window (reported, not flagged)
     # the figure flagged during the run, when it was measured again steady after it
     "latency_remeasured",
+    "warm_start",  # the analysis suggestion the trial was enqueued from (study.warm_start)
 )
 
 

@@ -237,6 +237,7 @@ def write_markdown(path: Path, finished: FinishedStudy, summary: Mapping[str, An
         *markdown_table(ROW_HEADER, [_row_cells(r) for r in finished.front]),
         "",
         *_flagged(finished.front),
+        *_warm_started(finished.rows),
         *_stage_seconds(finished.outcome),
     ]
     return atomic_write_text(path, "\n".join(lines))
@@ -337,6 +338,25 @@ def _flagged(front: Sequence[Mapping[str, Any]]) -> list[str]:
             "",
         ]
     return lines
+
+
+def _warm_started(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The trials the analysis suggested (``study.warm_start``) and how they did."""
+    started = [r for r in rows if r.get("warm_start") and r.get("duplicate_of") is None]
+    if not started:
+        return []
+    cells = [
+        [
+            str(r["number"]),
+            str(r["warm_start"]),
+            f"{-r[names.ACCURACY_DROP] * 100:+.2f}",
+            f"{r[names.SPEEDUP]:.2f}x",
+            "yes" if r["feasible"] else "no",
+        ]
+        for r in started
+    ]
+    header = ("trial", "suggested for", "drop (pt)", "speedup", "feasible")
+    return ["## Trials from the analysis", "", *markdown_table(header, cells), ""]
 
 
 def _stage_seconds(outcome: Any) -> list[str]:

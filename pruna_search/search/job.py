@@ -14,7 +14,7 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,7 @@ from .. import models as model_lib
 from ..core import keys, names
 from ..core.errors import ConfigError, PrunaSearchError
 from ..core.files import atomic_copy
-from ..core.keys import CONFIG_ATTR, REFERENCE_ATTR
+from ..core.keys import CONFIG_ATTR, REFERENCE_ATTR, WARM_START_ATTR
 from ..core.plan import Plan
 from ..core.precision import Precision
 from ..measure import (
@@ -51,6 +51,7 @@ from .study import (
     StudySettings,
     check_storage,
     completed,
+    enqueue_labelled,
     enqueue_references,
     evaluated,
     load_study,
@@ -108,6 +109,10 @@ class Session:
 
     def close(self) -> None:
         self.workdir.cleanup()
+
+
+# labelled trial params to enqueue after the reference trials, from the job's session
+WarmStart = Callable[[Session], Mapping[str, Mapping[str, Any]]]
 
 
 @dataclass
@@ -265,11 +270,13 @@ def run_job(
     on_trial=None,
     overrides: list[str] | tuple[str, ...] = (),
     sweep: str | None = None,
+    warm_start: WarmStart | None = None,
 ) -> JobResult:
     """Run (or resume) the study the config describes and write its outputs.
 
     ``overrides`` (the Hydra command-line overrides) and ``sweep`` (the multirun's id) are
-    tags of the study's tracking run.
+    tags of the study's tracking run; ``warm_start`` gives labelled plans to enqueue after the
+    reference trials (the analyzer's suggestions, ``study.warm_start``).
     """
     output_dir = Path(output_dir)
     settings = JobSettings.parse(config)
@@ -282,7 +289,7 @@ def run_job(
     session = open_session(settings, runner)
     try:
         check_budget_reachable(session, settings.objective)
-        study = open_job_study(session)
+        study = open_job_study(session, warm_start)
         timed_by = session.evaluator.runner
         tracking = StudyTracking.start(
             settings,
@@ -320,9 +327,9 @@ def run_job(
         session.close()
 
 
-def open_job_study(session: Session):
+def open_job_study(session: Session, warm_start: WarmStart | None = None):
     """Create or resume the job's study (named from its settings unless ``study.name``), with
-    its uniform reference trials enqueued once."""
+    its uniform reference trials enqueued once, then the warm start's plans once."""
     settings = session.settings
     references = reference_plans(session.space, settings.study.reference_ratios)
     identity = settings.identity(session.weights_digest)
@@ -343,6 +350,11 @@ def open_job_study(session: Session):
         settings.sampler_options,
     )
     enqueue_references(study, references)
+    if warm_start is not None and settings.study.warm_start != "none":
+        plans = warm_start(session)
+        enqueue_labelled(study, plans, WARM_START_ATTR)
+        if plans:
+            log.info(f"warm     {len(plans)} suggested plans enqueued: {', '.join(plans)}")
     already = len(evaluated(study))
     log.info(
         f"study    {name} in {settings.study.storage}: "

@@ -162,6 +162,8 @@ def trial_tags(trial: FrozenTrial) -> dict[str, str]:
     tags: dict[str, str] = {keys.PLAN_TAG: str(attrs.get(PLAN_ATTR, ""))}
     if attrs.get(REFERENCE_ATTR):
         tags[REFERENCE_TAG] = str(attrs[REFERENCE_ATTR])
+    if attrs.get(keys.WARM_START_ATTR):
+        tags[keys.WARM_START_TAG] = str(attrs[keys.WARM_START_ATTR])
     if attrs.get(DUPLICATE_ATTR) is not None:
         tags[DUPLICATE_TAG] = str(attrs[DUPLICATE_ATTR])
     if trial.state is TrialState.FAIL:

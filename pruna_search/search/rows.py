@@ -15,6 +15,7 @@ from ..core.keys import (
     PLAN_ATTR,
     PRUNED_ATTR,
     REFERENCE_ATTR,
+    WARM_START_ATTR,
 )
 from ..core.plan import Plan
 from ..core.precision import Precision
@@ -63,7 +64,7 @@ def trial_line(trial: FrozenTrial, objective: Objective) -> str:
     """One line per finished trial: plan, accuracy, latency, speedup, seconds."""
     attrs = trial.user_attrs
     head = f"trial {trial.number:>4}"
-    label = attrs.get(REFERENCE_ATTR)
+    label = attrs.get(REFERENCE_ATTR) or attrs.get(WARM_START_ATTR)
     tail = f" [{label}]" if label else ""
     if trial.state is TrialState.FAIL:
         return f"{head} FAIL  {attrs.get(PLAN_ATTR, '')}: {attrs.get(FAIL_ATTR, 'no reason')}"
@@ -135,6 +136,8 @@ def row_of(trial: FrozenTrial) -> dict[str, Any]:
     row.update(
         number=trial.number,
         reference=attrs.get(REFERENCE_ATTR, ""),
+        # the analysis suggestion it was enqueued from (study.warm_start), empty otherwise
+        warm_start=attrs.get(WARM_START_ATTR, ""),
         feasible=is_feasible(trial),
         plan=attrs.get(PLAN_ATTR, ""),
         duplicate_of=attrs.get(DUPLICATE_ATTR),

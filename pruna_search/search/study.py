@@ -34,12 +34,15 @@ from ..core.keys import (
 from ..space import SearchSpace, uniform_params
 
 SAMPLERS = ("tpe", "nsga2", "random", "gp")
+WARM_STARTS = ("auto", "analysis", "none")
 
 
 __all__ = [
     "FixedTrial",
     "FrozenTrial",
     "SAMPLERS",
+    "WARM_STARTS",
+    "enqueue_labelled",
     "StudySettings",
     "Trial",
     "TrialPruned",
@@ -80,6 +83,9 @@ class StudySettings:
             weights) and skip the fine-tune when the timing alone rules the plan out: slower
             than the fastest trial within the accuracy budget (``fastest_within_drop``) or
             over the latency budget (``best_within_latency``). Such a trial is PRUNED.
+        warm_start: auto (enqueue the plans an analysis of the same model, data, target and
+            space suggested, after the reference trials, when pruna-search-analyze made one),
+            analysis (the same, running the analysis first when there is none) or none.
     """
 
     name: str | None = None
@@ -92,8 +98,14 @@ class StudySettings:
     max_consecutive_failures: int = 5
     reference_ratios: tuple[float, ...] = (0.5, 0.75)
     latency_first: bool = True
+    warm_start: str = "auto"
 
     def __post_init__(self) -> None:
+        if self.warm_start not in WARM_STARTS:
+            raise ConfigError(
+                f"study.warm_start: {self.warm_start!r} is unknown; "
+                f"{names.did_you_mean(str(self.warm_start), WARM_STARTS)}"
+            )
         # null in YAML: no reference trials besides dense and uniform int8
         object.__setattr__(self, "reference_ratios", tuple(self.reference_ratios or ()))
         if isinstance(self.n_trials, bool) or not isinstance(self.n_trials, int):
@@ -285,8 +297,16 @@ def reference_plans(space: SearchSpace, ratios: Sequence[float]) -> dict[str, di
 def enqueue_references(study: optuna.Study, plans: Mapping[str, Mapping[str, Any]]) -> int:
     """Enqueue the reference trials (``reference_plans``) once: skipped when already in the
     study. Returns how many there are."""
+    return enqueue_labelled(study, plans, REFERENCE_ATTR)
+
+
+def enqueue_labelled(
+    study: optuna.Study, plans: Mapping[str, Mapping[str, Any]], attr: str
+) -> int:
+    """Enqueue each plan's params once (skipped when a trial of the study has them, so a
+    resumed study does not add them again), its label in the trial attribute ``attr``."""
     for label, params in plans.items():
-        study.enqueue_trial(dict(params), user_attrs={REFERENCE_ATTR: label}, skip_if_exists=True)
+        study.enqueue_trial(dict(params), user_attrs={attr: label}, skip_if_exists=True)
     return len(plans)
 
 
