@@ -29,7 +29,6 @@ from .compress import PruneReport
 from .core import names
 from .core.errors import ConfigError, DataError, ModelError
 from .core.files import atomic_copy
-from .core.loops import Compute
 from .core.model_info import ModelInfo
 from .core.plan import DEFAULT_ROUND_TO, Finetune, Plan, RoundTo
 from .core.target import Target, get_target
@@ -38,6 +37,7 @@ from .measure import metric as resolve_metric
 from .search import Evaluator, EvaluatorOptions
 from .search.settings import AnalysisSettings
 from .space import SearchSpace, SpaceOptions
+from .train import Compute
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 Every trial of a study distils from the same dense model on the same training set, so the
 teacher's logits are computed the first time an example is drawn and reused after
-(``core.loops``). Prints seconds per step of a 50 %-pruned ResNet-20 fine-tune (batch 64,
+(``train.loops``). Prints seconds per step of a 50 %-pruned ResNet-20 fine-tune (batch 64,
 distill 0.7) three ways: the old path (DataLoader batches, the teacher run on every batch),
 the first trial of a study (cache empty) and every later trial (cache warm); target: later
 trials >= 1.2x faster than the old path.
@@ -21,7 +21,7 @@ import time
 
 import pruna_search as ps
 from pruna_search.compress.prune import prune
-from pruna_search.core import loops
+from pruna_search.train import loops
 
 
 class _NotTensorDataset:

@@ -26,10 +26,10 @@ from PIL import Image
 from pruna_search import data
 from pruna_search.analysis import analyze
 from pruna_search.core import names
-from pruna_search.core.loops import Compute
 from pruna_search.core.plan import Finetune, Plan
 from pruna_search.search.evaluate import Evaluator, EvaluatorOptions
 from pruna_search.search.job import run_job
+from pruna_search.train import Compute
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "examples"))

@@ -1,4 +1,4 @@
-"""Tests of pruna_search.core.loops: batch order and the teacher-logit cache of distillation."""
+"""Tests of pruna_search.train.loops: batch order and the teacher-logit cache of distillation."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from pruna_search.core import loops
+from pruna_search.train import loops
 
 
 def _data(n: int = 200) -> TensorDataset:

@@ -11,10 +11,10 @@ import torch
 from torch import nn
 
 from pruna_search import models
-from pruna_search.core import loops
 from pruna_search.core.errors import CheckpointError, ModelError
 from pruna_search.models import pretrained as baselines
 from pruna_search.models.checkpoint import load_checkpoint
+from pruna_search.train import loops
 
 BUILTINS = ("cnn", "mlp", "mobilenetv2", "resnet20", "resnet56")
 CONV_COUNTS = {"resnet20": 21, "resnet56": 57, "mobilenetv2": 25, "cnn": 4, "mlp": 0}

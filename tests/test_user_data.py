@@ -16,12 +16,12 @@ from PIL import Image
 
 from pruna_search import data
 from pruna_search.core.errors import ConfigError, DataError, MeasurementError
-from pruna_search.core.loops import Compute
 from pruna_search.data.imagefolder import PRESETS, load_imagefolder
 from pruna_search.data.images import EvalTransform, TrainTransform, random_crop_box
 from pruna_search.data.subset import balanced_subset, per_class
 from pruna_search.measure import metric
 from pruna_search.search.objectives import make_objective
+from pruna_search.train import Compute
 
 IMAGENETTE = Path(__file__).resolve().parents[2] / "shared" / "data" / "imagenette-mini"
 

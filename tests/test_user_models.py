@@ -172,7 +172,7 @@ def test_optimize_recovers_by_default_on_a_dict_model(digits, capsys) -> None:
     )
     with torch.random.fork_rng():
         torch.manual_seed(0)
-        from pruna_search.core.loops import TrainSettings, train
+        from pruna_search.train import TrainSettings, train
 
         class Logits(torch.nn.Module):
             def __init__(self, inner):

@@ -5,7 +5,8 @@ from __future__ import annotations
 from torch import nn
 from torch.utils.data import Dataset
 
-from ..core.loops import (
+from ..core.plan import Finetune
+from ..train import (
     CPU,
     Compute,
     TrainSettings,
@@ -13,7 +14,6 @@ from ..core.loops import (
     release_memory,
     train,
 )
-from ..core.plan import Finetune
 
 
 def finetune(

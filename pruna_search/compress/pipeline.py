@@ -15,10 +15,10 @@ from torch import nn
 
 from ..core.errors import CompressionError, PrunaSearchError
 from ..core.imports import keyword_settings
-from ..core.loops import CPU, Compute
 from ..core.plan import Plan
 from ..core.precision import Precision
 from ..export import check_parity, export_onnx
+from ..train import CPU, Compute
 from .finetune import finetune
 from .prune import PruneReport, prune
 from .quantize import Int8Settings, quantize

@@ -1,4 +1,6 @@
-"""Plain types shared by every package: Plan, Precision, Target, analysis results, errors."""
+"""Plain types and small services shared by every package: Plan, Precision, Target, analysis
+results, errors. Imports nothing else of pruna_search, and no module here imports torch (the
+training loops and ``Compute`` are in ``pruna_search.train``; ``CPU`` here is the Target)."""
 
 from __future__ import annotations
 

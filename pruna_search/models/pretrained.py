@@ -13,8 +13,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..core import loops
 from ..core.errors import CheckpointError, ModelError
+from ..train import loops
 from .checkpoint import load_checkpoint
 
 BATCH_SIZE = 64

@@ -31,7 +31,6 @@ from ..analysis import analyze as analyze_model
 from ..analysis import count_macs, count_params, example_input
 from ..compress import Candidate, apply_plan
 from ..core import hardware, names
-from ..core.loops import CPU, Compute, release_memory
 from ..core.plan import Plan
 from ..core.target import Target, get_target
 from ..export import export_onnx
@@ -48,6 +47,7 @@ from ..measure import (
     runner_for,
 )
 from ..measure.metrics import TOP1
+from ..train import CPU, Compute, release_memory
 
 
 @dataclass

@@ -12,12 +12,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..core.errors import ConfigError, PrunaSearchError
-from ..core.loops import CPU, Compute
 from ..core.names import did_you_mean
 from ..core.plan import DEFAULT_ROUND_TO, Finetune
 from ..core.target import Target
 from ..space import SpaceOptions
 from ..tracking import DEFAULT_URI, TRACKERS, check_uri
+from ..train import CPU, Compute
 from .objectives import Objective, make_objective
 from .study import StudySettings
 

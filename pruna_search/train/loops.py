@@ -16,8 +16,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from .errors import ConfigError
-from .progress import bar
+from ..core.errors import ConfigError
+from ..core.progress import bar
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 

@@ -1,0 +1,29 @@
+"""Training loops: a short fine-tune (with optional distillation), BatchNorm recalibration,
+and where they run (``Compute``). Shared by baseline training (models/) and recovery
+fine-tuning (compress/); imports torch and, of the package, ``core`` only."""
+
+from __future__ import annotations
+
+from .loops import (
+    AMP_DTYPES,
+    CPU,
+    Compute,
+    TrainSettings,
+    accuracy,
+    make_optimizer,
+    recalibrate_batchnorm,
+    release_memory,
+    train,
+)
+
+__all__ = [
+    "AMP_DTYPES",
+    "CPU",
+    "Compute",
+    "TrainSettings",
+    "accuracy",
+    "make_optimizer",
+    "recalibrate_batchnorm",
+    "release_memory",
+    "train",
+]
