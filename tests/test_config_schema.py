@@ -59,6 +59,7 @@ def test_the_default_config_is_the_dataclasses_defaults():
         ("space.ratios=abc", "space.ratios: 'abc' is not a list like [0.5, ...]"),
         ("finetune.lr=fast", "finetune.lr: 'fast' is not a number"),
         ("study.nope=1", "study.nope: unknown option; did you mean 'name'?"),
+        ("target.repeats=5", "target.repeats: renamed; use target.min_runs / target.max_runs"),
         ("model=nosuch", "model=nosuch: no such option; choose one of: cnn, custom"),
         ("data.root=x", "data.root: the chosen data option has no 'root'; options that have it"),
     ],

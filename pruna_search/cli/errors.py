@@ -20,6 +20,7 @@ from omegaconf.errors import (
 )
 
 from ..core.names import did_you_mean
+from ..core.target import RENAMED
 from . import schema
 
 # the Hydra configs ship inside the package, so an installed wheel has them
@@ -79,6 +80,8 @@ def unknown_key(key: str) -> str:
             f"{did_you_mean(key, [*groups(), *TOP_LEVEL])}"
         )
     section, _, field = key.rpartition(".")
+    if section == "target" and field in RENAMED:
+        return f"{key}: renamed; use {RENAMED[field]}"
     if section in schema.SECTIONS:
         return f"{key}: unknown option; {did_you_mean(field, list(schema.keys(section)))}"
     having = [option for option in options(section) if field in option_keys(section, option)]
