@@ -106,6 +106,7 @@ BASE = {
         ({"study": {"heartbeat_interval": 60, "grace_period": 30}}, "study.grace_period"),
         ({"study": {"storage": "nowhere"}}, "study.storage: 'nowhere' is not a storage URL"),
         ({"space": {"ratios": [0.0, 1.5]}}, "space.ratios: 1.5 is out of range"),
+        ({"seed": "abc"}, "seed: 'abc' must be an integer"),
         ({"finetune": {"trial_steps": -1}}, "finetune.trial_steps"),
         ({"target": {"name": "cpu", "repeats": 0}}, "target.repeats"),
         ({"target": {"name": "tpu"}}, "unknown target 'tpu'"),

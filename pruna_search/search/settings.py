@@ -240,6 +240,15 @@ def _typed(config: Mapping[str, Any], name: str, kind: type) -> Any:
     return kind(**values)
 
 
+def _seed(value: Any) -> int | None:
+    """The sampler's seed (``seed``, which ``sampler.seed`` follows): an integer or null."""
+    if value is None or (isinstance(value, int) and not isinstance(value, bool)):
+        return value
+    raise ConfigError(
+        f"seed: {value!r} must be an integer (e.g. seed=0), or null for a random start"
+    )
+
+
 def _check_sections(config: Mapping[str, Any]) -> None:
     unknown = [k for k in config if k not in (*SECTIONS, "seed", "verbose", "experiment")]
     if unknown:
@@ -303,7 +312,7 @@ class JobSettings:
             space_config=_section(config, "space"),
             objective=make_objective(**_checked(config, "objective", Objective)),
             sampler=sampler_config.pop("name", "tpe"),
-            seed=sampler_config.pop("seed", config.get("seed", 0)),
+            seed=_seed(sampler_config.pop("seed", config.get("seed", 0))),
             sampler_options=sampler_config,
             study=_typed(config, "study", StudySettings),
             trial_finetune=trial_finetune,
