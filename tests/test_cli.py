@@ -74,6 +74,11 @@ BAD_INPUT = [
         "target=remote",
         "error: target.url: the agent at http://127.0.0.1:8765 is not answering",
     ),
+    (
+        "target=remote target.url=notaurl",
+        "error: target.url: 'notaurl' is not an agent's address; use http://host:port",
+    ),
+    ("seed=abc", "error: seed: 'abc' must be an integer"),
     # your own model and data (several overrides per case; {placeholders} are test files)
     (
         "model=custom model.name=fixtures_models:NOT_A_CLASS",

@@ -14,6 +14,7 @@ import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlparse
 
 from .errors import TargetError
 from .names import did_you_mean
@@ -175,6 +176,14 @@ def _check_options(target: Target) -> None:
     if target.runner == "remote" and not target.url:
         raise TargetError(
             "target.url: missing for runner remote; set it to the agent's address, e.g. "
+            "target.url=http://127.0.0.1:8765"
+        )
+    address = urlparse(str(target.url or ""))
+    if target.runner == "remote" and (
+        address.scheme not in ("http", "https") or not address.netloc
+    ):
+        raise TargetError(
+            f"target.url: {target.url!r} is not an agent's address; use http://host:port, e.g. "
             "target.url=http://127.0.0.1:8765"
         )
     drift = target.max_baseline_drift
