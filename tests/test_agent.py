@@ -122,6 +122,13 @@ def test_health_needs_the_token(agent):
         bad.health()
     health = AgentClient(url, TOKEN).health()
     assert health["status"] == "ok"
+    # the search without its token: the line names the variable to set
+    import dataclasses
+
+    unset = dataclasses.replace(CPU, runner="remote", url=url, token_env="PRUNA_TEST_UNSET_TOKEN")
+    with pytest.raises(TargetError, match="PRUNA_TEST_UNSET_TOKEN is not set") as info:
+        RemoteRunner(unset)
+    assert str(info.value).startswith("target.token_env: ")
     assert "CPUExecutionProvider" in health["providers"]
     assert health["fingerprint"]["cores"] >= 1 and health["fingerprint"]["onnxruntime"]
 

@@ -21,6 +21,10 @@ from ..core.errors import MeasurementError, TargetError
 from ..core.timing import ModelRunError
 
 
+class TokenRefused(TargetError):
+    """The agent answered 401/403: no token, or not its token."""
+
+
 class AgentClient:
     """Talks to one agent at ``url`` with ``token`` (None: no Authorization header)."""
 
@@ -73,7 +77,7 @@ class AgentClient:
             except urllib.error.HTTPError as exc:
                 detail = _detail(exc)
                 if exc.code in (401, 403):
-                    raise TargetError(
+                    raise TokenRefused(
                         f"target.url: the agent at {self.url} refused the token ({exc.code}: "
                         f"{detail}); set the agent's token in the target's token_env variable"
                     ) from None

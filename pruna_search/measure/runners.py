@@ -17,7 +17,7 @@ import numpy as np
 from ..core import hardware, runtime
 from ..core.errors import TargetError
 from ..core.target import Target
-from .remote import AgentClient
+from .remote import AgentClient, TokenRefused
 from .timing import run_isolated
 
 
@@ -87,6 +87,14 @@ class RemoteRunner:
         )
         try:
             self._health = self.client.health()
+        except TokenRefused:
+            if self.client.token:
+                raise
+            raise TargetError(
+                f"target.token_env: the environment variable {target.token_env} is not set and "
+                f"the agent at {target.url} wants a token; export {target.token_env}=<the token "
+                "the agent was started with>"
+            ) from None
         except TargetError:
             raise
         except Exception as exc:
