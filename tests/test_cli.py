@@ -79,6 +79,7 @@ BAD_INPUT = [
         "error: target.url: 'notaurl' is not an agent's address; use http://host:port",
     ),
     ("seed=abc", "error: seed: 'abc' must be an integer"),
+    ("hydra.run.dir=/proc/nope/run", "error: hydra.run.dir: '/proc/nope/run' cannot be created"),
     # your own model and data (several overrides per case; {placeholders} are test files)
     (
         "model=custom model.name=fixtures_models:NOT_A_CLASS",

@@ -33,6 +33,30 @@ class _DropHydraReport:
         return getattr(self._stream, name)
 
 
+RUN_DIR_KEYS = ("hydra.run.dir=", "hydra.sweep.dir=")
+
+
+def _run_dir_problem(exc: BaseException, argv: list[str]) -> str | None:
+    """The one line for a run folder that cannot be made (an OSError on the path given as
+    ``hydra.run.dir``/``hydra.sweep.dir``, or under the default ``outputs/``/``multirun/``)."""
+    if not isinstance(exc, OSError) or not exc.filename:
+        return None
+    path = str(exc.filename)
+    given = [a.split("=", 1) for a in argv if a.startswith(RUN_DIR_KEYS)]
+    for key, value in given:
+        if value.startswith(path) or path.startswith(value):
+            return (
+                f"{key}: {value!r} cannot be created ({exc.strerror}: {path!r}); choose a "
+                "folder you can write"
+            )
+    if not given and path.startswith(("outputs", "multirun")):
+        return (
+            f"hydra.run.dir: {path!r} cannot be created ({exc.strerror}); run from a folder you "
+            "can write, or set hydra.run.dir=..."
+        )
+    return None
+
+
 def guarded(app: Callable[[], None]) -> int:
     """Call ``app`` (it parses ``sys.argv``); 0 on success, else print one line and return the
     exit code. ``verbose=true`` on the command line re-raises with the traceback;
@@ -61,6 +85,10 @@ def guarded(app: Callable[[], None]) -> int:
     except Exception as exc:
         if verbose:
             raise
+        folder = _run_dir_problem(exc, sys.argv[1:])
+        if folder:
+            print(f"error: {folder}", file=sys.stderr)
+            return EXIT_ERROR
         name = type(exc).__module__.split(".")[0]
         if name in ("hydra", "omegaconf"):
             print(f"error: {one_line(exc)}", file=sys.stderr)
