@@ -505,3 +505,31 @@ def test_pruna_search_ui_serves_the_store_and_stops_with_its_server(tmp_path):
         assert proc.wait(timeout=30) == 130
     with pytest.raises(OSError):  # the server went with it
         urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
+
+
+def test_a_rerun_shipping_the_same_model_registers_no_new_version(tmp_path):
+    """The same best.onnx is registered once (the champion alias stays on it); another file
+    becomes the next version and takes the alias."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    model = tiny_onnx(tmp_path / "best.onnx")
+
+    def ship(study: str) -> None:
+        tracker = make_tracker("mlflow", uri)
+        tracker.start_study(StudyRecord(study=study, experiment="exp"))
+        end = StudyEnd(
+            pareto=[], chosen=0, metrics={}, artifacts=[], model=model, model_name="pruna-x"
+        )
+        tracker.end_study(end)
+        tracker.close()
+        assert tracker.summary() is None, tracker.summary()
+
+    client = MlflowClient(uri)
+    ship("s")
+    ship("s")  # the same study run again, the same file
+    assert [str(v.version) for v in client.search_model_versions("name = 'pruna-x'")] == ["1"]
+    assert str(client.get_model_version_by_alias("pruna-x", "champion").version) == "1"
+    data = onnx.load(str(model))
+    data.graph.initializer[0].float_data[:] = [2.0] * 12
+    onnx.save(data, model)
+    ship("s")
+    assert str(client.get_model_version_by_alias("pruna-x", "champion").version) == "2"

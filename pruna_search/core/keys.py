@@ -22,6 +22,8 @@ REFERENCE_ATTR = "pruna.reference"  # the label of a uniform reference trial
 FAIL_ATTR = "pruna.fail_reason"
 DUPLICATE_ATTR = "pruna.duplicate_of"  # the earlier trial that built the same model
 PRUNED_ATTR = "pruna.pruned"  # why a trial was not fine-tuned (latency_first)
+# why a trial's fine-tune was stopped early (study.pruner): the step, its proxy accuracy, the rule
+STOPPED_ATTR = "pruna.stopped"
 PLAN_ATTR = "pruna.plan"  # short plan summary
 LATENCY_ATTR = "pruna.latency"  # how the latency was measured (runs, load, noise gate, machine)
 NOISY_ATTR = "pruna.noisy"  # why the trial's speedup is at risk (flagged); absent when steady
@@ -39,6 +41,7 @@ TRIAL_TAG = "pruna.trial"
 PARETO_TAG = "pruna.pareto"
 CHOSEN_TAG = "pruna.chosen"
 CHOSEN_TRIAL_TAG = "pruna.chosen_trial"  # on a registered model version
+ONNX_SHA256_TAG = "pruna.onnx_sha256"  # a registered version's file, to register it once
 # a flagged latency figure measured again steady after the run (what it was)
 REMEASURED_TAG = "pruna.remeasured"
 REFERENCE_TAG = REFERENCE_ATTR
@@ -48,6 +51,7 @@ FEASIBLE_TAG = "pruna.feasible"
 PLAN_TAG = PLAN_ATTR
 WARM_START_TAG = WARM_START_ATTR
 PRUNED_TAG = PRUNED_ATTR
+STOPPED_TAG = STOPPED_ATTR
 NOISY_TAG = NOISY_ATTR
 LATENCY_TAG_PREFIX = "pruna.latency."  # how a trial's latency was measured, one tag per field
 ANALYSIS_TAG = "pruna.analysis"  # the digest of a Model Analyzer run (pruna-search-analyze)

@@ -9,6 +9,7 @@ the parent, ``best.onnx`` logged as an ONNX model and registered. Logging goes t
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import logging
 import os
@@ -53,6 +54,7 @@ for noisy in ("mlflow", "alembic", "sqlalchemy", "urllib3"):
     logging.getLogger(noisy).setLevel(logging.ERROR)
 
 MAX_PARAM_LENGTH = 6000
+CHAMPION = "champion"  # the alias of the registered version a study shipped last
 BATCH = 100  # MLflow's limit of params per log_batch
 
 
@@ -227,6 +229,36 @@ class MlflowTracker(Tracker):
             self._log_model(end)
 
     def _log_model(self, end: StudyEnd) -> None:
+        """Log ``best.onnx`` on the parent run and register it, unless a version of the same
+        file is registered already (a rerun of a finished study): then that version keeps the
+        ``champion`` alias and no new version is made."""
+        digest = hashlib.sha256(Path(str(end.model)).read_bytes()).hexdigest()
+        same = self._registered_with(end.model_name, digest) if self.register else None
+        if same is not None:
+            self.client.set_registered_model_alias(end.model_name, CHAMPION, same)
+            log.info(f"tracking {end.model_name} version {same} is this model (alias {CHAMPION})")
+            return
+        version = self._register(end)
+        if version is None:
+            return
+        tags = {**end.model_tags, keys.ONNX_SHA256_TAG: digest}
+        for key, value in tags.items():
+            self.client.set_model_version_tag(end.model_name, str(version), key, value)
+        self.client.set_registered_model_alias(end.model_name, CHAMPION, str(version))
+        log.info(f"tracking registered {end.model_name} version {version} (alias {CHAMPION})")
+
+    def _registered_with(self, name: str, digest: str) -> str | None:
+        """The registered version of ``name`` whose file has this SHA-256, if any."""
+        try:
+            versions = self.client.search_model_versions(f"name = '{name}'")
+        except Exception:  # noqa: BLE001 - no registered model of that name yet
+            return None
+        for version in versions:
+            if version.tags.get(keys.ONNX_SHA256_TAG) == digest:
+                return str(version.version)
+        return None
+
+    def _register(self, end: StudyEnd) -> int | None:
         import onnx  # the model flavour needs the ModelProto
 
         model = onnx.load(str(end.model))
@@ -247,16 +279,14 @@ class MlflowTracker(Tracker):
                 pip_requirements=mlflow.onnx.get_default_pip_requirements(),
             )
         if not self.register:
-            return
+            return None
         version = getattr(info, "registered_model_version", None)
         if version is None:
             versions = self.client.search_model_versions(
                 f"name = '{end.model_name}' and run_id = '{self.parent_id}'"
             )
             version = max(int(v.version) for v in versions)
-        for key, value in end.model_tags.items():
-            self.client.set_model_version_tag(end.model_name, str(version), key, value)
-        log.info(f"tracking registered {end.model_name} version {version}")
+        return int(version)
 
     def close(self, status: str = "FINISHED") -> None:
         if self.parent_id is not None:
