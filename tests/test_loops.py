@@ -92,3 +92,31 @@ def test_teacher_cache_is_dropped_when_the_teacher_changes() -> None:
     assert teacher.seen == 200
     loops.train(_net(), _data(100), settings, teacher=teacher)
     assert teacher.seen == 300  # another data set (other tensors): taught again
+
+
+def test_reading_the_proxy_during_a_fine_tune_changes_nothing_it_learns() -> None:
+    """``on_progress`` is told every step with the model in train mode; reading the proxy
+    accuracy there restores that mode and draws nothing from torch's global generator, so
+    the fine-tune (dropout included) ends with the same weights as without it."""
+    data = _data()
+    settings = loops.TrainSettings(steps=12, lr=0.05, batch_size=32)
+
+    def net() -> nn.Module:
+        model = _net()
+        model.insert(4, nn.Dropout(0.5))
+        return model
+
+    plain = net()
+    loops.train(plain, data, settings)
+    watched, told = net(), []
+
+    def on_progress(step: int, model: nn.Module) -> None:
+        assert model.training
+        told.append((step, loops.proxy_accuracy(model, data)))
+        assert model.training
+
+    loops.train(watched, data, settings, on_progress=on_progress)
+    assert [step for step, _ in told] == list(range(1, 13))
+    assert all(0.0 <= acc <= 1.0 for _, acc in told)
+    for key, tensor in plain.state_dict().items():
+        assert torch.equal(tensor, watched.state_dict()[key]), key

@@ -9,6 +9,7 @@ from ..core.plan import Finetune
 from ..train import (
     CPU,
     Compute,
+    Progress,
     TrainSettings,
     recalibrate_batchnorm,
     release_memory,
@@ -22,13 +23,18 @@ def finetune(
     options: Finetune,
     *,
     teacher: nn.Module | None = None,
-    desc: str = "fine-tune",
     compute: Compute = CPU,
+    on_progress: Progress | None = None,
 ) -> nn.Module:
     """Recalibrate BatchNorm statistics, then fine-tune for ``options.steps`` steps (in place),
     distilling from ``teacher`` (the dense model, already on ``compute.device``) when
     ``options.distill`` > 0. The model runs on ``compute.device`` meanwhile and is back on
-    the CPU when this returns (export, quantization and measurements run as the target does)."""
+    the CPU when this returns (export, quantization and measurements run as the target does).
+
+    ``on_progress(step, model)``: called once after the recalibration (step 0) and after every
+    fine-tune step (see ``train``) when there is a fine-tune; what it raises (``StoppedEarly``)
+    stops the fine-tune and passes through, the model back on the CPU.
+    """
     model.to(compute.device)
     try:
         if options.bn_recalibration > 0:
@@ -41,6 +47,8 @@ def finetune(
                 compute=compute,
             )
         if options.steps > 0:
+            if on_progress is not None:
+                on_progress(0, model)
             train(
                 model,
                 train_set,
@@ -51,11 +59,12 @@ def finetune(
                     batch_size=options.batch_size,
                     weight_decay=options.weight_decay,
                     seed=options.seed,
-                    desc=desc,
+                    desc="fine-tune",
                     distill=options.distill,
                 ),
                 teacher=teacher,
                 compute=compute,
+                on_progress=on_progress,
             )
     finally:
         model.to("cpu")

@@ -13,12 +13,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..core.errors import CompressionError, PrunaSearchError
+from ..core.errors import CompressionError, PrunaSearchError, StoppedEarly
 from ..core.imports import keyword_settings
 from ..core.plan import Plan
 from ..core.precision import Precision
 from ..export import check_parity, export_onnx
-from ..train import CPU, Compute
+from ..train import CPU, Compute, Progress
 from .finetune import finetune
 from .prune import PruneReport, prune
 from .quantize import Int8Settings, quantize
@@ -61,6 +61,8 @@ class ApplyOptions:
         name: the ONNX files' stem.
         teacher: the model distilled from, on ``compute.device`` (default: the model).
         compute: where the fine-tune runs; everything else runs on the CPU.
+        on_progress: told the fine-tune's progress (see ``finetune``); its ``StoppedEarly``
+            stops the build and passes through.
     """
 
     train_set: Any
@@ -74,6 +76,7 @@ class ApplyOptions:
     name: str = "candidate"
     teacher: nn.Module | None = None
     compute: Compute = CPU
+    on_progress: Progress | None = None
 
 
 def apply_plan(model: nn.Module, plan: Plan, **options: Any) -> Candidate:
@@ -90,7 +93,7 @@ def apply_plan(model: nn.Module, plan: Plan, **options: Any) -> Candidate:
     workdir.mkdir(parents=True, exist_ok=True)
     try:
         return _build(model, plan, opts, workdir)
-    except PrunaSearchError:
+    except (PrunaSearchError, StoppedEarly):
         raise
     except Exception as exc:
         raise CompressionError(
@@ -114,6 +117,7 @@ def _build(model: nn.Module, plan: Plan, opts: ApplyOptions, workdir: Path) -> C
                 plan.finetune,
                 teacher=model if opts.teacher is None else opts.teacher,
                 compute=opts.compute,
+                on_progress=opts.on_progress,
             )
     with _stage(seconds, "export"):
         fp32_path = export_onnx(

@@ -51,3 +51,20 @@ class ExportError(CompressionError):
 
 class MeasurementError(PrunaSearchError):
     """Accuracy or latency could not be measured."""
+
+
+class StoppedEarly(Exception):
+    """A fine-tune's progress callback stops the plan's build: its trial is weak (see
+    ``search.early_stop``). Not an error, so not a ``PrunaSearchError``: ``apply_plan`` and the
+    evaluator let it through unchanged, and the trial loop makes the trial PRUNED.
+
+    Attributes:
+        step: the fine-tune step it stopped at.
+        steps: the fine-tune's steps in all.
+        accuracy: the proxy accuracy it was judged on.
+        reason: the whole reason, in words (names the step, the accuracy and the rule).
+    """
+
+    def __init__(self, step: int, steps: int, accuracy: float, reason: str) -> None:
+        super().__init__(reason)
+        self.step, self.steps, self.accuracy, self.reason = step, steps, accuracy, reason

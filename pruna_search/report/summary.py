@@ -88,6 +88,8 @@ def summary(finished: FinishedStudy) -> dict[str, Any]:
         "evaluated_now": outcome.evaluated,
         "failed_now": outcome.failed,
         "pruned_now": outcome.pruned,
+        "stopped_early_now": outcome.stopped_early,
+        "stopped_early_seconds_now": outcome.stopped_seconds,
         "remeasured_now": outcome.remeasured,
         "still_noisy_now": outcome.still_noisy,
         **latency_flags(rows),
@@ -252,7 +254,8 @@ def _header(s: Mapping[str, Any], space: Any) -> list[str]:
         f"- objective `{s['objective']}`, budget: {s['budget']}; sampler `{s['sampler']}`",
         f"- {s['evaluated']} plans evaluated, {s['trials']} completed trials with repeats "
         f"({s['evaluated_now']} evaluated in this run, {s['failed_now']} failed, "
-        f"{s.get('pruned_now', 0)} ruled out on latency before fine-tuning"
+        f"{s.get('pruned_now', 0)} ruled out on latency before fine-tuning, "
+        f"{s.get('stopped_early_now', 0)} stopped early in their fine-tune"
         f"{_flagged_again(s)}); "
         f"space: {len(space.prune_params)} pruning and "
         f"{len(space.bits_params)} precision choices ({space.size:.3g} plans)",

@@ -25,7 +25,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+import torch
 from torch import nn
+from torch.utils.data import TensorDataset
 
 from ..analysis import analyze as analyze_model
 from ..analysis import count_macs, count_params, example_input
@@ -47,7 +50,10 @@ from ..measure import (
     runner_for,
 )
 from ..measure.metrics import TOP1
-from ..train import CPU, Compute, release_memory
+from ..train import CPU, Compute, Progress, proxy_accuracy, release_memory
+
+# val examples the proxy accuracy of a fine-tune in progress is read on (the first ones)
+PROXY_IMAGES = 256
 
 
 @dataclass
@@ -144,6 +150,8 @@ class Evaluator:
         self._int8_probe: Path | None = None
         # the dense reference of latency_ms (see the module's doc); set by the first window
         self.dense_ms: float | None = None
+        self._proxy_sample: TensorDataset | None = None
+        self._dense_proxy: float | None = None
 
     def _reduce_range(self) -> bool:
         """7-bit int8 weights: the target's setting, or decided by the CPU that runs the model
@@ -252,7 +260,29 @@ class Evaluator:
             self.seconds["build_int8_probe"] = time.perf_counter() - start
         return self._int8_probe
 
-    def _build(self, plan: Plan, name: str) -> Candidate:
+    def proxy_sample(self) -> TensorDataset:
+        """The first ``PROXY_IMAGES`` val examples, read once: what ``proxy_accuracy`` reads."""
+        if self._proxy_sample is None:
+            examples = [self.data.val[i] for i in range(min(PROXY_IMAGES, self.data.size("val")))]
+            inputs = np.stack([np.asarray(x, dtype=np.float32) for x, _ in examples])
+            labels = torch.as_tensor([int(y) for _, y in examples], dtype=torch.int64)
+            self._proxy_sample = TensorDataset(torch.from_numpy(inputs), labels)
+        return self._proxy_sample
+
+    def proxy_accuracy(self, model: nn.Module) -> float:
+        """Top-1 of a torch model (a fine-tune in progress, where it runs) on ``proxy_sample``:
+        a cheap figure that ranks trials against each other at the same fine-tune step; a
+        trial's value stays its exported model's metric on the whole val split."""
+        return proxy_accuracy(model, self.proxy_sample())
+
+    @property
+    def dense_proxy(self) -> float:
+        """``proxy_accuracy`` of the dense model, measured once."""
+        if self._dense_proxy is None:
+            self._dense_proxy = self.proxy_accuracy(self.model)
+        return self._dense_proxy
+
+    def _build(self, plan: Plan, name: str, on_progress: Progress | None = None) -> Candidate:
         return apply_plan(
             self.model,
             plan,
@@ -265,12 +295,17 @@ class Evaluator:
             name=name,
             teacher=self.teacher,
             compute=self.compute,
+            on_progress=on_progress,
         )
 
-    def evaluate(self, plan: Plan, *, name: str = "candidate") -> Evaluation:
-        """Apply ``plan`` (validated first) and measure the result."""
+    def evaluate(
+        self, plan: Plan, *, name: str = "candidate", on_progress: Progress | None = None
+    ) -> Evaluation:
+        """Apply ``plan`` (validated first) and measure the result. ``on_progress(step, model)``
+        is told the fine-tune's progress (see ``compress.finetune``); the ``StoppedEarly`` it
+        may raise stops the evaluation and passes through."""
         plan.validate(self.info, self.target)
-        candidate = self._build(plan, name)
+        candidate = self._build(plan, name, on_progress)
         seconds = dict(candidate.seconds)
         start = time.perf_counter()
         accuracy = self.score(candidate.onnx_path)

@@ -55,6 +55,7 @@ from .study import (
     enqueue_references,
     evaluated,
     load_study,
+    make_pruner,
     make_sampler,
     open_storage,
     open_study,
@@ -349,6 +350,7 @@ def open_job_study(session: Session, warm_start: WarmStart | None = None):
         None if settings.seed is None else settings.seed + len(study.trials),
         settings.sampler_options,
     )
+    study.pruner = make_pruner(settings.study.pruner)  # not stored: set on every opening
     enqueue_references(study, references)
     if warm_start is not None and settings.study.warm_start != "none":
         plans = warm_start(session)
@@ -360,7 +362,8 @@ def open_job_study(session: Session, warm_start: WarmStart | None = None):
         f"study    {name} in {settings.study.storage}: "
         + (f"resumed with {already} evaluated trials, " if resumed else "created, ")
         + f"{max(0, settings.study.n_trials - already)} plans to evaluate "
-        f"({len(references)} uniform reference plans first), sampler {settings.sampler}"
+        f"({len(references)} uniform reference plans first), sampler {settings.sampler}, "
+        f"pruner {settings.study.pruner}"
     )
     return study
 

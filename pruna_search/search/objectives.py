@@ -81,6 +81,8 @@ class Objective:
     screens: ClassVar[bool] = True
     # a latency or speedup budget, checked against the fastest plan of the space before a study
     latency_budget: ClassVar[bool] = False
+    # accuracy is a budget (a constraint), not what the study optimizes
+    accuracy_is_a_budget: ClassVar[bool] = False
 
     def __post_init__(self) -> None:
         resolve_metric(self.metric)  # an unknown or unimportable metric fails at parse
@@ -215,6 +217,7 @@ class FastestWithinDrop(Objective):
     name: str = "fastest_within_drop"
     optimized: ClassVar[str | None] = names.LATENCY
     screens_against_choice: ClassVar[bool] = True
+    accuracy_is_a_budget: ClassVar[bool] = True
 
     def check(self) -> None:
         if self.max_accuracy_drop is None:

@@ -22,6 +22,7 @@ from ..core.keys import (
     PLAN_ATTR,
     PRUNED_ATTR,
     REFERENCE_ATTR,
+    STOPPED_ATTR,
 )
 from ..core.plan import Plan
 from ..core.precision import Precision
@@ -156,8 +157,8 @@ def _ms(when) -> int | None:
 
 
 def trial_tags(trial: FrozenTrial) -> dict[str, str]:
-    """The child run's tags: plan, reference, repeat, why it failed or was pruned, how its
-    latency was measured, and whether it meets the budget."""
+    """The child run's tags: plan, reference, repeat, why it failed, was pruned or was stopped
+    early, how its latency was measured, and whether it meets the budget."""
     attrs = trial.user_attrs
     tags: dict[str, str] = {keys.PLAN_TAG: str(attrs.get(PLAN_ATTR, ""))}
     if attrs.get(REFERENCE_ATTR):
@@ -166,10 +167,7 @@ def trial_tags(trial: FrozenTrial) -> dict[str, str]:
         tags[keys.WARM_START_TAG] = str(attrs[keys.WARM_START_ATTR])
     if attrs.get(DUPLICATE_ATTR) is not None:
         tags[DUPLICATE_TAG] = str(attrs[DUPLICATE_ATTR])
-    if trial.state is TrialState.FAIL:
-        tags[FAIL_TAG] = str(attrs.get(FAIL_ATTR, "no reason recorded"))[:5000]
-    if trial.state is TrialState.PRUNED:
-        tags[keys.PRUNED_TAG] = str(attrs.get(PRUNED_ATTR, "pruned"))
+    tags.update(_why_tags(trial))
     if attrs.get(NOISY_ATTR):
         tags[keys.NOISY_TAG] = str(attrs[NOISY_ATTR])
     for key, value in (attrs.get(LATENCY_ATTR) or {}).items():
@@ -179,6 +177,18 @@ def trial_tags(trial: FrozenTrial) -> dict[str, str]:
     if trial.state is TrialState.COMPLETE:
         tags[FEASIBLE_TAG] = "true" if is_feasible(trial) else "false"
     return tags
+
+
+def _why_tags(trial: FrozenTrial) -> dict[str, str]:
+    """Why a trial failed, was pruned on latency or was stopped early (none when complete)."""
+    attrs = trial.user_attrs
+    if trial.state is TrialState.FAIL:
+        return {FAIL_TAG: str(attrs.get(FAIL_ATTR, "no reason recorded"))[:5000]}
+    if trial.state is not TrialState.PRUNED:
+        return {}
+    if attrs.get(STOPPED_ATTR):
+        return {keys.STOPPED_TAG: str(attrs[STOPPED_ATTR])}
+    return {keys.PRUNED_TAG: str(attrs.get(PRUNED_ATTR, "pruned"))}
 
 
 def is_finished(trial: FrozenTrial) -> bool:

@@ -15,6 +15,7 @@ from ..core.keys import (
     PLAN_ATTR,
     PRUNED_ATTR,
     REFERENCE_ATTR,
+    STOPPED_ATTR,
     WARM_START_ATTR,
 )
 from ..core.plan import Plan
@@ -68,10 +69,15 @@ def trial_line(trial: FrozenTrial, objective: Objective) -> str:
     tail = f" [{label}]" if label else ""
     if trial.state is TrialState.FAIL:
         return f"{head} FAIL  {attrs.get(PLAN_ATTR, '')}: {attrs.get(FAIL_ATTR, 'no reason')}"
+    seconds = f"{attrs.get(names.TRIAL_SECONDS, 0.0):.1f} s"
     if trial.state is TrialState.PRUNED and PRUNED_ATTR in attrs:
         return (
-            f"{head} {attrs.get(PLAN_ATTR, ''):<38} not fine-tuned: {attrs[PRUNED_ATTR]} "
-            f"{attrs.get(names.TRIAL_SECONDS, 0.0):.1f} s"
+            f"{head} {attrs.get(PLAN_ATTR, ''):<38} not fine-tuned: {attrs[PRUNED_ATTR]} {seconds}"
+        )
+    if trial.state is TrialState.PRUNED and STOPPED_ATTR in attrs:
+        return (
+            f"{head} {attrs.get(PLAN_ATTR, ''):<38} stopped early {attrs[STOPPED_ATTR]} "
+            f"{seconds}{tail}"
         )
     if trial.state is not TrialState.COMPLETE:
         return f"{head} {trial.state.name}"
@@ -85,8 +91,7 @@ def trial_line(trial: FrozenTrial, objective: Objective) -> str:
     return (
         f"{head} {attrs.get(PLAN_ATTR, ''):<38} acc {attrs[names.ACCURACY]:.4f} "
         f"({-attrs[names.ACCURACY_DROP] * 100:+.2f} pt) "
-        f"{latency_of(attrs):.3f} ms {attrs[names.SPEEDUP]:.2f}x "
-        f"{attrs.get(names.TRIAL_SECONDS, 0.0):.1f} s"
+        f"{latency_of(attrs):.3f} ms {attrs[names.SPEEDUP]:.2f}x {seconds}"
         + ("" if feasible else " (over budget)")
         + tail
     )

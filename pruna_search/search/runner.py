@@ -9,7 +9,10 @@ What the loop guarantees:
   enqueues its parameters again, so the study stays resumable and nothing is lost;
 - ``n_trials`` counts evaluated plans (completed trials minus duplicates) in the whole study, so a
   resumed run only adds the missing; a duplicate is answered from the earlier trial at no cost
-  (the sampler still learns from it) and does not count.
+  (the sampler still learns from it) and does not count;
+- with ``study.pruner`` other than none, a searched trial whose fine-tune is weak is stopped
+  there (``early_stop``): PRUNED with the step and the proxy accuracy in ``pruna.stopped``,
+  it cost only the steps it ran and does not count in ``n_trials``.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..core import names
-from ..core.errors import PrunaSearchError
+from ..core.errors import PrunaSearchError, StoppedEarly
 from ..core.keys import (
     DENSE_MS_ATTR,
     DUPLICATE_ATTR,
@@ -34,10 +37,12 @@ from ..core.keys import (
     PRUNED_ATTR,
     REFERENCE_ATTR,
     SECONDS_ATTR,
+    STOPPED_ATTR,
 )
 from ..core.plan import Plan
 from ..core.progress import bar, quiet
 from ..space import SearchSpace, model_key
+from .early_stop import Reporter, StopRules
 from .evaluate import Evaluation, Evaluator
 from .objectives import Objective
 from .remeasure import Flagged, remeasure_noisy
@@ -76,6 +81,11 @@ class LoopSettings:
             latency) in a row: the sampler has nothing new to offer.
         latency_first: time a searched plan before fine-tuning it, and prune the trial when
             the objective rules it out on latency alone.
+        early_stopping: report searched trials' proxy accuracy during their fine-tune and
+            stop the weak ones (the study's pruner, the accuracy budget: ``early_stop``).
+        report_every: fine-tune steps between two reports.
+        max_stopped: stop after this many trials stopped early since the last evaluated plan
+            (the sampler offers nothing that reaches the budget).
     """
 
     n_trials: int
@@ -83,6 +93,9 @@ class LoopSettings:
     max_consecutive_failures: int = 5
     max_consecutive_duplicates: int = 25
     latency_first: bool = False
+    early_stopping: bool = False
+    report_every: int = 20
+    max_stopped: int = 25
 
     @classmethod
     def of(cls, study: StudySettings) -> LoopSettings:
@@ -92,6 +105,8 @@ class LoopSettings:
             timeout=study.timeout,
             max_consecutive_failures=study.max_consecutive_failures,
             latency_first=study.latency_first,
+            early_stopping=study.pruner != "none",
+            report_every=study.report_every,
         )
 
 
@@ -106,11 +121,14 @@ class LoopOutcome:
     evaluated: int = 0
     duplicates: int = 0
     pruned: int = 0  # ruled out on latency before fine-tuning (latency_first)
+    stopped_early: int = 0  # fine-tunes stopped early (study.pruner)
+    stopped_seconds: float = 0.0  # what the trials stopped early cost
     remeasured: int = 0  # flagged figures measured again after the loop that came back steady
     still_noisy: int = 0  # flagged figures that were noisy again
     failed: int = 0
     interrupted: bool = False
     exhausted: bool = False
+    all_stopped: bool = False  # max_stopped trials stopped early without an evaluated plan
     stopped_for_failures: str | None = None
     seconds: float = 0.0
     stage_seconds: dict[str, list[float]] = field(default_factory=dict)
@@ -167,6 +185,8 @@ class TrialLoop:
         self.dense_ms = adopt_dense_ms(study, evaluator)
         self.failures = 0  # in a row
         self.idle = 0  # repeats and plans ruled out on latency, in a row
+        self.stopped = 0  # trials stopped early since the last evaluated plan
+        self._rules: StopRules | None = None
         self.best: Mapping[str, Any] | None = None
         self.interrupts = Interrupts()
         self.progress: Any = None
@@ -227,11 +247,29 @@ class TrialLoop:
             self.dense_ms = self.evaluator.dense_ms
             self.study.set_user_attr(DENSE_MS_ATTR, self.dense_ms)
 
+    def reporter(self, trial: Trial, plan: Plan) -> Reporter | None:
+        """The fine-tune progress callback that may stop the trial early (``early_stop``), or
+        None: early stopping off, a reference trial, no fine-tune, or no rule applies."""
+        if not self.settings.early_stopping or trial.user_attrs.get(REFERENCE_ATTR):
+            return None
+        if plan.is_dense or plan.finetune.steps <= 0:
+            return None
+        if self._rules is None:
+            self._rules = StopRules.of(
+                self.study, self.objective, self.evaluator, self.settings.report_every
+            )
+        if not self._rules.active:
+            return None
+        return Reporter(trial, self._rules, self.evaluator, plan.finetune.steps)
+
     def should_stop(self, trial: FrozenTrial) -> bool:
-        """After ``trial``: enough plans evaluated, Ctrl-C, failures or repeats in a row."""
+        """After ``trial``: enough plans evaluated, Ctrl-C, failures, repeats or trials
+        stopped early in a row."""
         stop = False
         if self.idle >= self.settings.max_consecutive_duplicates:
             self.outcome.exhausted = stop = True
+        if self.stopped >= self.settings.max_stopped:
+            self.outcome.all_stopped = stop = True
         if self.failures >= self.settings.max_consecutive_failures:
             self.outcome.stopped_for_failures = trial.user_attrs.get(FAIL_ATTR, "unknown")
             stop = True
@@ -272,7 +310,13 @@ class TrialLoop:
                 trial.set_user_attr(names.TRIAL_SECONDS, time.perf_counter() - start)
                 trial.set_user_attr(PRUNED_ATTR, reason)
                 raise TrialPruned(reason)
-            return self.evaluator.evaluate(plan, name="trial")
+            return self.evaluator.evaluate(
+                plan, name="trial", on_progress=self.reporter(trial, plan)
+            )
+        except StoppedEarly as exc:
+            trial.set_user_attr(names.TRIAL_SECONDS, time.perf_counter() - start)
+            trial.set_user_attr(STOPPED_ATTR, exc.reason)
+            raise TrialPruned(exc.reason) from exc
         except KeyboardInterrupt:
             trial.set_user_attr(FAIL_ATTR, "interrupted (Ctrl-C); enqueued again")
             label = trial.user_attrs.get(REFERENCE_ATTR)
@@ -312,6 +356,9 @@ class TrialLoop:
             study.stop()
 
     def _count(self, trial: FrozenTrial) -> None:
+        if trial.state is TrialState.PRUNED and STOPPED_ATTR in trial.user_attrs:
+            self._count_stopped(trial)
+            return
         repeat = DUPLICATE_ATTR in trial.user_attrs
         # a repeat or a plan ruled out on latency adds nothing new (a failure leaves the count)
         if trial.state is TrialState.PRUNED or repeat:
@@ -326,7 +373,7 @@ class TrialLoop:
         if repeat:
             self.outcome.duplicates += 1
         else:
-            self.idle = 0
+            self.idle = self.stopped = 0
             self.progress.update(1)
             self.outcome.evaluated += 1
             self.done.setdefault(self.model_key(trial.params), trial)
@@ -337,6 +384,14 @@ class TrialLoop:
                 f"best #{self.best['number']}: {self.best[names.SPEEDUP]:.2f}x, "
                 f"acc {self.best[names.ACCURACY]:.4f}"
             )
+
+    def _count_stopped(self, trial: FrozenTrial) -> None:
+        """A trial stopped early was a new plan that ran (neither a repeat nor a failure):
+        it breaks a row of failures and counts towards ``max_stopped``."""
+        self.failures = 0
+        self.stopped += 1
+        self.outcome.stopped_early += 1
+        self.outcome.stopped_seconds += float(trial.user_attrs.get(names.TRIAL_SECONDS, 0.0))
 
     # --- the run ---
 
@@ -358,6 +413,13 @@ class TrialLoop:
                 f"latency) {self.settings.max_consecutive_duplicates} times in a row: stopping "
                 f"with {len(evaluated(self.study))} distinct plans (the space is small or the "
                 "sampler has converged; widen the space or change sampler)"
+            )
+        if self.outcome.all_stopped:
+            log.warning(
+                f"{self.settings.max_stopped} trials stopped early (study.pruner) since the "
+                f"last evaluated plan: stopping with {len(evaluated(self.study))} distinct plans "
+                "(the accuracy budget may be out of reach of the space; widen it, loosen the "
+                "budget, or study.pruner=none)"
             )
         return self.outcome
 

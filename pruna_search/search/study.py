@@ -35,11 +35,13 @@ from ..space import SearchSpace, uniform_params
 
 SAMPLERS = ("tpe", "nsga2", "random", "gp")
 WARM_STARTS = ("auto", "analysis", "none")
+PRUNERS = ("successive_halving", "hyperband", "median", "none")
 
 
 __all__ = [
     "FixedTrial",
     "FrozenTrial",
+    "PRUNERS",
     "SAMPLERS",
     "WARM_STARTS",
     "enqueue_labelled",
@@ -51,13 +53,17 @@ __all__ = [
     "enqueue_references",
     "evaluated",
     "load_study",
+    "make_pruner",
     "make_sampler",
+    "maximizes",
     "open_storage",
     "open_study",
+    "pruner_of",
     "reference_plans",
     "study_name",
 ]
 
+NOP = optuna.pruners.NopPruner()  # what a study's pruner is until the caller sets one
 # our own one-line FAIL report replaces Optuna's per-trial warnings and tracebacks
 optuna.logging.set_verbosity(optuna.logging.ERROR)
 logging.getLogger("optuna").propagate = True
@@ -86,6 +92,11 @@ class StudySettings:
         warm_start: auto (enqueue the plans an analysis of the same model, data, target and
             space suggested, after the reference trials, when pruna-search-analyze made one),
             analysis (the same, running the analysis first when there is none) or none.
+        pruner: stops weak trials in their fine-tune, judged on a proxy accuracy reported at
+            steps: successive_halving, hyperband, median or none (no trial stopped early); a
+            stopped trial is PRUNED and does not count in n_trials (see search/early_stop.py).
+        report_every: fine-tune steps between two reports of a trial's proxy accuracy (the
+            first comes after BatchNorm recalibration, at step 0).
     """
 
     name: str | None = None
@@ -99,6 +110,8 @@ class StudySettings:
     reference_ratios: tuple[float, ...] = (0.5, 0.75)
     latency_first: bool = True
     warm_start: str = "auto"
+    pruner: str = "successive_halving"
+    report_every: int = 20
 
     def __post_init__(self) -> None:
         if self.warm_start not in WARM_STARTS:
@@ -106,6 +119,7 @@ class StudySettings:
                 f"study.warm_start: {self.warm_start!r} is unknown; "
                 f"{names.did_you_mean(str(self.warm_start), WARM_STARTS)}"
             )
+        check_pruner(self.pruner)
         # null in YAML: no reference trials besides dense and uniform int8
         object.__setattr__(self, "reference_ratios", tuple(self.reference_ratios or ()))
         if isinstance(self.n_trials, bool) or not isinstance(self.n_trials, int):
@@ -117,7 +131,12 @@ class StudySettings:
             )
         if self.timeout is not None and not self.timeout > 0:
             raise ConfigError(f"study.timeout: {self.timeout!r} must be > 0 seconds or null")
-        for field in ("heartbeat_interval", "grace_period", "max_consecutive_failures"):
+        for field in (
+            "heartbeat_interval",
+            "grace_period",
+            "max_consecutive_failures",
+            "report_every",
+        ):
             value = getattr(self, field)
             if not isinstance(value, int) or value < 1:
                 raise ConfigError(f"study.{field}: {value!r} must be an integer >= 1")
@@ -133,6 +152,43 @@ class StudySettings:
                 f"study.storage: {self.storage!r} is not a storage URL; use e.g. "
                 "sqlite:///pruna_search.db or postgresql://user@host/db"
             )
+
+
+def check_pruner(name: str) -> None:
+    """A ``study.pruner`` that is not one of ``PRUNERS`` is a one-line ConfigError."""
+    if name not in PRUNERS:
+        hint = names.did_you_mean(str(name), PRUNERS)
+        raise ConfigError(
+            f"study.pruner: {name!r} is unknown ({hint}); use {', '.join(PRUNERS[:-1])} "
+            "or none (no trial stopped early)"
+        )
+
+
+def make_pruner(name: str) -> optuna.pruners.BasePruner:
+    """The Optuna pruner ``study.pruner`` names (Optuna's defaults; median waits for 5
+    finished trials). Pruners are not stored with a study: set it on the study each time it is
+    opened (``study.pruner = make_pruner(name)``), resumed or new."""
+    check_pruner(name)
+    if name == "successive_halving":
+        return optuna.pruners.SuccessiveHalvingPruner()
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner()
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=5)
+    return NOP
+
+
+def pruner_of(study: optuna.Study) -> str | None:
+    """The name of the study's pruner when it can judge the study's trials: a pruner other
+    than none on a single-objective study (Optuna's pruners judge no other). None otherwise."""
+    if len(study.directions) > 1 or isinstance(study.pruner, optuna.pruners.NopPruner):
+        return None
+    return type(study.pruner).__name__
+
+
+def maximizes(study: optuna.Study) -> bool:
+    """The (single-objective) study maximizes its value."""
+    return study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
 
 
 def study_name(parts: Sequence[str], identity: Mapping[str, Any]) -> str:
@@ -210,7 +266,8 @@ def open_study(
     identity: Mapping[str, Any],
     config: Mapping[str, Any],
 ) -> tuple[optuna.Study, bool]:
-    """Load the study ``name`` or create it; returns (study, resumed).
+    """Load the study ``name`` or create it; returns (study, resumed). Its pruner is none:
+    pruners are not stored with a study, the caller sets one (``make_pruner``).
 
     Raises:
         ConfigError: the stored study was created with other settings (space, objective,
@@ -218,7 +275,7 @@ def open_study(
     """
     existing = {s.study_name for s in storage.get_all_studies()}
     if name in existing:
-        study = optuna.load_study(study_name=name, storage=storage, sampler=sampler)
+        study = optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=NOP)
         stored = study.user_attrs.get(IDENTITY_ATTR)
         if stored is not None and json.loads(stored) != json.loads(json.dumps(identity)):
             raise ConfigError(
@@ -235,6 +292,7 @@ def open_study(
         study_name=name,
         storage=storage,
         sampler=sampler,
+        pruner=NOP,
         directions=[_direction(d) for d in directions],
     )
     study.set_user_attr(IDENTITY_ATTR, json.dumps(identity, sort_keys=True))

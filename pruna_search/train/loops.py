@@ -8,7 +8,7 @@ import ctypes.util
 import gc
 import math
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TypeGuard
 
@@ -20,6 +20,8 @@ from ..core.errors import ConfigError
 from ..core.progress import bar
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+# ``on_progress(step, model)``: told the steps done and the model being trained (in place)
+Progress = Callable[[int, nn.Module], None]
 
 
 @dataclass(frozen=True)
@@ -238,9 +240,12 @@ def train(
     *,
     teacher: nn.Module | None = None,
     compute: Compute = CPU,
+    on_progress: Progress | None = None,
 ) -> float:
     """Train ``model`` in place for ``settings.steps`` optimizer steps with cosine-decayed
     ``settings.lr``, on ``compute.device`` (the model and the ``teacher`` must already be there).
+    ``on_progress(step, model)`` is called after every step with the steps done (the model in
+    train mode); what it raises stops the training and passes through.
 
     With a ``teacher`` and ``distill`` > 0 the loss is ``(1 - distill) * CE + distill * T^2 *
     KL(teacher || student)`` at temperature ``T`` (Hinton et al., 2015): the dense model's soft
@@ -265,16 +270,20 @@ def train(
     tail: list[float] = []
     tail_from = int(s.steps * 0.9)
     progress = bar(total=s.steps, desc=s.desc)
-    for step in range(s.steps):
-        loss = _step(model, next(batches), opt, scaler, distiller, compute)
-        sched.step()
-        value = loss.item()
-        if step >= tail_from:
-            tail.append(value)
-        progress.update(1)
-        if step % 20 == 0:
-            progress.set_postfix(loss=f"{value:.3f}")
-    progress.close()
+    try:
+        for step in range(s.steps):
+            loss = _step(model, next(batches), opt, scaler, distiller, compute)
+            sched.step()
+            value = loss.item()
+            if step >= tail_from:
+                tail.append(value)
+            progress.update(1)
+            if step % 20 == 0:
+                progress.set_postfix(loss=f"{value:.3f}")
+            if on_progress is not None:
+                on_progress(step + 1, model)
+    finally:
+        progress.close()
     model.eval()
     return sum(tail) / max(len(tail), 1)
 
@@ -372,11 +381,29 @@ def recalibrate_batchnorm(
 
 
 @torch.no_grad()
-def accuracy(model: nn.Module, dataset: Dataset, *, batch_size: int = 256) -> float:
-    """Top-1 accuracy of a torch model (used for baselines; shipped metrics come from ORT)."""
+def accuracy(
+    model: nn.Module, dataset: Dataset, *, batch_size: int = 256, device: str = "cpu"
+) -> float:
+    """Top-1 accuracy of a torch model on ``device``, where it must be (used for baselines and
+    as a proxy during fine-tunes; shipped metrics come from ORT). Leaves it in eval mode."""
     model.eval()
     correct = total = 0
-    for x, y in DataLoader(dataset, batch_size=batch_size):
-        correct += int((model(x).argmax(1) == y).sum())
+    # a generator of its own: a DataLoader draws its seed from torch's global one otherwise,
+    # and a fine-tune that reads this between steps would draw other dropout masks after it
+    for x, y in DataLoader(dataset, batch_size=batch_size, generator=torch.Generator()):
+        predicted = model(x.to(device)).argmax(1).cpu()
+        correct += int((predicted == y).sum())
         total += len(y)
     return correct / max(total, 1)
+
+
+def proxy_accuracy(model: nn.Module, sample: Dataset) -> float:
+    """Top-1 accuracy of a model being fine-tuned, where it is, on a small fixed ``sample``
+    (eval mode, no gradients; its train or eval mode restored): a cheap figure to compare
+    trials at the same step of their fine-tunes, not a metric to ship."""
+    training = model.training
+    weight = next(iter(model.parameters()), None)
+    try:
+        return accuracy(model, sample, device="cpu" if weight is None else str(weight.device))
+    finally:
+        model.train(training)
