@@ -523,7 +523,7 @@ def test_a_rerun_shipping_the_same_model_registers_no_new_version(tmp_path):
         tracker.close()
         assert tracker.summary() is None, tracker.summary()
 
-    client = MlflowClient(uri)
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)  # not the registry of earlier tests
     ship("s")
     ship("s")  # the same study run again, the same file
     assert [str(v.version) for v in client.search_model_versions("name = 'pruna-x'")] == ["1"]
