@@ -26,14 +26,11 @@ from onnx import TensorProto, helper
 from PIL import Image
 
 from pruna_search.core.errors import ConfigError
+from pruna_search.core.keys import CHOSEN_TAG, PARETO_TAG, REMEASURED_TAG, STUDY_TAG
 from pruna_search.search.job import run_job
 from pruna_search.search.records import flatten
 from pruna_search.search.settings import JobSettings
 from pruna_search.tracking import (
-    CHOSEN_TAG,
-    PARETO_TAG,
-    REMEASURED_TAG,
-    STUDY_TAG,
     StudyEnd,
     StudyRecord,
     TrialRecord,

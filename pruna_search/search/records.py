@@ -16,26 +16,23 @@ from typing import Any
 from ..core import hardware, keys, names
 from ..core.keys import (
     DUPLICATE_ATTR,
+    DUPLICATE_TAG,
     FAIL_ATTR,
+    FAIL_TAG,
+    FEASIBLE_TAG,
     LATENCY_ATTR,
     NOISY_ATTR,
     PLAN_ATTR,
     PRUNED_ATTR,
     REFERENCE_ATTR,
+    REFERENCE_TAG,
     STOPPED_ATTR,
+    SWEEP_TAG,
 )
 from ..core.plan import Plan
 from ..core.precision import Precision
 from ..space import SearchSpace
-from ..tracking import (
-    DUPLICATE_TAG,
-    FAIL_TAG,
-    FEASIBLE_TAG,
-    REFERENCE_TAG,
-    SWEEP_TAG,
-    StudyRecord,
-    TrialRecord,
-)
+from ..tracking import StudyRecord, TrialRecord
 from .rows import is_feasible
 from .settings import JobSettings
 from .study import FixedTrial, FrozenTrial, TrialState

@@ -15,20 +15,6 @@ from typing import Any
 from urllib.parse import urlparse
 
 from ..core.errors import ConfigError
-from ..core.keys import (  # noqa: F401 - re-exported for the trackers
-    CHOSEN_TAG,
-    DUPLICATE_TAG,
-    FAIL_TAG,
-    FEASIBLE_TAG,
-    PARETO_TAG,
-    REFERENCE_TAG,
-    REMEASURED_TAG,
-    RUN_KIND_TAG,
-    STUDY_TAG,
-    STUDY_UID_TAG,
-    SWEEP_TAG,
-    TRIAL_TAG,
-)
 
 log = logging.getLogger("pruna_search")
 
@@ -193,21 +179,10 @@ class GuardedTracker(Tracker):
 
 __all__ = [
     "ARTIFACTS_DIR",
-    "CHOSEN_TAG",
     "DEFAULT_URI",
-    "DUPLICATE_TAG",
-    "FAIL_TAG",
-    "FEASIBLE_TAG",
     "GuardedTracker",
-    "PARETO_TAG",
-    "REFERENCE_TAG",
-    "RUN_KIND_TAG",
-    "STUDY_TAG",
-    "STUDY_UID_TAG",
-    "SWEEP_TAG",
     "StudyEnd",
     "StudyRecord",
-    "TRIAL_TAG",
     "Tracker",
     "TrialRecord",
     "check_uri",

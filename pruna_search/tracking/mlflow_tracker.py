@@ -20,16 +20,18 @@ from pathlib import Path
 from typing import Any
 
 from ..core import keys
-from .base import (
-    ARTIFACTS_DIR,
+from ..core.keys import (
     CHOSEN_TAG,
-    DEFAULT_URI,
     PARETO_TAG,
     REMEASURED_TAG,
     RUN_KIND_TAG,
     STUDY_TAG,
     STUDY_UID_TAG,
     TRIAL_TAG,
+)
+from .base import (
+    ARTIFACTS_DIR,
+    DEFAULT_URI,
     StudyEnd,
     StudyRecord,
     Tracker,
