@@ -376,12 +376,7 @@ def analyze_model(
         model, type(model).__name__, tuple(data.input_shape), data.num_classes, copy_first=True
     )
     settings = settings or AnalysisSettings()
-    available = data.size("val")
-    size = available if settings.val_subset is None else settings.val_subset
-    if size > available:
-        raise ConfigError(
-            f"analysis.val_subset: {size} is larger than the val split ({available} images)"
-        )
+    size = settings.subset_of(data.size("val"))
     target = get_target(target)
     with tempfile.TemporaryDirectory(prefix="pruna_analysis_") as folder:
         evaluator = Evaluator(model, val_subset(data, size, settings.seed), target, workdir=folder)

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 from ..core import keys
-from ..core.errors import ConfigError
 from ..measure import runner_for
 from ..report.analysis import write_analysis
 from ..report.plots import write_analysis_plots
@@ -94,7 +93,7 @@ def analyze_session(session: Session) -> Analysis:
 def _analyze(session: Session) -> Analysis:
     settings = session.settings
     full = session.evaluator
-    size = _subset_size(settings, full.data.size("val"))
+    size = settings.analysis.subset_of(full.data.size("val"))
     splits = val_subset(full.data, size, settings.analysis.seed)
     evaluator = make_evaluator(
         settings, full.model, splits, Path(session.workdir.name) / "analysis", full.runner
@@ -105,18 +104,6 @@ def _analyze(session: Session) -> Analysis:
         f"{len(full.info.layers)} layers, on {splits.size('val')} val images"
     )
     return analyze(evaluator, session.space, settings.analysis)
-
-
-def _subset_size(settings: JobSettings, available: int) -> int:
-    size = settings.analysis.val_subset
-    if size is None:
-        return available
-    if size > available:
-        raise ConfigError(
-            f"analysis.val_subset: {size} is larger than the val split ({available} images); "
-            f"use at most {available}, or null for all of them"
-        )
-    return size
 
 
 def _track(

@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from .. import data as data_lib
 from ..models import ModelOptions
 from . import schema
-from .errors import CONF_DIR, groups, option_keys, options
+from .errors import CONF_DIR, groups, options
 
 HEADER = """\
 pruna-search: search per-layer pruning and precision of a trained model against latency
@@ -58,8 +58,9 @@ def help_text() -> str:
     lines = [HEADER, "", "Config groups (group=option):"]
     lines += [f"  {group}: {', '.join(options(group))}" for group in groups()]
     lines += ["", "Keys (section.key=value; default in brackets):"]
+    top = _yaml_values("search")
     for key, text in TOP_LEVEL.items():
-        lines.append(_line(key, _yaml_default("search", key), text))
+        lines.append(_line(key, top.get(key), text))
     for group in groups():
         if group == "experiment":
             continue
@@ -95,8 +96,7 @@ def _untyped(group: str) -> list[str]:
     for option in options(group):
         texts = _descriptions(group, option)
         lines.append(f"  ({group}={option})")
-        for key in option_keys(group, option):
-            default = _yaml_default(f"{group}/{option}", key)
+        for key, default in _yaml_values(f"{group}/{option}").items():
             lines.append(_line(f"{group}.{key}", default, texts.get(key, "")))
     return lines
 
@@ -120,11 +120,15 @@ def _descriptions(group: str, option: str) -> dict[str, str]:
     return {"name": DATA_NAME, **texts}
 
 
-def _yaml_default(path: str, key: str) -> Any:
+def _yaml_values(path: str) -> dict[str, Any]:
+    """The keys a YAML file sets and their values as written (``${seed}`` unresolved)."""
     loaded = OmegaConf.load(CONF_DIR / f"{path}.yaml")
     assert isinstance(loaded, DictConfig)  # a config group's option is a mapping
-    value = loaded._get_node(key)
-    return None if value is None else value._value()
+    return {
+        str(key): loaded._get_node(key)._value()  # type: ignore[union-attr]
+        for key in loaded
+        if key != "defaults"
+    }
 
 
 __all__ = ["help_text"]

@@ -182,6 +182,17 @@ class AnalysisSettings:
             if isinstance(value, bool) or not isinstance(value, int) or value < least:
                 raise ConfigError(f"analysis.{key}: {value!r} must be an integer >= {least}")
 
+    def subset_of(self, available: int) -> int:
+        """How many of ``available`` val images the profile is scored on (``val_subset``)."""
+        if self.val_subset is None:
+            return available
+        if self.val_subset > available:
+            raise ConfigError(
+                f"analysis.val_subset: {self.val_subset} is larger than the val split "
+                f"({available} images); use at most {available}, or null for all of them"
+            )
+        return self.val_subset
+
 
 @dataclass(frozen=True)
 class TrackingSettings:
