@@ -136,7 +136,8 @@ def test_which_rules_apply_and_to_which_trials(session):
     best = make_objective("best_within_latency", min_speedup=1.5)
     ranked = optuna.create_study(directions=best.directions, pruner=pruner)
     rules = StopRules.of(ranked, best, session.evaluator, EVERY)
-    assert rules.pruner == "SuccessiveHalvingPruner" and rules.maximize and rules.floor is None
+    assert rules.pruner == "SuccessiveHalvingPruner" and rules.floor is None
+    assert ranked.direction == optuna.study.StudyDirection.MAXIMIZE  # told the accuracy itself
     two = optuna.create_study(directions=sized.directions, pruner=pruner)
     assert StopRules.of(two, sized, session.evaluator, EVERY).pruner is None  # two values
     front = optuna.create_study(directions=pareto.directions, pruner=pruner)

@@ -36,7 +36,7 @@ from ..core import names
 from ..core.errors import StoppedEarly
 from .evaluate import Evaluator
 from .objectives import Objective
-from .study import Trial, maximizes, pruner_of
+from .study import Trial, pruner_of
 
 # the budget rule's margin below the budget: END_MARGIN + START_MARGIN * (1 - step / steps)
 START_MARGIN = 0.05
@@ -50,13 +50,11 @@ class StopRules:
     Attributes:
         every: fine-tune steps between two reports.
         pruner: the study's pruner, by name, when it judges the trials (None: not told).
-        maximize: the study maximizes (the pruner is told the accuracy, else its error).
         floor: the lowest proxy accuracy within the accuracy budget (None: no budget rule).
     """
 
     every: int
     pruner: str | None = None
-    maximize: bool = True
     floor: float | None = None
 
     @classmethod
@@ -72,7 +70,6 @@ class StopRules:
         return cls(
             every=every,
             pruner=pruner,
-            maximize=pruner is not None and maximizes(study),
             floor=floor,
         )
 
@@ -125,7 +122,7 @@ class Reporter:
     def judge(self, step: int, accuracy: float) -> str | None:
         """Why the trial stops at ``step`` (the pruner first, then the budget), or None."""
         if self.rules.pruner is not None:
-            self.trial.report(accuracy if self.rules.maximize else 1.0 - accuracy, step)
+            self.trial.report(accuracy, step)  # the study maximizes accuracy (see ``of``)
             if self.trial.should_prune():
                 return f"below the trials before it at that step ({self.rules.pruner})"
         if self.rules.floor is not None:

@@ -55,7 +55,6 @@ __all__ = [
     "load_study",
     "make_pruner",
     "make_sampler",
-    "maximizes",
     "open_storage",
     "open_study",
     "pruner_of",
@@ -184,11 +183,6 @@ def pruner_of(study: optuna.Study) -> str | None:
     if len(study.directions) > 1 or isinstance(study.pruner, optuna.pruners.NopPruner):
         return None
     return type(study.pruner).__name__
-
-
-def maximizes(study: optuna.Study) -> bool:
-    """The (single-objective) study maximizes its value."""
-    return study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
 
 
 def study_name(parts: Sequence[str], identity: Mapping[str, Any]) -> str:
