@@ -65,13 +65,10 @@ def changes(
     listed (``same_as`` gives the others its figure)."""
     recalibrate = Finetune(steps=0, bn_recalibration=bn_batches)
     for group in evaluator.info.groups:
-        seen = {group.channels}  # a ratio that keeps them all is the dense model
-        for ratio in ratios:
-            plan = Plan(prune={group.name: ratio}, finetune=recalibrate, round_to=round_to)
-            kept = plan.kept(group.channels, group.name, group.members)
-            if ratio > 0 and kept not in seen:
-                yield SensitivityPlan("prune", group.name, float(ratio), plan)
-            seen.add(kept)
+        for ratio, first in same_as(evaluator, ratios, round_to, group.name).items():
+            if ratio > 0 and first == ratio:
+                plan = Plan(prune={group.name: ratio}, finetune=recalibrate, round_to=round_to)
+                yield SensitivityPlan("prune", group.name, ratio, plan)
     as_is = Finetune(steps=0, bn_recalibration=0)
     for layer in evaluator.info.layers:
         for precision in evaluator.target.choices(layer.kind):
