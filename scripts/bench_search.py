@@ -12,6 +12,9 @@ it has built or that latency alone rules out, so it does not trace a front.)
 
     .venv/bin/python scripts/bench_search.py [--data digits fashion_mnist] [--trials 40]
         [--trial-steps 300] [--tie stage] [--sampler tpe] [--objective both]
+
+``--compare MINUTES`` runs issue 22's comparison instead (``scripts/search_compare.py``): the
+search before the Model Analyzer against the search with it, at equal wall-clock time.
 """
 
 from __future__ import annotations
@@ -26,13 +29,14 @@ import time
 from pathlib import Path
 
 import optuna
+from search_compare import compare
 
 from pruna_search.core import hardware, names
 from pruna_search.core.keys import SECONDS_ATTR
 from pruna_search.core.plan import Plan
 from pruna_search.report.front import hypervolume, pareto_front
 from pruna_search.search.job import open_session, run_job
-from pruna_search.search.remeasure import study_rows
+from pruna_search.search.rows import study_rows
 from pruna_search.search.settings import JobSettings
 
 RATIOS = [0.0, 0.25, 0.5, 0.625, 0.75]
@@ -248,6 +252,15 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--min-runs", type=int, default=300, help="timed runs per model, at least")
     parser.add_argument("-v", "--verbose", action="store_true", help="print each report.md")
+    parser.add_argument(
+        "--compare",
+        type=float,
+        default=None,
+        metavar="MINUTES",
+        help="instead: the search before the analyzer against the search with it (warm start, "
+        "early stopping, re-ranking) at equal wall-clock time, MINUTES each "
+        "(fastest_within_drop, 1 point; scripts/search_compare.py)",
+    )
     args = parser.parse_args()
     os.environ.setdefault("PRUNA_SEARCH_PROGRESS", "0")
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
@@ -265,7 +278,14 @@ def main() -> int:
     args.objectives = (
         ["pareto", "fastest_within_drop"] if args.objective == "both" else [args.objective]
     )
-    lines = [line for data in datasets for line in bench(data, args)]
+    if args.compare:
+        lines = []
+        for data in datasets:
+            base = config(data, args, "sqlite:///unused.db", "fastest_within_drop")
+            print(f"\n== {data}: old vs new search, {args.compare:g} min each", flush=True)
+            lines += [f"[{data}] {line}" for line in compare(base, args.compare)]
+    else:
+        lines = [line for data in datasets for line in bench(data, args)]
     print("\n".join(["", "== targets", *lines]))
     return 0
 

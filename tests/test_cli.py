@@ -56,6 +56,9 @@ BAD_INPUT = [
     ("objective=fastest", "error: objective=fastest: no such option; did you mean"),
     ("experiment=nope", "error: experiment=nope: no such option; choose one of: digits_stage"),
     ("study.n_trials=0", "error: study.n_trials: 0 must be >= 1"),
+    ("study.rerank_top=0", "error: study.rerank_top: 0 must be an integer >= 1, or null"),
+    ("study.rerank_steps=30", "error: study.rerank_steps: 30 must exceed finetune.trial_steps"),
+    ("study.pruner=halving", "error: study.pruner: 'halving' is unknown"),
     ("study.storage=sqlite:///missing/dir/s.db", "error: study.storage: folder 'missing/dir'"),
     ("objective.max_accuracy_drop=-0.5", "error: objective.max_accuracy_drop: -0.5 must be"),
     ("tracking.uri=./mlruns", "error: tracking.uri: './mlruns' is not a tracking store"),
@@ -363,6 +366,71 @@ def test_killed_trial_is_retried_with_its_params(tmp_path, resnet20_trained):
     assert retry.params == trials[2].params
     assert retry.user_attrs["pruna.reference"] == "uniform 0.5 + int8"
     assert sum(t.state.name == "COMPLETE" for t in trials) == 4
+
+
+def leave_child_half_logged(tmp_path: Path, trial: int) -> None:
+    """What a kill while trial ``trial``'s child run was being logged leaves: a RUNNING child
+    with no metrics (the finished one is deleted)."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    runs = client.search_runs(
+        [e.experiment_id for e in client.search_experiments()],
+        filter_string=f"tags.`pruna.trial` = '{trial}'",
+    )
+    (logged,) = runs
+    client.delete_run(logged.info.run_id)
+    client.create_run(
+        logged.info.experiment_id,
+        tags={k: v for k, v in logged.data.tags.items() if not k.startswith("mlflow.user")},
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_a_trial_killed_within_the_grace_period_is_not_lost(tmp_path, resnet20_trained):
+    """Kill -9 during a reference trial, run again at once: the new run meets n_trials
+    without it, then waits for it to go stale and evaluates its retry; every reference is
+    COMPLETE once, nothing stays RUNNING, the half-logged MLflow child is logged again."""
+    args = [
+        *TINY,
+        "finetune.trial_steps=80",
+        "study.n_trials=3",
+        "study.heartbeat_interval=1",
+        "study.grace_period=30",  # outlasts the rerun's start and its trial 3
+        "study.name=killed_now",
+    ]
+    proc = start_until_trial_2_runs(
+        tmp_path, [*args, "hydra.run.dir=first"], start_new_session=True
+    )
+    time.sleep(1)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.communicate()
+    leave_child_half_logged(tmp_path, trial=1)
+    done = cli(tmp_path, *args, "hydra.run.dir=second")  # at once: trial 2 is not stale yet
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "waiting for trial 2" in done.stdout + done.stderr
+    trials = optuna.load_study(
+        study_name="killed_now", storage=f"sqlite:///{tmp_path}/pruna_search.db"
+    ).get_trials()
+    assert not [t.number for t in trials if t.state.name in ("RUNNING", "WAITING")]
+    labels = [t.user_attrs.get("pruna.reference") for t in trials if t.state.name == "COMPLETE"]
+    for label in ("dense fp32", "uniform int8", "uniform 0.5 + int8", "uniform 0.5 fp32"):
+        assert labels.count(label) == 1, (label, labels)
+    (retry,) = [t for t in trials if t.system_attrs.get("failed_trial") == 2]
+    assert retry.state.name == "COMPLETE" and retry.params == trials[2].params
+    assert (tmp_path / "second" / "best.onnx").is_file()
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    children = [
+        r
+        for r in client.search_runs([e.experiment_id for e in client.search_experiments()])
+        if r.data.tags.get("pruna.run") == "trial"
+    ]
+    assert all(r.info.status in ("FINISHED", "FAILED") for r in children)
+    (one,) = [r for r in children if r.data.tags["pruna.trial"] == "1"]
+    assert one.info.status == "FINISHED" and "accuracy" in one.data.metrics
 
 
 @pytest.mark.slow

@@ -24,8 +24,7 @@ from pruna_search.core.precision import Precision
 from pruna_search.measure import latency, onnx_accuracy
 from pruna_search.report.front import write_csv
 from pruna_search.search.job import export_from_study, open_session, run_job
-from pruna_search.search.remeasure import remeasured, study_rows
-from pruna_search.search.rows import is_feasible, row_of
+from pruna_search.search.rows import is_feasible, remeasured, row_of, study_rows
 from pruna_search.search.runner import LoopSettings, run_trials
 from pruna_search.search.settings import JobSettings
 from pruna_search.search.study import FixedTrial, enqueue_references, reference_plans
@@ -97,6 +96,13 @@ def test_outputs_and_choice(first_run, digits):
     report = (out / "report.md").read_text()
     assert f"Chosen: trial {summary['chosen_trial']}" in report
     assert "uniform int8" in report and "Pareto front" in report
+    # re-ranked at the final fine-tune (study.rerank_top): the shipped model's accuracy is the
+    # one the choice was made on, and the report shows both accuracies
+    assert summary["chosen_accuracy"] == pytest.approx(summary["accuracy"])
+    assert summary["reranked"] >= 1 and summary["reranked_now"] == summary["reranked"]
+    assert "## Re-ranked at a higher fidelity" in report and "(10 steps)" in report
+    assert f"Trial {summary['chosen_trial']} ships, chosen on" in report
+    assert {"trial_accuracy", "rerank_steps"} <= set(front[0])
 
 
 def test_exported_plan_is_the_replayed_plan(first_run, resnet20_trained):

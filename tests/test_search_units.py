@@ -221,7 +221,7 @@ def test_figures_measured_again_replace_flagged_ones_in_the_rows():
     import optuna
 
     from pruna_search.core.keys import DUPLICATE_ATTR, REMEASURED_PREFIX
-    from pruna_search.search.remeasure import study_rows
+    from pruna_search.search.rows import study_rows
 
     objective = make_objective("best_within_latency", max_accuracy_drop=None, max_latency_ms=0.3)
     study = optuna.create_study(directions=objective.directions)

@@ -269,6 +269,15 @@ def test_a_study_is_tracked(tracked_study):
     ]
     assert chosen == [result.summary["chosen_trial"]]
     assert parent.data.metrics["accuracy"] == pytest.approx(result.summary["accuracy"], rel=1e-5)
+    # the plans re-ranked after the trials carry both accuracies on their child run
+    reranked = {
+        int(c.data.tags["pruna.trial"]): c.data.metrics
+        for c in children
+        if "accuracy_reranked" in c.data.metrics
+    }
+    assert len(reranked) == result.summary["reranked"] >= 1
+    for metrics in reranked.values():
+        assert metrics["rerank_steps"] == 10 and "accuracy" in metrics
     # artifacts on the parent; the PNGs decode
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     for name in (

@@ -16,6 +16,9 @@ DENSE_MS_ATTR = "pruna.dense_ms"
 # a figure flagged noisy that came back steady when measured again after the run (a study
 # attribute per trial: a finished trial's own attributes cannot change)
 REMEASURED_PREFIX = "pruna.remeasured."
+# a trial's accuracy at a higher fidelity (study.rerank_steps), one study attribute per trial and
+# step count: ``pruna.reranked.<trial>.<steps>``
+RERANKED_PREFIX = "pruna.reranked."
 
 # --- Optuna trial attributes ---
 REFERENCE_ATTR = "pruna.reference"  # the label of a uniform reference trial
@@ -30,6 +33,9 @@ NOISY_ATTR = "pruna.noisy"  # why the trial's speedup is at risk (flagged); abse
 DRIFT_ATTR = "pruna.drift"  # how the whole host drifted during its window (reported only)
 SECONDS_ATTR = "seconds"  # per-stage seconds of a trial (dict)
 WARM_START_ATTR = "pruna.warm_start"  # the analysis suggestion a trial was enqueued from
+# the trial a WAITING trial evaluates again (aborted by Ctrl-C); Optuna's own retry of a trial
+# a killed process left RUNNING carries the system attribute ``failed_trial``
+RETRY_ATTR = "pruna.retry_of"
 
 # --- MLflow tags ---
 STUDY_TAG = "pruna.study"

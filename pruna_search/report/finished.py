@@ -20,6 +20,8 @@ class FinishedStudy:
         rows: one row per completed trial (``search.rows.row_of``), repeats included.
         front: the Pareto front of the evaluated plans (rows, ``chosen`` marked).
         chosen: the row the objective ships, None when no trial meets the budget.
+        chosen_on_trials: the trial the objective would ship on the trials' own figures
+            (before re-ranking), None when none meets the budget.
         chosen_plan: its plan, replayed from its params.
         final: the shipped model's evaluation after the final fine-tune (``Evaluation``), None
             when nothing was exported.
@@ -40,6 +42,7 @@ class FinishedStudy:
     outcome: Any
     baseline: Mapping[str, float]
     dense_ms: float | None = None
+    chosen_on_trials: int | None = None
 
     @property
     def unique(self) -> list[dict[str, Any]]:

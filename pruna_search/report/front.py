@@ -46,6 +46,10 @@ CSV_COLUMNS = (
     # the figure flagged during the run, when it was measured again steady after it
     "latency_remeasured",
     "warm_start",  # the analysis suggestion the trial was enqueued from (study.warm_start)
+    # re-ranking (study.rerank_top): the fine-tune steps of the accuracy above (empty: the
+    # trial's own) and the trial's accuracy
+    "rerank_steps",
+    "trial_accuracy",
 )
 
 

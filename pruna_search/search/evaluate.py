@@ -298,14 +298,24 @@ class Evaluator:
             on_progress=on_progress,
         )
 
-    def evaluate(
-        self, plan: Plan, *, name: str = "candidate", on_progress: Progress | None = None
-    ) -> Evaluation:
-        """Apply ``plan`` (validated first) and measure the result. ``on_progress(step, model)``
-        is told the fine-tune's progress (see ``compress.finetune``); the ``StoppedEarly`` it
-        may raise stops the evaluation and passes through."""
+    def build(self, plan: Plan, name: str, on_progress: Progress | None = None) -> Candidate:
+        """Apply ``plan`` (validated first): prune, fine-tune, export, quantize."""
         plan.validate(self.info, self.target)
-        candidate = self._build(plan, name, on_progress)
+        return self._build(plan, name, on_progress)
+
+    def evaluate(
+        self,
+        plan: Plan,
+        *,
+        name: str = "candidate",
+        on_progress: Progress | None = None,
+        built: Candidate | None = None,
+    ) -> Evaluation:
+        """Apply ``plan`` (validated first) and measure the result; ``built``: the candidate
+        ``plan`` built already (``build``), measured as is. ``on_progress(step, model)`` is
+        told the fine-tune's progress (see ``compress.finetune``); the ``StoppedEarly`` it may
+        raise stops the evaluation and passes through."""
+        candidate = built if built is not None else self.build(plan, name, on_progress)
         seconds = dict(candidate.seconds)
         start = time.perf_counter()
         accuracy = self.score(candidate.onnx_path)

@@ -23,6 +23,7 @@ import torch
 
 from .. import data as data_lib
 from .. import models as model_lib
+from ..compress import Candidate
 from ..core import keys, names
 from ..core.errors import ConfigError, PrunaSearchError
 from ..core.files import atomic_copy
@@ -43,7 +44,7 @@ from ..report.summary import STATUS_INTERRUPTED, STATUS_NO_FEASIBLE, STATUS_OK
 from ..space import SearchSpace
 from .evaluate import Evaluation, Evaluator, EvaluatorOptions
 from .objectives import Objective
-from .remeasure import study_rows
+from .rows import at_trial_fidelity, study_rows
 from .runner import LoopOutcome, LoopSettings, adopt_dense_ms, run_trials
 from .settings import JobSettings
 from .study import (
@@ -312,7 +313,7 @@ def run_job(
                 session.space,
                 session.evaluator,
                 settings.objective,
-                LoopSettings.of(settings.study),
+                LoopSettings.of(settings.study, settings.trial_finetune, settings.final_finetune),
                 on_trial=after_trial,
             )
             if outcome.stopped_for_failures:
@@ -375,9 +376,13 @@ def select(
     rule picks from the feasible front (None when no trial meets the budget)."""
     rows = study_rows(study, objective)
     unique = [r for r in rows if r["duplicate_of"] is None]
-    front = pareto_front(unique, objective.front_names)
-    feasible_front = pareto_front([r for r in unique if r["feasible"]], objective.front_names)
-    return rows, front, objective.choose(feasible_front)
+    return rows, pareto_front(unique, objective.front_names), choice(rows, objective)
+
+
+def choice(rows: list[dict[str, Any]], objective: Objective) -> Mapping[str, Any] | None:
+    """The row the objective's rule picks from the feasible front of the evaluated plans."""
+    unique = [r for r in rows if r["duplicate_of"] is None and r["feasible"]]
+    return objective.choose(pareto_front(unique, objective.front_names))
 
 
 def finish(
@@ -413,7 +418,9 @@ def finish(
 def conclude(study, session: Session, output_dir: Path, outcome: LoopOutcome) -> FinishedStudy:
     """Choose the trial to ship, write ``pareto.csv``, and re-apply, fine-tune and export the
     chosen plan when the study ended normally."""
-    rows, front, chosen = select(study, session.settings.objective)
+    objective = session.settings.objective
+    rows, front, chosen = select(study, objective)
+    on_trials = choice(at_trial_fidelity(rows), objective)
     for row in front:
         row["chosen"] = chosen is not None and row["number"] == chosen["number"]
     if chosen is not None and not any(r["chosen"] for r in front):
@@ -430,7 +437,13 @@ def conclude(study, session: Session, output_dir: Path, outcome: LoopOutcome) ->
         trial = study.trials[int(chosen["number"])]
         chosen_plan = session.space(FixedTrial(trial.params))
         if status == STATUS_OK:
-            final = export_trial(session, trial.params, output_dir, source=f"trial {trial.number}")
+            final = export_trial(
+                session,
+                trial.params,
+                output_dir,
+                source=f"trial {trial.number}",
+                built=reranked_model(session, outcome, trial.number),
+            )
     return FinishedStudy(
         study_name=study.study_name,
         status=status,
@@ -439,6 +452,7 @@ def conclude(study, session: Session, output_dir: Path, outcome: LoopOutcome) ->
         rows=rows,
         front=front,
         chosen=chosen,
+        chosen_on_trials=None if on_trials is None else int(on_trials["number"]),
         chosen_plan=chosen_plan,
         final=final,
         outcome=outcome,
@@ -448,6 +462,17 @@ def conclude(study, session: Session, output_dir: Path, outcome: LoopOutcome) ->
     )
 
 
+def reranked_model(session: Session, outcome: LoopOutcome, number: int) -> Candidate | None:
+    """The model re-ranking built for trial ``number`` when it is the one the final step
+    would build (the final fine-tune on the data the shipped model is measured on), else None."""
+    reranked = outcome.reranked
+    if reranked is None or reranked.recipe != session.settings.final_finetune:
+        return None
+    if session.final is not session.evaluator:  # searched on a subset: tuned on other data
+        return None
+    return reranked.models.get(number)
+
+
 def export_trial(
     session: Session,
     params: dict[str, Any],
@@ -455,9 +480,11 @@ def export_trial(
     *,
     source: str,
     plan: Plan | None = None,
+    built: Candidate | None = None,
 ) -> Evaluation:
     """Replay the space on ``FixedTrial(params)`` (or take ``plan``), fine-tune with the final
-    budget, export, re-measure; write ``best.onnx`` and ``plan.yaml`` atomically."""
+    budget, export, re-measure; write ``best.onnx`` and ``plan.yaml`` atomically. ``built``:
+    the model that plan and fine-tune built already (``reranked_model``), measured as is."""
     settings = session.settings
     if plan is None:
         plan = session.space(FixedTrial(params))
@@ -467,9 +494,12 @@ def export_trial(
         if not plan.is_dense
         else "nothing pruned, so no fine-tune"
     )
-    log.info(f"final    {source}: re-applying ({recovery})")
+    if built is not None:
+        log.info(f"final    {source}: the model re-ranking built ({recovery}), measured again")
+    else:
+        log.info(f"final    {source}: re-applying ({recovery})")
     evaluator = session.final
-    evaluation = evaluator.evaluate(plan, name="best")
+    evaluation = evaluator.evaluate(plan, name="best", built=built)
     atomic_copy(evaluation.candidate.onnx_path, output_dir / "best.onnx")
     plan.save(output_dir / "plan.yaml")
     log.info(report.comparison_table(evaluator.baseline, evaluation))

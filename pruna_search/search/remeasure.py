@@ -4,7 +4,7 @@ A figure is flagged when the host disturbed its window in a way that puts the sp
 (``measure.latency``); the slow phase may have ended by the time the loop is done, so each
 flagged trial's model is timed again: this run's from a kept copy, earlier runs' rebuilt from
 their plans without fine-tune (latency does not depend on the weights). A steady figure is
-stored on the study and replaces the flagged one in ``study_rows``.
+stored on the study and replaces the flagged one in ``rows.study_rows``.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from ..core import names
 from ..core.keys import NOISY_ATTR, REMEASURED_PREFIX
@@ -21,9 +20,8 @@ from ..core.plan import Plan
 from ..core.progress import bar
 from ..space import SearchSpace
 from .evaluate import Evaluator
-from .objectives import Objective
-from .rows import LATENCY_NAMES, row_of
-from .study import FixedTrial, completed, evaluated
+from .rows import remeasured
+from .study import FixedTrial, evaluated
 
 log = logging.getLogger("pruna_search")
 
@@ -63,7 +61,7 @@ def remeasure_noisy(
     from the copies in ``kept``, earlier runs' (not yet measured again steady) rebuilt from
     their plans without fine-tune — the same layers, channels and precisions, so the same
     latency. A figure that comes back steady is stored in the study (``REMEASURED_PREFIX`` +
-    number) and replaces the flagged one in ``study_rows``; one that is noisy again is left as
+    number) and replaces the flagged one in ``rows.study_rows``; one that is noisy again is left as
     it was. Returns how many came back steady and how many did not."""
     earlier = flagged_earlier(study, space, kept)
     flagged_all = {**earlier, **kept}
@@ -107,36 +105,4 @@ def remeasure_noisy(
     return steady, len(flagged_all) - steady
 
 
-def remeasured(study) -> dict[int, dict[str, Any]]:
-    """The figures measured again after a run (``remeasure_noisy``), by trial number."""
-    return {
-        int(key[len(REMEASURED_PREFIX) :]): value
-        for key, value in study.user_attrs.items()
-        if key.startswith(REMEASURED_PREFIX)
-    }
-
-
-def study_rows(study, objective: Objective) -> list[dict[str, Any]]:
-    """A row (``row_of``) per completed trial; a trial whose flagged figure was measured again
-    steady (its own, or for a repeat its original's) carries the steady figure, its
-    ``latency_noisy`` empty, ``latency_remeasured`` saying what it was, and its feasibility
-    judged again on it."""
-    again = remeasured(study)
-    rows = []
-    for trial in completed(study):
-        row = row_of(trial)
-        source = row["duplicate_of"] if row["duplicate_of"] is not None else trial.number
-        figures = again.get(int(source))
-        if figures is not None:
-            row.update({name: figures[name] for name in (*LATENCY_NAMES, names.SPEEDUP)})
-            row["latency_noisy"] = ""
-            row["latency_remeasured"] = (
-                f"measured again after the run: was {figures['was_speedup']:.2f}x, flagged "
-                f"({figures['was']})"
-            )
-            row["feasible"] = all(v <= 0 for v in objective.constraints(row).values())
-        rows.append(row)
-    return rows
-
-
-__all__ = ["Flagged", "flagged_earlier", "remeasure_noisy", "remeasured", "study_rows"]
+__all__ = ["Flagged", "flagged_earlier", "remeasure_noisy"]

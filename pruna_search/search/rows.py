@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..core import names
@@ -15,6 +15,8 @@ from ..core.keys import (
     PLAN_ATTR,
     PRUNED_ATTR,
     REFERENCE_ATTR,
+    REMEASURED_PREFIX,
+    RERANKED_PREFIX,
     STOPPED_ATTR,
     WARM_START_ATTR,
 )
@@ -22,7 +24,7 @@ from ..core.plan import Plan
 from ..core.precision import Precision
 from ..space import SearchSpace
 from .objectives import Objective
-from .study import FrozenTrial, Trial, TrialState
+from .study import FrozenTrial, Trial, TrialState, completed
 
 LATENCY_NAMES = (names.LATENCY, names.LATENCY_P10, names.LATENCY_P50, names.LATENCY_P90)
 
@@ -154,13 +156,91 @@ def row_of(trial: FrozenTrial) -> dict[str, Any]:
     return row
 
 
+def remeasured(study) -> dict[int, dict[str, Any]]:
+    """The figures measured again after a run (``remeasure.remeasure_noisy``), by trial
+    number."""
+    return {
+        int(key[len(REMEASURED_PREFIX) :]): value
+        for key, value in study.user_attrs.items()
+        if key.startswith(REMEASURED_PREFIX)
+    }
+
+
+def reranked(study) -> dict[int, dict[str, Any]]:
+    """Each trial's accuracy at the highest fidelity it was re-ranked at (``rerank.Reranker``),
+    by trial number: ``{"steps", "accuracy", "accuracy_drop", "seconds"}``."""
+    best: dict[int, dict[str, Any]] = {}
+    for key, value in study.user_attrs.items():
+        if not key.startswith(RERANKED_PREFIX):
+            continue
+        number = int(key[len(RERANKED_PREFIX) :].split(".")[0])
+        if number not in best or value["steps"] > best[number]["steps"]:
+            best[number] = value
+    return best
+
+
+def study_rows(study, objective: Objective) -> list[dict[str, Any]]:
+    """A row (``row_of``) per completed trial, with what was learnt after its trial:
+
+    - a flagged latency figure measured again steady (its own, or for a repeat its original's)
+      replaces the flagged one: ``latency_noisy`` empty, ``latency_remeasured`` says what it was;
+    - an accuracy re-ranked at a higher fidelity replaces the trial's (``trial_accuracy``,
+      ``trial_accuracy_drop`` and ``trial_feasible`` keep the trial's, ``rerank_steps`` says at
+      how many fine-tune steps; None when not re-ranked);
+
+    and its feasibility judged again on the figures it carries."""
+    again, higher = remeasured(study), reranked(study)
+    rows = []
+    for trial in completed(study):
+        row = row_of(trial)
+        source = int(row["duplicate_of"] if row["duplicate_of"] is not None else trial.number)
+        figures = again.get(source)
+        if figures is not None:
+            row.update({name: figures[name] for name in (*LATENCY_NAMES, names.SPEEDUP)})
+            row["latency_noisy"] = ""
+            row["latency_remeasured"] = (
+                f"measured again after the run: was {figures['was_speedup']:.2f}x, flagged "
+                f"({figures['was']})"
+            )
+            row["feasible"] = all(v <= 0 for v in objective.constraints(row).values())
+        row["trial_accuracy"] = row.get(names.ACCURACY)
+        row["trial_accuracy_drop"] = row.get(names.ACCURACY_DROP)
+        row["trial_feasible"], row["rerank_steps"] = row["feasible"], None
+        record = higher.get(source)
+        if record is not None:
+            row[names.ACCURACY] = record[names.ACCURACY]
+            row[names.ACCURACY_DROP] = record[names.ACCURACY_DROP]
+            row["rerank_steps"] = record["steps"]
+            row["feasible"] = all(v <= 0 for v in objective.constraints(row).values())
+        rows.append(row)
+    return rows
+
+
+def at_trial_fidelity(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """``study_rows`` as the trials measured them: each row's trial accuracy and feasibility
+    (what the choice would be made on without re-ranking)."""
+    return [
+        {
+            **r,
+            names.ACCURACY: r["trial_accuracy"],
+            names.ACCURACY_DROP: r["trial_accuracy_drop"],
+            "feasible": r["trial_feasible"],
+        }
+        for r in rows
+    ]
+
+
 __all__ = [
     "LATENCY_NAMES",
+    "at_trial_fidelity",
     "is_feasible",
     "latency_of",
     "params_key",
     "plan_summary",
     "record_latency",
+    "remeasured",
+    "reranked",
     "row_of",
+    "study_rows",
     "trial_line",
 ]

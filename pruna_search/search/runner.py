@@ -17,6 +17,7 @@ What the loop guarantees:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import signal
@@ -36,16 +37,18 @@ from ..core.keys import (
     PLAN_ATTR,
     PRUNED_ATTR,
     REFERENCE_ATTR,
+    RETRY_ATTR,
     SECONDS_ATTR,
     STOPPED_ATTR,
 )
-from ..core.plan import Plan
+from ..core.plan import Finetune, Plan
 from ..core.progress import bar, quiet
 from ..space import SearchSpace, model_key
 from .early_stop import Reporter, StopRules
 from .evaluate import Evaluation, Evaluator
 from .objectives import Objective
 from .remeasure import Flagged, remeasure_noisy
+from .rerank import Reranked, Reranker
 from .rows import (
     LATENCY_NAMES,
     is_feasible,
@@ -64,6 +67,9 @@ from .study import (
     TrialState,
     completed,
     evaluated,
+    fail_stale_trials,
+    retries,
+    running,
 )
 
 log = logging.getLogger("pruna_search")
@@ -86,6 +92,11 @@ class LoopSettings:
         report_every: fine-tune steps between two reports.
         max_stopped: stop after this many trials stopped early since the last evaluated plan
             (the sampler offers nothing that reaches the budget).
+        rerank: the fine-tune the candidates are re-ranked with after the trials (None: no
+            re-ranking; see ``rerank``).
+        rerank_top: candidates re-ranked at a time.
+        grace_period, heartbeat_interval: the storage's (``study``): how long a trial left
+            RUNNING by another process is waited for before the run ends.
     """
 
     n_trials: int
@@ -96,11 +107,27 @@ class LoopSettings:
     early_stopping: bool = False
     report_every: int = 20
     max_stopped: int = 25
+    rerank: Finetune | None = None
+    rerank_top: int = 3
+    grace_period: int = 90
+    heartbeat_interval: int = 30
 
     @classmethod
-    def of(cls, study: StudySettings) -> LoopSettings:
-        """The loop's settings from the ``study`` config section."""
+    def of(
+        cls, study: StudySettings, trial: Finetune | None = None, final: Finetune | None = None
+    ) -> LoopSettings:
+        """The loop's settings from the ``study`` config section; ``trial`` and ``final``:
+        the trials' and the final fine-tune. Re-ranking uses the final one (with
+        ``study.rerank_steps`` when set), and is off when that is not longer than the trials'."""
+        rerank = None
+        if trial is not None and final is not None and study.rerank_top is not None:
+            rerank = dataclasses.replace(final, steps=study.rerank_steps or final.steps)
+            rerank = rerank if rerank.steps > trial.steps else None
         return cls(
+            rerank=rerank,
+            rerank_top=study.rerank_top or 3,
+            grace_period=study.grace_period,
+            heartbeat_interval=study.heartbeat_interval,
             n_trials=study.n_trials,
             timeout=study.timeout,
             max_consecutive_failures=study.max_consecutive_failures,
@@ -132,6 +159,7 @@ class LoopOutcome:
     stopped_for_failures: str | None = None
     seconds: float = 0.0
     stage_seconds: dict[str, list[float]] = field(default_factory=dict)
+    reranked: Reranked | None = None  # what re-ranking did (None: not run)
 
 
 class Interrupts:
@@ -274,8 +302,42 @@ class TrialLoop:
             self.outcome.stopped_for_failures = trial.user_attrs.get(FAIL_ATTR, "unknown")
             stop = True
         self.outcome.interrupted = self.interrupts.requested
-        enough = len(evaluated(self.study)) >= self.settings.n_trials
-        return stop or enough or self.interrupts.requested
+        return stop or not self.needed() or self.interrupts.requested
+
+    def needed(self) -> bool:
+        """Plans left to evaluate: fewer than ``n_trials`` evaluated, or the retry of a
+        trial that did not finish (``study.retries``) waiting."""
+        return len(evaluated(self.study)) < self.settings.n_trials or bool(retries(self.study))
+
+    def wait_for_running(self) -> None:
+        """Trials another process left RUNNING (killed, or another worker's): wait until
+        they finish or go stale — then Optuna marks them FAIL and enqueues their retry, which
+        this run evaluates — for at most ``grace_period`` + 2 heartbeats; so a plan a killed
+        run was evaluating is never lost, even when ``n_trials`` is met without it."""
+        others = running(self.study)
+        if not others:
+            return
+        grace, beat = self.settings.grace_period, self.settings.heartbeat_interval
+        log.info(
+            f"study    waiting for trial {', '.join(str(t.number) for t in others)}: running "
+            f"in another process, or killed (retried after {grace} s without heartbeat, "
+            "study.grace_period)"
+        )
+        deadline = time.monotonic() + grace + 2 * beat
+        while running(self.study) and time.monotonic() < deadline:
+            fail_stale_trials(self.study)  # a stale trial: FAIL, and its retry enqueued
+            if retries(self.study):
+                self._optimize()
+                if self.outcome.interrupted:
+                    return
+            else:
+                time.sleep(min(2.0, beat))
+        left = running(self.study)
+        if left:
+            log.warning(
+                f"study    trial {', '.join(str(t.number) for t in left)} still running after "
+                f"{grace + 2 * beat} s with a heartbeat: another worker's; not waiting for it"
+            )
 
     # --- one trial ---
 
@@ -320,9 +382,8 @@ class TrialLoop:
         except KeyboardInterrupt:
             trial.set_user_attr(FAIL_ATTR, "interrupted (Ctrl-C); enqueued again")
             label = trial.user_attrs.get(REFERENCE_ATTR)
-            self.study.enqueue_trial(
-                dict(trial.params), user_attrs={REFERENCE_ATTR: label} if label else None
-            )
+            attrs = {RETRY_ATTR: trial.number, **({REFERENCE_ATTR: label} if label else {})}
+            self.study.enqueue_trial(dict(trial.params), user_attrs=attrs)
             raise
         except TrialPruned:
             raise
@@ -396,16 +457,20 @@ class TrialLoop:
     # --- the run ---
 
     def run(self) -> LoopOutcome:
-        """Run trials (see the class); then measure flagged figures again."""
+        """Run trials (see the class); then measure flagged figures again and re-rank the
+        candidates (also when there was nothing to evaluate: the same command run again does
+        what is missing)."""
         start = time.perf_counter()
         self.done = self.finished()
-        if len(evaluated(self.study)) < self.settings.n_trials:
+        if self.needed():
             self._optimize()
-        # with nothing to evaluate, the same command run again measures flagged figures again
+        if not self.outcome.interrupted and not self.outcome.stopped_for_failures:
+            self.wait_for_running()
         if not self.outcome.interrupted and not self.outcome.stopped_for_failures:
             self.outcome.remeasured, self.outcome.still_noisy = remeasure_noisy(
                 self.study, self.space, self.evaluator, self.kept
             )
+            self._rerank(start)
         self.outcome.seconds = time.perf_counter() - start
         if self.outcome.exhausted:
             log.warning(
@@ -422,6 +487,25 @@ class TrialLoop:
                 "budget, or study.pruner=none)"
             )
         return self.outcome
+
+    def _rerank(self, start: float) -> None:
+        """Re-rank the candidates within what is left of ``timeout``."""
+        recipe = self.settings.rerank
+        if recipe is None:
+            return
+        timeout = self.settings.timeout
+        deadline = (
+            None if timeout is None else time.monotonic() + timeout - (time.perf_counter() - start)
+        )
+        try:
+            with self.interrupts:
+                reranker = Reranker(self.study, self.space, self.evaluator, self.objective, recipe)
+                self.outcome.reranked = reranker.run(
+                    self.settings.rerank_top, deadline, lambda: self.interrupts.requested
+                )
+        except KeyboardInterrupt:
+            self.outcome.interrupted = True
+        self.outcome.interrupted |= self.interrupts.requested
 
     def _optimize(self) -> None:
         n_trials = self.settings.n_trials

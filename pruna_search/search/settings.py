@@ -260,6 +260,18 @@ def _seed(value: Any) -> int | None:
     )
 
 
+def _check_rerank(study: StudySettings, finetune: FinetuneSettings) -> None:
+    """A ``study.rerank_steps`` set must exceed the trials' steps, or re-ranking learns nothing
+    (left null, re-ranking uses the final fine-tune, and is skipped when that is no longer)."""
+    steps = study.rerank_steps
+    if study.rerank_top is not None and steps is not None and steps <= finetune.trial_steps:
+        raise ConfigError(
+            f"study.rerank_steps: {steps} must exceed finetune.trial_steps "
+            f"({finetune.trial_steps}) for re-ranking to see more than the trials; raise it, "
+            "or study.rerank_top=null (no re-ranking)"
+        )
+
+
 def _check_sections(config: Mapping[str, Any]) -> None:
     unknown = [k for k in config if k not in (*SECTIONS, "seed", "verbose", "experiment")]
     if unknown:
@@ -314,6 +326,8 @@ class JobSettings:
         trial_finetune, final_finetune = finetune.recipes()
         space = _typed(config, "space", SpaceSettings)
         sampler_config = _section(config, "sampler")
+        study = _typed(config, "study", StudySettings)
+        _check_rerank(study, finetune)
         return cls(
             model=model,
             data=data,
@@ -325,7 +339,7 @@ class JobSettings:
             sampler=sampler_config.pop("name", "tpe"),
             seed=_seed(sampler_config.pop("seed", config.get("seed", 0))),
             sampler_options=sampler_config,
-            study=_typed(config, "study", StudySettings),
+            study=study,
             trial_finetune=trial_finetune,
             final_finetune=final_finetune,
             compute=Compute.resolve(finetune.device, finetune.amp),

@@ -29,6 +29,7 @@ from ..core.keys import (
     DUPLICATE_ATTR,
     IDENTITY_ATTR,
     REFERENCE_ATTR,
+    RETRY_ATTR,
     UID_ATTR,
 )
 from ..space import SearchSpace, uniform_params
@@ -52,6 +53,9 @@ __all__ = [
     "completed",
     "enqueue_references",
     "evaluated",
+    "fail_stale_trials",
+    "retries",
+    "running",
     "load_study",
     "make_pruner",
     "make_sampler",
@@ -96,6 +100,11 @@ class StudySettings:
             stopped trial is PRUNED and does not count in n_trials (see search/early_stop.py).
         report_every: fine-tune steps between two reports of a trial's proxy accuracy (the
             first comes after BatchNorm recalibration, at step 0).
+        rerank_top: after the trials, the plans that could be shipped are fine-tuned again
+            with ``rerank_steps`` and the choice is made on that accuracy (search/rerank.py):
+            this many of them at a time, again while the choice moves (null: no re-ranking).
+        rerank_steps: the re-ranking fine-tune's steps (null: ``finetune.final_steps``, so
+            the shipped model's accuracy is the one it was chosen on).
     """
 
     name: str | None = None
@@ -111,6 +120,8 @@ class StudySettings:
     warm_start: str = "auto"
     pruner: str = "successive_halving"
     report_every: int = 20
+    rerank_top: int | None = 3
+    rerank_steps: int | None = None
 
     def __post_init__(self) -> None:
         if self.warm_start not in WARM_STARTS:
@@ -121,24 +132,7 @@ class StudySettings:
         check_pruner(self.pruner)
         # null in YAML: no reference trials besides dense and uniform int8
         object.__setattr__(self, "reference_ratios", tuple(self.reference_ratios or ()))
-        if isinstance(self.n_trials, bool) or not isinstance(self.n_trials, int):
-            raise ConfigError(f"study.n_trials: {self.n_trials!r} must be an integer >= 1")
-        if self.n_trials <= 0:
-            raise ConfigError(
-                f"study.n_trials: {self.n_trials} must be >= 1 "
-                "(distinct plans to evaluate in total)"
-            )
-        if self.timeout is not None and not self.timeout > 0:
-            raise ConfigError(f"study.timeout: {self.timeout!r} must be > 0 seconds or null")
-        for field in (
-            "heartbeat_interval",
-            "grace_period",
-            "max_consecutive_failures",
-            "report_every",
-        ):
-            value = getattr(self, field)
-            if not isinstance(value, int) or value < 1:
-                raise ConfigError(f"study.{field}: {value!r} must be an integer >= 1")
+        self._check_counts()
         if self.grace_period <= self.heartbeat_interval:
             raise ConfigError(
                 f"study.grace_period: {self.grace_period} must exceed study.heartbeat_interval "
@@ -151,6 +145,35 @@ class StudySettings:
                 f"study.storage: {self.storage!r} is not a storage URL; use e.g. "
                 "sqlite:///pruna_search.db or postgresql://user@host/db"
             )
+
+    def _check_counts(self) -> None:
+        """The integer keys: n_trials, timeout, the intervals, the re-ranking."""
+        if isinstance(self.n_trials, bool) or not isinstance(self.n_trials, int):
+            raise ConfigError(f"study.n_trials: {self.n_trials!r} must be an integer >= 1")
+        if self.n_trials <= 0:
+            raise ConfigError(
+                f"study.n_trials: {self.n_trials} must be >= 1 "
+                "(distinct plans to evaluate in total)"
+            )
+        if self.timeout is not None and not self.timeout > 0:
+            raise ConfigError(f"study.timeout: {self.timeout!r} must be > 0 seconds or null")
+        for field in ("heartbeat_interval", "grace_period", "max_consecutive_failures"):
+            value = getattr(self, field)
+            if not isinstance(value, int) or value < 1:
+                raise ConfigError(f"study.{field}: {value!r} must be an integer >= 1")
+        for field, null in (
+            ("report_every", None),
+            ("rerank_top", "(no re-ranking)"),
+            ("rerank_steps", "(finetune.final_steps)"),
+        ):
+            value = getattr(self, field)
+            if value is None and null is not None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(
+                    f"study.{field}: {value!r} must be an integer >= 1"
+                    + (f", or null {null}" if null else "")
+                )
 
 
 def check_pruner(name: str) -> None:
@@ -364,6 +387,26 @@ def enqueue_labelled(
 
 def completed(study: optuna.Study) -> list[FrozenTrial]:
     return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+
+
+def retries(study: optuna.Study) -> list[FrozenTrial]:
+    """WAITING trials that evaluate again a trial that did not finish: Optuna's retry of a
+    trial a killed process left RUNNING (after ``grace_period``), or a trial aborted by Ctrl-C.
+    They run even when ``n_trials`` is met, so no plan (a reference included) is lost."""
+    waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+    return [t for t in waiting if "failed_trial" in t.system_attrs or RETRY_ATTR in t.user_attrs]
+
+
+def running(study: optuna.Study) -> list[FrozenTrial]:
+    return study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+
+
+def fail_stale_trials(study: optuna.Study) -> None:
+    """Mark FAIL the RUNNING trials without a heartbeat for ``grace_period`` (their process
+    was killed); the storage's callback enqueues each one's retry."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
 
 
 def evaluated(study: optuna.Study) -> list[FrozenTrial]:

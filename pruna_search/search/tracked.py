@@ -111,6 +111,15 @@ class StudyTracking:
                     for r in again
                 },
                 remeasured_why={int(r["number"]): str(r["latency_remeasured"]) for r in again},
+                reranked={
+                    int(r["number"]): {
+                        "accuracy_reranked": r[names.ACCURACY],
+                        "accuracy_drop_reranked": r[names.ACCURACY_DROP],
+                        "rerank_steps": float(r["rerank_steps"]),
+                    }
+                    for r in rows
+                    if r.get("rerank_steps") is not None and r.get("duplicate_of") is None
+                },
             )
         )
         self.tracker.close("KILLED" if status == "interrupted" else "FINISHED")

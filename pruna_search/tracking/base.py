@@ -97,6 +97,9 @@ class StudyEnd:
     # after it, by trial number: the metrics to log on that trial's child run, and why
     remeasured: Mapping[int, Mapping[str, float]] = field(default_factory=dict)
     remeasured_why: Mapping[int, str] = field(default_factory=dict)
+    # accuracies re-ranked at a higher fidelity after the trials, by trial number: the metrics
+    # to add to that trial's child run (accuracy_reranked, accuracy_drop_reranked, rerank_steps)
+    reranked: Mapping[int, Mapping[str, float]] = field(default_factory=dict)
 
 
 class Tracker:
@@ -109,7 +112,8 @@ class Tracker:
         """Create the study's parent run, or find the one a previous run of it made."""
 
     def logged_trials(self) -> set[int]:
-        """Trial numbers that already have a child run (to log only what is missing)."""
+        """Trial numbers that already have a finished child run (to log only what is
+        missing, including a child a killed process left half-logged)."""
         return set()
 
     def log_trial(self, record: TrialRecord) -> None:

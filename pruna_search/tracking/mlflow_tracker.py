@@ -171,11 +171,19 @@ class MlflowTracker(Tracker):
                 return runs
 
     def logged_trials(self) -> set[int]:
-        return {
-            int(run.data.tags[TRIAL_TAG])
-            for run in self._children()
-            if run.data.tags.get(TRIAL_TAG, "").isdigit()
-        }
+        """Trials with a finished child run. A child left RUNNING (the process was killed
+        while logging it: no metrics, never terminated) is deleted, so the trial is logged
+        again in full."""
+        logged = set()
+        for run in self._children():
+            number = run.data.tags.get(TRIAL_TAG, "")
+            if not number.isdigit():
+                continue
+            if run.info.status == "RUNNING":
+                self.client.delete_run(run.info.run_id)
+                continue
+            logged.add(int(number))
+        return logged
 
     def log_trial(self, record: TrialRecord) -> None:
         start = time.perf_counter()
@@ -216,9 +224,11 @@ class MlflowTracker(Tracker):
             figures = end.remeasured.get(trial) if trial is not None else None
             if trial is not None and figures is not None:  # the steady figure becomes the latest
                 why = end.remeasured_why.get(trial, "measured again after the run")
-                self._log(run.info.run_id, metrics=figures, tags={**tags, REMEASURED_TAG: why})
-            elif any(run.data.tags.get(k) != v for k, v in tags.items()):
-                self._log(run.info.run_id, tags=tags)
+                tags[REMEASURED_TAG] = why
+            later = {**(figures or {}), **end.reranked.get(trial, {})} if trial is not None else {}
+            new = {m: v for m, v in later.items() if run.data.metrics.get(m) != v}
+            if new or any(run.data.tags.get(k) != v for k, v in tags.items()):
+                self._log(run.info.run_id, metrics=new, tags=tags)
         self._log(
             parent_id,
             metrics=end.metrics,
