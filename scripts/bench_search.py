@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 import optuna
-from search_compare import compare
+from search_compare import compare, composed
 
 from pruna_search.core import hardware, names
 from pruna_search.core.keys import SECONDS_ATTR
@@ -261,6 +261,12 @@ def main() -> int:
         "early stopping, re-ranking) at equal wall-clock time, MINUTES each "
         "(fastest_within_drop, 1 point; scripts/search_compare.py)",
     )
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        help="with --compare: pruna-search overrides that make the config compared (instead "
+        "of --data), e.g. the 224x224 case of scripts/bench_real.py",
+    )
     args = parser.parse_args()
     os.environ.setdefault("PRUNA_SEARCH_PROGRESS", "0")
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
@@ -278,7 +284,10 @@ def main() -> int:
     args.objectives = (
         ["pareto", "fastest_within_drop"] if args.objective == "both" else [args.objective]
     )
-    if args.compare:
+    if args.compare and args.overrides:  # any config: pruna-search's overrides
+        print(f"\n== {' '.join(args.overrides)}: old vs new, {args.compare:g} min", flush=True)
+        lines = compare(composed(args.overrides), args.compare)
+    elif args.compare:
         lines = []
         for data in datasets:
             base = config(data, args, "sqlite:///unused.db", "fastest_within_drop")

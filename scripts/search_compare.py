@@ -37,6 +37,19 @@ NEW = {"pruner": "successive_halving", "warm_start": "auto", "rerank_top": 3}
 MANY = 10_000  # n_trials: the timeout is what ends both searches
 
 
+def composed(overrides: list[str]) -> dict:
+    """The config ``pruna-search OVERRIDES`` runs (its defaults composed by Hydra)."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from pruna_search.cli import schema
+    from pruna_search.cli.errors import CONF_DIR
+
+    schema.register()
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        return OmegaConf.to_container(compose("search", overrides=overrides), resolve=True)
+
+
 def arm_config(base: dict, arm: dict, timeout: float) -> dict:
     cfg = copy.deepcopy(base)
     cfg["study"].update(arm, n_trials=MANY, timeout=max(1.0, timeout))
@@ -129,7 +142,7 @@ def print_arm(run: dict, equal_n: int) -> dict[str, Any]:
     }
     tag = f"[{run['name']}]"
     print(
-        f"{tag} {run['wall']:.0f} s in all (analysis {run['analysis_s']:.0f} s); trials "
+        f"{tag} analysis {run['analysis_s']:.0f} s + search job {run['wall']:.0f} s; trials "
         f"{run['states']}; {out['evaluated']} plans evaluated ({len(references)} references, "
         f"{len(searched)} searched); {stopped} stopped early costing {cost:.0f} s, about "
         f"{saved:.0f} s saved; {s.get('pruned_now', 0)} ruled out on latency; re-ranked "
@@ -215,4 +228,4 @@ def compare(base: dict, minutes: float) -> list[str]:
     return verdicts(figures["old"], figures["new"], runs)
 
 
-__all__ = ["compare"]
+__all__ = ["compare", "composed"]

@@ -190,6 +190,24 @@ def test_bad_files_are_refused_with_a_reason(agent, onnx_files, tmp_path):
     ):
         status, reply = post(url, {"model": onnx_files["small"]}, settings={**QUICK, **bad})
         assert status == 400 and reason in reply["detail"], (bad, status, reply)
+    # what would hold the one measurement slot for hours: 400 naming the setting and limit
+    for bad, reason in (
+        ({"warmup": 10**9}, "settings.warmup: 1000000000 is over this agent's limit of 10000"),
+        ({"batch_size": 100000}, "settings.batch_size: 100000 is over this agent's limit"),
+        ({"time_budget_s": 1e9}, "settings.time_budget_s: 1000000000.0 is over this agent's"),
+    ):
+        status, reply = post(url, {"model": onnx_files["small"]}, settings={**QUICK, **bad})
+        assert status == 400 and reply["detail"].startswith(reason), (bad, status, reply)
+    # the scheme is case-insensitive (RFC 7235): a lower-case bearer is accepted
+    body, kind = _multipart({"settings": json.dumps(QUICK)}, {"model": onnx_files["small"]})
+    request = urllib.request.Request(
+        url + "/measure",
+        data=body,
+        headers={"Content-Type": kind, "Authorization": f"bearer {TOKEN}"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=120) as response:
+        assert response.status == 200
     # it still measures afterwards
     assert post(url, {"model": onnx_files["small"]})[0] == 200
 
@@ -230,6 +248,16 @@ def test_agent_refuses_unsafe_or_bad_options(tmp_path):
             [AGENT, "--port", str(port)], capture_output=True, text=True, env=env, timeout=60
         )
     assert run.returncode == 2 and f"--port {port}: cannot listen" in run.stderr
+
+
+def test_the_banner_brackets_an_ipv6_host():
+    from pruna_search.agent.cli import _url_host
+
+    assert (_url_host("::1"), _url_host("127.0.0.1"), _url_host("[::1]")) == (
+        "[::1]",
+        "127.0.0.1",
+        "[::1]",
+    )
 
 
 def test_agent_imports_no_torch():

@@ -59,6 +59,9 @@ BAD_INPUT = [
     ("study.rerank_top=0", "error: study.rerank_top: 0 must be an integer >= 1, or null"),
     ("study.rerank_steps=30", "error: study.rerank_steps: 30 must exceed finetune.trial_steps"),
     ("study.pruner=halving", "error: study.pruner: 'halving' is unknown"),
+    # a multirun checks every job before the first runs: nothing ran, no multirun/ folder
+    ("-m study.n_trials=3,0", "error: study.n_trials: 0 must be >= 1"),
+    ("-m sampler=tpe,annealing", "error: sampler=annealing: no such option"),
     ("study.storage=sqlite:///missing/dir/s.db", "error: study.storage: folder 'missing/dir'"),
     ("objective.max_accuracy_drop=-0.5", "error: objective.max_accuracy_drop: -0.5 must be"),
     ("tracking.uri=./mlruns", "error: tracking.uri: './mlruns' is not a tracking store"),

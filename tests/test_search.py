@@ -156,7 +156,8 @@ def test_resuming_with_other_settings_is_refused(first_run):
     config = tiny(tmp_path, name=result.study_name)
     config["finetune"]["trial_steps"] = 6
     with pytest.raises(
-        ConfigError, match=r"study.name: .* was created with other settings .*finetune.steps"
+        ConfigError,
+        match=r"study.name: .* was created with other settings \(finetune.trial_steps: 5 then",
     ):
         run_job(config, tmp_path / "refused")
     assert not (tmp_path / "refused").exists()

@@ -156,12 +156,15 @@ def test_a_server_that_is_down_never_breaks_the_study(tmp_path, caplog):
     tracker.start_study(StudyRecord(study="s", experiment="e"))
     for n in range(5):
         tracker.log_trial(record(n))
+    for n in range(5):  # the end of the study tries the missing trials again
+        tracker.log_trial(record(n))
     tracker.close()
     assert time.perf_counter() - start < 60
     warnings = [r for r in caplog.records if "the search goes on" in r.getMessage()]
     assert len(warnings) == 1, "warned once"
     summary = tracker.summary()
-    assert "5 trial runs" in summary and "parent run" in summary
+    assert "5 trial runs" in summary and "parent run" in summary, "each trial counted once"
+    assert "\n" not in summary and len(summary) < 400, summary
 
 
 def test_bad_tracking_settings(tmp_path):
@@ -232,6 +235,11 @@ def test_a_study_is_tracked(tracked_study):
     for key in ("pruna.model", "pruna.target", "pruna.objective", "pruna.overrides"):
         assert tags[key], key
     assert tags["pruna.overrides"] == "a=b"
+    # who and what made it, as the UI shows them; the experiment opens on its runs table
+    assert tags["mlflow.source.name"] == "pruna-search" and tags["mlflow.user"]
+    assert children and all(c.data.tags["mlflow.source.name"] == "pruna-search" for c in children)
+    experiment = client.get_experiment(parent.info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
     assert tags["pruna.version.onnxruntime"] == ort.__version__
     assert tags["pruna.hardware.cores"].isdigit()
     assert parent.data.params["space.tie"] == "stage"

@@ -71,9 +71,12 @@ class Guard:
         headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
         refusal = None
         if self.config.token is not None:
-            given = headers.get("authorization", "")
-            expected = f"Bearer {self.config.token}"
-            if not secrets.compare_digest(given.encode(), expected.encode()):
+            scheme, _, given = headers.get("authorization", "").strip().partition(" ")
+            right = scheme.lower() == "bearer"  # schemes are case-insensitive (RFC 7235)
+            if not (
+                right
+                and secrets.compare_digest(given.strip().encode(), self.config.token.encode())
+            ):
                 refusal = (401, "missing or wrong token: send 'Authorization: Bearer <token>'")
         if refusal is None and "content-length" in headers:
             try:
@@ -125,6 +128,7 @@ def create_app(config: AgentConfig) -> FastAPI:
         settings: Annotated[str, Form()] = "{}",
     ) -> dict[str, Any]:
         timing = _settings(settings)
+        _limits(timing)
         uploads = _uploads(config, model, baseline, reference)
         queue.next += 1
         folder = config.workdir / f"request-{queue.next}"
@@ -237,6 +241,28 @@ def too_large(field: str, size: int, limit: int) -> str:
         f"{field}: {size / 1e6:.1f} MB is over this agent's limit of {limit / 1e6:.1f} MB per "
         "model; start the agent with a larger --max-model-mb"
     )
+
+
+# the most a request may ask of one measurement (it holds the only measurement slot; the
+# agent's --timeout-s stops a run that outlasts it, these refuse at once what cannot be meant)
+SETTING_LIMITS: dict[str, float] = {
+    "batch_size": 1024,
+    "warmup": 10_000,
+    "min_runs": 100_000,
+    "max_runs": 100_000,
+    "time_budget_s": 600.0,
+    "min_window_s": 600.0,
+}
+
+
+def _limits(settings: TimingSettings) -> None:
+    """A setting over this agent's limits: 400 naming it, the value and the limit."""
+    for name, limit in SETTING_LIMITS.items():
+        value = getattr(settings, name)
+        if value > limit:
+            raise HTTPException(
+                400, f"settings.{name}: {value!r} is over this agent's limit of {limit:g}"
+            )
 
 
 def _settings(text: str) -> TimingSettings:

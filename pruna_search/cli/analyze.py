@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import logging
-import shutil
 import sys
 from typing import Any, cast
 
@@ -16,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from ..analyzer.job import run_analysis
 from . import schema
 from .errors import CONF_DIR
-from .run import guarded
+from .run import discard_run_dir, guarded
 from .search import INPUT_ERRORS
 
 log = logging.getLogger("pruna_search")
@@ -33,8 +32,7 @@ def _app(cfg: DictConfig) -> None:
     try:
         result = run_analysis(config, output_dir, list(hydra_cfg.overrides.task))
     except INPUT_ERRORS:
-        logging.shutdown()
-        shutil.rmtree(output_dir, ignore_errors=True)  # bad input: nothing half-written
+        discard_run_dir(output_dir)
         raise
     files = ", ".join(p.name for p in sorted(result.output_dir.iterdir()) if p.is_file())
     log.info(f"outputs  {result.output_dir}: {files}")

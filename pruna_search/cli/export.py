@@ -14,7 +14,8 @@ from ..core.errors import ConfigError
 from ..search.job import export_from_study, list_studies
 from . import schema
 from .errors import CONF_DIR
-from .run import guarded
+from .run import discard_run_dir, guarded
+from .search import INPUT_ERRORS
 
 log = logging.getLogger("pruna_search")
 
@@ -24,25 +25,33 @@ schema.register()
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="export")
 def _app(cfg: DictConfig) -> None:
-    storage = cfg.study.storage
+    output_dir = HydraConfig.get().runtime.output_dir
+    try:
+        check_request(cfg)
+        export_from_study(
+            cfg.study.storage,
+            cfg.study.name,
+            output_dir,
+            trial=cfg.trial,
+            plan_path=cfg.plan,
+            final_steps=cfg.finetune.final_steps,
+        )
+    except INPUT_ERRORS:
+        discard_run_dir(output_dir)  # bad input: no half-written export folder
+        raise
+    log.info(f"outputs  {output_dir}: best.onnx, plan.yaml")
+
+
+def check_request(cfg: DictConfig) -> None:
+    """A study name, and one of trial / plan at most (``ConfigError`` otherwise)."""
     if not cfg.study.name:
-        studies = list_studies(storage)
+        studies = list_studies(cfg.study.storage)
         listing = ", ".join(studies) if studies else "none"
-        raise ConfigError(f"study.name: required; studies in {storage}: {listing}")
+        raise ConfigError(f"study.name: required; studies in {cfg.study.storage}: {listing}")
     if cfg.trial is not None and cfg.plan is not None:
         raise ConfigError("trial / plan: give one of them, not both")
     if cfg.trial is not None and (isinstance(cfg.trial, bool) or not isinstance(cfg.trial, int)):
         raise ConfigError(f"trial: {cfg.trial!r} must be a trial number")
-    output_dir = HydraConfig.get().runtime.output_dir
-    export_from_study(
-        storage,
-        cfg.study.name,
-        output_dir,
-        trial=cfg.trial,
-        plan_path=cfg.plan,
-        final_steps=cfg.finetune.final_steps,
-    )
-    log.info(f"outputs  {output_dir}: best.onnx, plan.yaml")
 
 
 def main() -> None:

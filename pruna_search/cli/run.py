@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import shutil
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from ..core.errors import PrunaSearchError
 from .errors import one_line
@@ -55,6 +58,22 @@ def _run_dir_problem(exc: BaseException, argv: list[str]) -> str | None:
             "can write, or set hydra.run.dir=..."
         )
     return None
+
+
+def discard_run_dir(output_dir: str | os.PathLike) -> None:
+    """Bad input: nothing ran, so leave no half-written run folder behind — the folder, and
+    the folders above it up to the working folder that it leaves empty (``outputs/export``)."""
+    logging.shutdown()  # the run's search.log handler holds the folder open
+    folder = Path(output_dir).resolve()
+    shutil.rmtree(folder, ignore_errors=True)
+    here = Path.cwd().resolve()
+    for parent in folder.parents:
+        if parent == here or here not in parent.parents:
+            break
+        try:
+            parent.rmdir()  # only when empty
+        except OSError:
+            break
 
 
 def guarded(app: Callable[[], None]) -> int:

@@ -7,7 +7,6 @@ budget (the front is still written), 130 interrupted (the study stays resumable)
 from __future__ import annotations
 
 import logging
-import shutil
 import sys
 from pathlib import Path
 from typing import Any, cast
@@ -24,8 +23,8 @@ from ..search import job as job_lib
 from . import schema
 from .errors import CONF_DIR
 from .help import help_text
-from .run import EXIT_INTERRUPTED, EXIT_NO_FEASIBLE, guarded
-from .sweep import write_sweep_summary
+from .run import EXIT_INTERRUPTED, EXIT_NO_FEASIBLE, discard_run_dir, guarded
+from .sweep import MULTIRUN_FLAGS, check_sweep, write_sweep_summary
 
 log = logging.getLogger("pruna_search")
 INPUT_ERRORS = (ConfigError, DataError, ModelError, CheckpointError, TargetError)
@@ -51,9 +50,7 @@ def _app(cfg: DictConfig) -> None:
         )
     except BaseException as exc:
         if isinstance(exc, INPUT_ERRORS) and hydra_cfg.mode == RunMode.RUN:
-            # bad input: nothing ran, so leave no half-written run directory behind
-            logging.shutdown()
-            shutil.rmtree(output_dir, ignore_errors=True)
+            discard_run_dir(output_dir)
         else:
             reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"failed: {exc}"
             write_json(
@@ -88,6 +85,10 @@ def main() -> None:
     if "--no-cache" in sys.argv[1:]:
         # measure every model again instead of reusing cached latency figures
         sys.argv = [a for a in sys.argv if a != "--no-cache"] + ["target.cache=false"]
+    if set(MULTIRUN_FLAGS) & set(sys.argv[1:]):
+        code = guarded(lambda: check_sweep(sys.argv[1:]))  # every job, before the first runs
+        if code:
+            sys.exit(code)
     code = guarded(_app)
     if code == 0 and _status:
         if job_lib.STATUS_INTERRUPTED in _status:

@@ -174,6 +174,7 @@ def open_session(settings: JobSettings, runner: LatencyRunner | None = None) -> 
     ``runner``: the target's latency runner when the caller has made it already."""
     splits = load_data(settings.data)
     check_val_size(settings.objective, splits.size("val"))
+    settings.analysis.subset_of(splits.size("val"))  # the analysis a warm start may run
     model_options = {k: v for k, v in settings.model.items() if k != "name" and v is not None}
     model_options.setdefault("pretrained", False)
     if model_options.get("checkpoint"):

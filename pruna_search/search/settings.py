@@ -252,11 +252,15 @@ def _typed(config: Mapping[str, Any], name: str, kind: type) -> Any:
 
 
 def _seed(value: Any) -> int | None:
-    """The sampler's seed (``seed``, which ``sampler.seed`` follows): an integer or null."""
-    if value is None or (isinstance(value, int) and not isinstance(value, bool)):
+    """The sampler's seed (``seed``, which ``sampler.seed`` follows): an integer in
+    [0, 2**32 - 1] (numpy's range) or null."""
+    if value is None:
+        return value
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**32:
         return value
     raise ConfigError(
-        f"seed: {value!r} must be an integer (e.g. seed=0), or null for a random start"
+        f"seed: {value!r} must be an integer in [0, 4294967295] (e.g. seed=0), or null for a "
+        "random start"
     )
 
 

@@ -336,13 +336,17 @@ def _direction(text: str) -> optuna.study.StudyDirection:
     return optuna.study.StudyDirection[text.upper()]
 
 
+# identity paths that are not spelled as config keys: the identity holds the trial's recipe
+CONFIG_KEYS = {"finetune.steps": "finetune.trial_steps"}
+
+
 def _first_difference(old: Any, new: Any, path: str = "") -> str:
     new = json.loads(json.dumps(new))
     if isinstance(old, dict) and isinstance(new, dict):
         for key in sorted(set(old) | set(new)):
             if old.get(key) != new.get(key):
                 return _first_difference(old.get(key), new.get(key), f"{path}.{key}".lstrip("."))
-    return f"{path}: {old!r} then, {new!r} now"
+    return f"{CONFIG_KEYS.get(path, path)}: {old!r} then, {new!r} now"
 
 
 def reference_plans(space: SearchSpace, ratios: Sequence[float]) -> dict[str, dict[str, Any]]:

@@ -126,6 +126,9 @@ class Tracker:
         """Mark the parent run finished (or KILLED / FAILED)."""
 
 
+ERROR_CHARS = 160  # of a tracking error, in the warning and the closing line
+
+
 class GuardedTracker(Tracker):
     """Wraps a tracker so that it never breaks a study.
 
@@ -143,12 +146,16 @@ class GuardedTracker(Tracker):
 
     def _call(self, what: str, method: str, *args: Any, default: Any = None) -> Any:
         if self.error is not None:
-            self.not_logged.append(what)
+            if what not in self.not_logged:  # a trial is tried again at the end of the study
+                self.not_logged.append(what)
             return default
         try:
             return getattr(self.inner, method)(*args)
         except Exception as exc:  # noqa: BLE001 - tracking must never break a study
-            self.error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            if len(first) > ERROR_CHARS:  # a server's long retry report: its head says enough
+                first = first[: ERROR_CHARS - 3] + "..."
+            self.error = f"{type(exc).__name__}: {first}"
             self.not_logged.append(what)
             log.warning(
                 f"tracking {self.name} at {self.where}: {self.error}; the search goes on "

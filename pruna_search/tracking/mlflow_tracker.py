@@ -9,6 +9,7 @@ the parent, ``best.onnx`` logged as an ONNX model and registered. Logging goes t
 from __future__ import annotations
 
 import contextlib
+import getpass
 import hashlib
 import io
 import logging
@@ -49,13 +50,38 @@ import mlflow  # noqa: E402
 import mlflow.onnx  # noqa: E402
 from mlflow import MlflowClient  # noqa: E402
 from mlflow.entities import Metric, Param, Run, RunTag  # noqa: E402
-from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME  # noqa: E402
+from mlflow.utils.mlflow_tags import (  # noqa: E402
+    MLFLOW_GIT_COMMIT,
+    MLFLOW_PARENT_RUN_ID,
+    MLFLOW_RUN_NAME,
+    MLFLOW_SOURCE_NAME,
+    MLFLOW_SOURCE_TYPE,
+    MLFLOW_USER,
+)
 
 log = logging.getLogger("pruna_search")
 for noisy in ("mlflow", "alembic", "sqlalchemy", "urllib3"):
     logging.getLogger(noisy).setLevel(logging.ERROR)
 
 MAX_PARAM_LENGTH = 6000
+# the experiment's kind: MLflow 3's UI opens an experiment of this kind on its runs table with
+# metric columns (without it, in its GenAI mode on one collapsed row)
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
+SOURCE = "pruna-search"
+
+
+def source_tags(commit: str | None = None) -> dict[str, str]:
+    """Who and what made a run, as MLflow's UI shows it (User, Source, Git commit)."""
+    try:
+        user = getpass.getuser()
+    except Exception:  # no user name in this environment (a container without one)
+        user = "unknown"
+    tags = {MLFLOW_USER: user, MLFLOW_SOURCE_NAME: SOURCE, MLFLOW_SOURCE_TYPE: "LOCAL"}
+    if commit:
+        tags[MLFLOW_GIT_COMMIT] = commit
+    return tags
+
+
 CHAMPION = "champion"  # the alias of the registered version a study shipped last
 BATCH = 100  # MLflow's limit of params per log_batch
 
@@ -88,12 +114,18 @@ class MlflowTracker(Tracker):
     def _experiment(self, name: str) -> str:
         found = self.client.get_experiment_by_name(name)
         if found is not None:
+            if found.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:  # made by an older version
+                self.client.set_experiment_tag(
+                    found.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND
+                )
             return found.experiment_id
         location = None
         db = sqlite_path(self.uri)
         if db is not None:
             location = (db.resolve().parent / ARTIFACTS_DIR / name).as_uri()
-        return self.client.create_experiment(name, artifact_location=location)
+        return self.client.create_experiment(
+            name, artifact_location=location, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}
+        )
 
     def start_study(self, record: StudyRecord) -> None:
         self.experiment_id = self._experiment(record.experiment)
@@ -106,7 +138,12 @@ class MlflowTracker(Tracker):
             order_by=["attributes.start_time ASC"],
             max_results=1,
         )
-        tags = {**record.tags, STUDY_TAG: record.study, RUN_KIND_TAG: "study"}
+        tags = {
+            **source_tags(record.tags.get(keys.GIT_COMMIT_TAG)),
+            **record.tags,
+            STUDY_TAG: record.study,
+            RUN_KIND_TAG: "study",
+        }
         if record.uid:
             tags[STUDY_UID_TAG] = record.uid
         if existing:
@@ -192,6 +229,7 @@ class MlflowTracker(Tracker):
             experiment_id,
             start_time=record.start_ms,
             tags={
+                **source_tags(),
                 MLFLOW_PARENT_RUN_ID: parent_id,
                 MLFLOW_RUN_NAME: f"trial-{record.number}",
                 RUN_KIND_TAG: "trial",
