@@ -15,33 +15,21 @@ every file the run left in its working directory.
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
-from pruna_search.cli.search import main
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+from fuzz_cli import run_case as run_tool  # noqa: E402  (one runner for the tests and the fuzzer)
 
 
 def run_case(workdir: Path, override: str) -> dict:
-    workdir.mkdir(parents=True)
-    os.chdir(workdir)
-    log = workdir.parent / f"{workdir.name}.stderr"
-    saved = os.dup(2)
-    with open(log, "w") as sink:
-        sys.stderr.flush()
-        os.dup2(sink.fileno(), 2)
-        sys.argv = ["pruna-search", *override.split()]
-        try:
-            main()
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-    left = sorted(str(p.relative_to(workdir)) for p in workdir.rglob("*"))
-    return {"override": override, "code": code, "stderr": log.read_text(), "left": left}
+    run = run_tool(workdir, "pruna-search", override)
+    return {
+        "override": override,
+        "code": run["code"],
+        "stderr": "\n".join(run["lines"]),
+        "left": run["left"],
+    }
 
 
 def main_driver(argv: list[str]) -> None:
