@@ -436,6 +436,67 @@ def test_a_trial_killed_within_the_grace_period_is_not_lost(tmp_path, resnet20_t
     assert one.info.status == "FINISHED" and "accuracy" in one.data.metrics
 
 
+def kill_at_line(tmp_path: Path, args: list[str], marker: str) -> None:
+    """Run pruna-search until a line starting with ``marker`` is printed, then kill -9 its
+    whole process group at once."""
+    proc = subprocess.Popen(
+        [str(BIN / "pruna-search"), *args],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PRUNA_SEARCH_PROGRESS": "0"},
+        start_new_session=True,
+    )
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if line.startswith(marker):
+            os.killpg(proc.pid, signal.SIGKILL)
+            break
+    else:
+        raise AssertionError(f"no line starting with {marker!r}; exit {proc.wait()}")
+    proc.wait()
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    "marker", ["trial    1 ", "final    "], ids=["between_trials", "after_the_final_line"]
+)
+def test_a_kill_between_trials_or_after_the_final_line_loses_nothing(
+    tmp_path, resnet20_trained, marker
+):
+    """Kill -9 just after a trial's line (its MLflow child being logged) or just after the
+    final line (best.onnx being written), then the same command: every plan COMPLETE once,
+    every MLflow child FINISHED with metrics, best.onnx in the new run folder."""
+    args = [*TINY, "study.n_trials=3", "study.name=killed_at_line"]
+    kill_at_line(tmp_path, [*args, "hydra.run.dir=first"], marker)
+    done = cli(tmp_path, *args, "hydra.run.dir=second")
+    assert done.returncode == 0, done.stderr[-2000:]
+    trials = optuna.load_study(
+        study_name="killed_at_line", storage=f"sqlite:///{tmp_path}/pruna_search.db"
+    ).get_trials()
+    complete = [t for t in trials if t.state.name == "COMPLETE"]
+    assert len(complete) >= 3 and not [t for t in trials if t.state.name == "RUNNING"]
+    evaluated = [t for t in complete if "pruna.duplicate_of" not in t.user_attrs]
+    params = [tuple(sorted(t.params.items())) for t in evaluated]
+    assert len(set(params)) == len(params), "no plan evaluated twice"
+    assert (tmp_path / "second" / "best.onnx").is_file()
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    children = [
+        r
+        for r in client.search_runs([e.experiment_id for e in client.search_experiments()])
+        if r.data.tags.get("pruna.run") == "trial"
+    ]
+    assert sorted(int(r.data.tags["pruna.trial"]) for r in children) == [
+        t.number for t in trials if t.state.name in ("COMPLETE", "PRUNED", "FAIL")
+    ]
+    assert all(r.info.status in ("FINISHED", "FAILED") for r in children)
+    assert all("accuracy" in r.data.metrics for r in children if r.info.status == "FINISHED")
+
+
 @pytest.mark.slow
 @pytest.mark.integration
 def test_ctrl_c_finishes_the_running_trial_and_the_study_resumes(tmp_path, resnet20_trained):

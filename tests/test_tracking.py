@@ -36,6 +36,7 @@ from pruna_search.tracking import (
     TrialRecord,
     make_tracker,
 )
+from pruna_search.tracking.mlflow_tracker import UI_PAGE
 
 METRICS = {"accuracy": 0.98, "accuracy_drop": 0.01, "latency_ms_p50": 0.4, "speedup": 2.0}
 
@@ -472,9 +473,12 @@ def test_the_mlflow_ui_shows_the_trials(tracked_study):
         browser = webdriver.Chrome(service=Service(driver_path), options=options)
         try:
             browser.set_page_load_timeout(60)
-            browser.get(f"{url}/#/experiments/{experiment}/runs")
+            # the page pruna-search-ui prints, then the experiment: "Model training" mode, its
+            # runs table (MLflow 3.17 opens its GenAI overview without workflowType)
+            browser.get(f"{url}{UI_PAGE}".replace("#/experiments", f"#/experiments/{experiment}"))
             wait = WebDriverWait(browser, 60)
             wait.until(lambda b: result.study_name[:20] in body_text(b))
+            assert "Run Name" in body_text(browser) and "Traces\n0" not in body_text(browser)
             show_trials_with_columns(browser, ("accuracy", "latency_ms_p50", "speedup"))
             wait.until(lambda b: "trial-" in body_text(b) and "latency_ms_p50" in body_text(b))
             text = body_text(browser)
@@ -517,6 +521,8 @@ def test_pruna_search_ui_serves_the_store_and_stops_with_its_server(tmp_path):
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 130
+    banner = proc.stdout.read() if proc.stdout else ""
+    assert f"http://127.0.0.1:{port}/#/experiments?workflowType=machine_learning" in banner
     with pytest.raises(OSError):  # the server went with it
         urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
 

@@ -17,7 +17,7 @@ import sys
 
 from ..core.errors import ConfigError
 from ..tracking import DEFAULT_URI, check_uri, sqlite_path
-from ..tracking.mlflow_tracker import ui_command
+from ..tracking.mlflow_tracker import ui_command, ui_url
 from .run import EXIT_ERROR, EXIT_INTERRUPTED
 
 
@@ -46,7 +46,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_ERROR
     command, env = ui_command(args.uri, args.host, args.port)
     print(
-        f"MLflow UI for {args.uri}: http://{args.host}:{args.port} (Ctrl-C stops it)", flush=True
+        f"MLflow UI for {args.uri}: {ui_url(args.host, args.port)} (Ctrl-C stops it)",
+        flush=True,
     )
     # its own process group, so stopping this command stops the server and its workers
     server = subprocess.Popen(command, env=env, start_new_session=True)

@@ -64,8 +64,8 @@ for noisy in ("mlflow", "alembic", "sqlalchemy", "urllib3"):
     logging.getLogger(noisy).setLevel(logging.ERROR)
 
 MAX_PARAM_LENGTH = 6000
-# the experiment's kind: MLflow 3's UI opens an experiment of this kind on its runs table with
-# metric columns (without it, in its GenAI mode on one collapsed row)
+# the experiment's kind, as MLflow records it (MLflow 3.17's UI takes its mode from the URL
+# instead: ``UI_PAGE``)
 EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
 SOURCE = "pruna-search"
 
@@ -341,6 +341,17 @@ class MlflowTracker(Tracker):
     def close(self, status: str = "FINISHED") -> None:
         if self.parent_id is not None:
             self.client.set_terminated(self.parent_id, status=status)
+
+
+# MLflow 3.17's UI takes its mode from the URL (or the browser's last choice), not from the
+# experiment's kind: this opens the experiments in its "Model training" mode, on the runs table
+UI_PAGE = "/#/experiments?workflowType=machine_learning"
+
+
+def ui_url(host: str, port: int) -> str:
+    """The page of ``pruna-search-ui`` to open: the experiments, in "Model training" mode."""
+    name = f"[{host}]" if ":" in host else host
+    return f"http://{name}:{port}{UI_PAGE}"
 
 
 def ui_command(uri: str, host: str, port: int) -> tuple[list[str], dict[str, str]]:
