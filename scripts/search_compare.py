@@ -27,6 +27,7 @@ import optuna
 from pruna_search.analyzer.job import run_analysis
 from pruna_search.analyzer.warmstart import warm_start_plans
 from pruna_search.core import names
+from pruna_search.core.keys import DUPLICATE_ATTR, STOPPED_ATTR
 from pruna_search.report.front import hypervolume
 from pruna_search.search.job import run_job
 from pruna_search.search.rows import at_trial_fidelity, study_rows
@@ -108,12 +109,12 @@ def time_to_reach(timeline: list[tuple[float, dict]], target: float) -> float | 
 def saved_seconds(run: dict) -> tuple[int, float, float]:
     """Trials stopped early, what they cost, and what they would have cost in full (the mean
     seconds of the evaluated searched trials that were fine-tuned)."""
-    stopped = [t for t in run["trials"] if "pruna.stopped" in t.user_attrs]
+    stopped = [t for t in run["trials"] if STOPPED_ATTR in t.user_attrs]
     full = [
         t.user_attrs[names.TRIAL_SECONDS]
         for t in run["trials"]
         if t.state.name == "COMPLETE"
-        and "pruna.duplicate_of" not in t.user_attrs
+        and DUPLICATE_ATTR not in t.user_attrs
         and t.user_attrs.get(names.TRIAL_SECONDS, 0) > 5
     ]
     each = sum(full) / len(full) if full else 0.0

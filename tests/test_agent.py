@@ -251,9 +251,9 @@ def test_agent_refuses_unsafe_or_bad_options(tmp_path):
 
 
 def test_the_banner_brackets_an_ipv6_host():
-    from pruna_search.agent.cli import _url_host
+    from pruna_search.core.hosts import url_host
 
-    assert (_url_host("::1"), _url_host("127.0.0.1"), _url_host("[::1]")) == (
+    assert (url_host("::1"), url_host("127.0.0.1"), url_host("[::1]")) == (
         "[::1]",
         "127.0.0.1",
         "[::1]",

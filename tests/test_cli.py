@@ -324,17 +324,21 @@ def _running_trial(db: Path) -> int | None:
     return None if row is None else row[0]
 
 
-def start_until_trial_2_runs(tmp_path: Path, args: list[str], **popen) -> subprocess.Popen:
-    """Start pruna-search in the background and return once trial 2 is running."""
-    proc = subprocess.Popen(
+def start_search(tmp_path: Path, args: list[str], **popen) -> subprocess.Popen:
+    """pruna-search in the background, its output piped (``popen`` adds or overrides)."""
+    options = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, **popen}
+    return subprocess.Popen(
         [str(BIN / "pruna-search"), *args],
         cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, "PRUNA_SEARCH_PROGRESS": "0"},
-        **popen,
+        **options,
     )
+
+
+def start_until_trial_2_runs(tmp_path: Path, args: list[str], **popen) -> subprocess.Popen:
+    """Start pruna-search in the background and return once trial 2 is running."""
+    proc = start_search(tmp_path, args, **popen)
     deadline = time.time() + 300
     while _running_trial(tmp_path / "pruna_search.db") is None:
         assert proc.poll() is None and time.time() < deadline, "no trial 2 started"
@@ -439,15 +443,7 @@ def test_a_trial_killed_within_the_grace_period_is_not_lost(tmp_path, resnet20_t
 def kill_at_line(tmp_path: Path, args: list[str], marker: str) -> None:
     """Run pruna-search until a line starting with ``marker`` is printed, then kill -9 its
     whole process group at once."""
-    proc = subprocess.Popen(
-        [str(BIN / "pruna-search"), *args],
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, "PRUNA_SEARCH_PROGRESS": "0"},
-        start_new_session=True,
-    )
+    proc = start_search(tmp_path, args, stderr=subprocess.STDOUT, start_new_session=True)
     assert proc.stdout is not None
     for line in proc.stdout:
         if line.startswith(marker):

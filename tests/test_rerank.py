@@ -122,7 +122,7 @@ def test_reranking_changes_the_choice_when_the_trial_accuracy_misleads(session, 
     reranker = Reranker(study, session.space, session.evaluator, objective, settings.rerank)
     outcome = reranker.run(top=2, deadline=None)
     # uniform int8 prunes nothing: its trial figure is final; only trial 1 was fine-tuned again
-    assert (outcome.plans, outcome.before, outcome.changed) == (1, int8, True)
+    assert outcome.plans == 1  # the choice it moves from trial 0 to trial 1: asserted below
     assert list(outcome.models) == [half]
     assert f"{RERANKED_PREFIX}{half}.{RERANK_STEPS}" in study.user_attrs
     rows = {r["number"]: r for r in study_rows(study, objective)}

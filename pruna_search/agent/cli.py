@@ -21,6 +21,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from ..core.hosts import url_host
+
 EXIT_ERROR = 2
 TOKEN_ENV = "PRUNA_AGENT_TOKEN"
 
@@ -51,11 +53,6 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
-
-
-def _url_host(host: str) -> str:
-    """``host`` as it goes in a URL: an IPv6 address in brackets (``http://[::1]:8765``)."""
-    return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
 
 def check(args: argparse.Namespace, token: str | None) -> None:
@@ -115,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         # SIGTERM stops it like Ctrl-C: uvicorn finishes, the folder is removed
         signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
         print(
-            f"pruna-search-agent on http://{_url_host(args.host)}:{args.port} "
+            f"pruna-search-agent on http://{url_host(args.host)}:{args.port} "
             f"({'token required' if token else 'no token: loopback only'}; models up to "
             f"{args.max_model_mb:g} MB; temporary folder {workdir})",
             flush=True,

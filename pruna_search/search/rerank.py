@@ -54,8 +54,6 @@ class Reranked:
 
     plans: int = 0  # plans fine-tuned again
     seconds: float = 0.0
-    changed: bool = False  # the objective's choice is another trial than before
-    before: int | None = None  # the trial the objective chose on trial figures
     recipe: Finetune | None = None  # the fine-tune the plans were re-ranked with
     # trial number -> the model its re-rank built (to ship as is when it is the final recipe)
     models: dict[int, Candidate] = field(default_factory=dict)
@@ -147,8 +145,6 @@ class Reranker:
         ``stop()`` says so; past ``deadline`` (``time.monotonic()``, the study's timeout) only
         the first ``top`` plans of the run are re-ranked: they are part of choosing, as the
         final export is, but further rounds are not."""
-        before = self.objective.choose(study_rows(self.study, self.objective))
-        self.outcome.before = None if before is None else int(before["number"])
         progress = bar(total=None, desc="re-rank", leave=False)
 
         def may_go_on() -> bool:
@@ -171,10 +167,6 @@ class Reranker:
                 progress.update(1)
         finally:
             progress.close()
-        after = self.objective.choose(study_rows(self.study, self.objective))
-        self.outcome.changed = (None if after is None else int(after["number"])) != (
-            self.outcome.before
-        )
         return self.outcome
 
 

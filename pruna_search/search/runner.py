@@ -59,6 +59,7 @@ from .rows import (
     trial_line,
 )
 from .study import (
+    RERANK_TOP,
     FixedTrial,
     FrozenTrial,
     StudySettings,
@@ -108,9 +109,9 @@ class LoopSettings:
     report_every: int = 20
     max_stopped: int = 25
     rerank: Finetune | None = None
-    rerank_top: int = 3
-    grace_period: int = 90
-    heartbeat_interval: int = 30
+    rerank_top: int = RERANK_TOP
+    grace_period: int = StudySettings.grace_period
+    heartbeat_interval: int = StudySettings.heartbeat_interval
 
     @classmethod
     def of(
@@ -125,7 +126,7 @@ class LoopSettings:
             rerank = rerank if rerank.steps > trial.steps else None
         return cls(
             rerank=rerank,
-            rerank_top=study.rerank_top or 3,
+            rerank_top=study.rerank_top or RERANK_TOP,
             grace_period=study.grace_period,
             heartbeat_interval=study.heartbeat_interval,
             n_trials=study.n_trials,

@@ -35,6 +35,7 @@ from ..core.keys import (
 from ..space import SearchSpace, uniform_params
 
 SAMPLERS = ("tpe", "nsga2", "random", "gp")
+RERANK_TOP = 3  # candidates re-ranked at a time (study.rerank_top)
 WARM_STARTS = ("auto", "analysis", "none")
 PRUNERS = ("successive_halving", "hyperband", "median", "none")
 
@@ -120,7 +121,7 @@ class StudySettings:
     warm_start: str = "auto"
     pruner: str = "successive_halving"
     report_every: int = 20
-    rerank_top: int | None = 3
+    rerank_top: int | None = RERANK_TOP
     rerank_steps: int | None = None
 
     def __post_init__(self) -> None:

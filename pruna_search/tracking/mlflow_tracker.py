@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core import keys
+from ..core.hosts import url_host
 from ..core.keys import (
     CHOSEN_TAG,
     PARETO_TAG,
@@ -350,8 +351,7 @@ UI_PAGE = "/#/experiments?workflowType=machine_learning"
 
 def ui_url(host: str, port: int) -> str:
     """The page of ``pruna-search-ui`` to open: the experiments, in "Model training" mode."""
-    name = f"[{host}]" if ":" in host else host
-    return f"http://{name}:{port}{UI_PAGE}"
+    return f"http://{url_host(host)}:{port}{UI_PAGE}"
 
 
 def ui_command(uri: str, host: str, port: int) -> tuple[list[str], dict[str, str]]:
