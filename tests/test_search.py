@@ -25,7 +25,7 @@ from pruna_search.measure import latency, onnx_accuracy
 from pruna_search.report.front import write_csv
 from pruna_search.search.job import export_from_study, open_session, run_job
 from pruna_search.search.rows import is_feasible, remeasured, row_of, study_rows
-from pruna_search.search.runner import LoopSettings, run_trials
+from pruna_search.search.runner import LoopHooks, LoopSettings, run_trials
 from pruna_search.search.settings import JobSettings
 from pruna_search.search.study import FixedTrial, enqueue_references, reference_plans
 
@@ -335,7 +335,7 @@ def slow_phase(tmp_path, resnet20_trained, monkeypatch):
             session.evaluator,
             settings.objective,
             LoopSettings(n_trials=2),
-            on_trial,
+            LoopHooks(on_trial),
         )
 
     def end():

@@ -19,6 +19,9 @@ REMEASURED_PREFIX = "pruna.remeasured."
 # a trial's accuracy at a higher fidelity (study.rerank_steps), one study attribute per trial and
 # step count: ``pruna.reranked.<trial>.<steps>``
 RERANKED_PREFIX = "pruna.reranked."
+# who chose and exported the study's model last, and when (several workers: the last one to
+# finish does it once; search/workers.py)
+FINAL_ATTR = "pruna.final"
 
 # --- Optuna trial attributes ---
 REFERENCE_ATTR = "pruna.reference"  # the label of a uniform reference trial
@@ -36,6 +39,13 @@ WARM_START_ATTR = "pruna.warm_start"  # the analysis suggestion a trial was enqu
 # the trial a WAITING trial evaluates again (aborted by Ctrl-C); Optuna's own retry of a trial
 # a killed process left RUNNING carries the system attribute ``failed_trial``
 RETRY_ATTR = "pruna.retry_of"
+# the model a RUNNING trial evaluates (a digest of its model key), claimed under the study's lock
+# so no two workers evaluate one model at once
+CLAIM_ATTR = "pruna.claim"
+# a trial skipped because another worker's trial was evaluating the same model (its number)
+BUSY_ATTR = "pruna.running_in"
+# the trial's latency windows: [start, end, seconds waited for the timing lock] (time.time())
+WINDOWS_ATTR = "pruna.timing_windows"
 
 # --- MLflow tags ---
 STUDY_TAG = "pruna.study"

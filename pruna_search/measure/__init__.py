@@ -16,7 +16,16 @@ from .latency import Latency, LatencyComparison, Measurer, compare_latency
 from .metrics import Metric, metric
 from .profile import LayerProfile, ProfileSettings, group_ms, layer_profile
 from .remote import AgentClient
-from .runners import LatencyRunner, LocalRunner, RemoteRunner, file_hash, runner_for
+from .runners import (
+    LatencyRunner,
+    LocalRunner,
+    LockedRunner,
+    RemoteRunner,
+    TimingWindow,
+    device_key,
+    file_hash,
+    runner_for,
+)
 
 __all__ = [
     "AgentClient",
@@ -27,12 +36,15 @@ __all__ = [
     "LayerProfile",
     "LatencyRunner",
     "LocalRunner",
+    "LockedRunner",
     "Measurer",
     "Metric",
     "ProfileSettings",
     "RemoteRunner",
+    "TimingWindow",
     "baseline_floor",
     "compare_latency",
+    "device_key",
     "file_hash",
     "group_ms",
     "layer_profile",

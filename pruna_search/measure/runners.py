@@ -8,7 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
 import tempfile
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -124,6 +129,53 @@ class RemoteRunner:
         return self.client.measure(
             models, self.target.timing().to_dict(), timeout_s=self.target.timeout_s + 30
         )
+
+
+@dataclass(frozen=True)
+class TimingWindow:
+    """When one window was timed (``time.time()`` seconds) and how long it waited for the
+    timing lock before."""
+
+    start: float
+    end: float
+    waited: float
+
+    def to_list(self) -> list[float]:
+        return [round(self.start, 4), round(self.end, 4), round(self.waited, 4)]
+
+
+class LockedRunner:
+    """A runner whose windows never overlap other workers' windows on the same device: each
+    ``measure`` holds ``lock`` (a context manager that yields the seconds it waited; the
+    study's ``timing:<device>`` lock, see ``search/locks.py``). ``windows`` records them."""
+
+    def __init__(self, runner: LatencyRunner, lock: Callable[[], AbstractContextManager[float]]):
+        self.runner, self.lock = runner, lock
+        self.name = runner.name
+        self.windows: list[TimingWindow] = []
+
+    def fingerprint(self) -> dict[str, Any]:
+        return self.runner.fingerprint()
+
+    def identity(self) -> dict[str, Any]:
+        return self.runner.identity()
+
+    def measure(self, models: list[Path], x: np.ndarray) -> dict[str, Any]:
+        with self.lock() as waited:
+            start = time.time()
+            try:
+                return self.runner.measure(models, x)
+            finally:
+                self.windows.append(TimingWindow(start, time.time(), waited))
+
+
+def device_key(runner: LatencyRunner) -> str:
+    """The measuring device a runner times on, as a lock name: this host for a local process,
+    the agent's URL for a remote one."""
+    identity = runner.identity()
+    if identity.get("runner") == "remote":
+        return f"agent:{identity.get('url')}"
+    return f"host:{socket.gethostname()}"
 
 
 def runner_for(target: Target) -> LatencyRunner:

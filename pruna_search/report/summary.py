@@ -16,6 +16,8 @@ from .front import hypervolume
 STATUS_OK = "ok"
 STATUS_NO_FEASIBLE = "no feasible trial"
 STATUS_INTERRUPTED = "interrupted"
+# another worker of the study chooses and exports (several workers on one study)
+STATUS_HANDED_OVER = "handed over"
 
 
 def comparison_table(baseline: Mapping[str, float], evaluation) -> str:

@@ -14,7 +14,7 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,12 +40,17 @@ from ..models.pretrained import cache_dir
 from ..report import summary as report
 from ..report.finished import FinishedStudy
 from ..report.front import pareto_front, write_csv
-from ..report.summary import STATUS_INTERRUPTED, STATUS_NO_FEASIBLE, STATUS_OK
+from ..report.summary import (
+    STATUS_HANDED_OVER,
+    STATUS_INTERRUPTED,
+    STATUS_NO_FEASIBLE,
+    STATUS_OK,
+)
 from ..space import SearchSpace
 from .evaluate import Evaluation, Evaluator, EvaluatorOptions
 from .objectives import Objective
 from .rows import at_trial_fidelity, study_rows
-from .runner import LoopOutcome, LoopSettings, adopt_dense_ms, run_trials
+from .runner import LoopHooks, LoopOutcome, LoopSettings, TrialLoop, adopt_dense_ms
 from .settings import JobSettings
 from .study import (
     FixedTrial,
@@ -58,12 +63,14 @@ from .study import (
     load_study,
     make_pruner,
     make_sampler,
+    name_metrics,
     open_storage,
     open_study,
     reference_plans,
     study_name,
 )
 from .tracked import StudyTracking, write_plots
+from .workers import Workers
 
 log = logging.getLogger("pruna_search")
 # data options that make the search run on part of the data; the shipped model is measured on
@@ -279,7 +286,8 @@ def run_job(
 
     ``overrides`` (the Hydra command-line overrides) and ``sweep`` (the multirun's id) are
     tags of the study's tracking run; ``warm_start`` gives labelled plans to enqueue after the
-    reference trials (the analyzer's suggestions, ``study.warm_start``).
+    reference trials (the analyzer's suggestions, ``study.warm_start``). Other workers may run
+    the same study at the same time (``search/workers.py``).
     """
     output_dir = Path(output_dir)
     settings = JobSettings.parse(config)
@@ -292,7 +300,47 @@ def run_job(
     session = open_session(settings, runner)
     try:
         check_budget_reachable(session, settings.objective)
-        study = open_job_study(session, warm_start)
+        study, workers, tracking = start_study(session, warm_start, overrides, sweep)
+
+        def after_trial(trial) -> None:
+            tracking.on_trial(trial)
+            if on_trial is not None:
+                on_trial(trial)
+
+        try:
+            loop = TrialLoop(
+                study,
+                session.space,
+                session.evaluator,
+                settings.objective,
+                LoopSettings.of(settings.study, settings.trial_finetune, settings.final_finetune),
+                LoopHooks(after_trial, workers),
+            )
+            outcome = loop.search()
+            if outcome.stopped_for_failures:
+                raise PrunaSearchError(
+                    f"study: {settings.study.max_consecutive_failures} trials failed in a row; "
+                    f"the last: {outcome.stopped_for_failures}"
+                )
+            return conclude_once(loop, session, output_dir, workers, tracking)
+        except BaseException as exc:
+            tracking.fail(interrupted=isinstance(exc, KeyboardInterrupt))
+            raise
+    finally:
+        session.close()
+
+
+def start_study(
+    session: Session, warm_start: WarmStart | None, overrides: Sequence[str], sweep: str | None
+) -> tuple[Any, Workers, StudyTracking]:
+    """Open the study with the other workers' coordination (``Workers``), and its tracking:
+    both under the study's lock, so workers starting together create one study, enqueue its
+    references once and find one parent run."""
+    settings = session.settings
+    storage = open_storage(settings.study)
+    workers = Workers.of(storage, job_study_name(session), session.evaluator)
+    with workers.study_lock.hold():
+        study = open_job_study(session, warm_start, storage)
         timed_by = session.evaluator.runner
         tracking = StudyTracking.start(
             settings,
@@ -302,50 +350,87 @@ def run_job(
             sweep=sweep,
             machine=timed_by.fingerprint() if timed_by is not None else None,
         )
-
-        def after_trial(trial) -> None:
-            tracking.on_trial(trial)
-            if on_trial is not None:
-                on_trial(trial)
-
-        try:
-            outcome = run_trials(
-                study,
-                session.space,
-                session.evaluator,
-                settings.objective,
-                LoopSettings.of(settings.study, settings.trial_finetune, settings.final_finetune),
-                on_trial=after_trial,
-            )
-            if outcome.stopped_for_failures:
-                raise PrunaSearchError(
-                    f"study: {settings.study.max_consecutive_failures} trials failed in a row; "
-                    f"the last: {outcome.stopped_for_failures}"
-                )
-            return finish(study, session, output_dir, outcome, tracking)
-        except BaseException as exc:
-            tracking.fail(interrupted=isinstance(exc, KeyboardInterrupt))
-            raise
-    finally:
-        session.close()
+    return study, workers, tracking
 
 
-def open_job_study(session: Session, warm_start: WarmStart | None = None):
-    """Create or resume the job's study (named from its settings unless ``study.name``), with
-    its uniform reference trials enqueued once, then the warm start's plans once."""
+def conclude_once(
+    loop: TrialLoop, session: Session, output_dir: Path, workers: Workers, tracking: StudyTracking
+) -> JobResult:
+    """Re-rank, choose and export — once per study, by the last worker to finish: a worker
+    whose last trial ended while other workers' trials run hands over to them, and one that
+    finds the study exported since it started does nothing more."""
+    study, outcome = loop.study, loop.outcome
+    if outcome.running_elsewhere:
+        return handed_over(study, session, output_dir, outcome.running_elsewhere, None)
+    with workers.final():
+        other = workers.final_by_other(study)
+        if other is not None:
+            return handed_over(study, session, output_dir, [], other)
+        if loop.may_settle():
+            loop.settle()
+        result = finish(study, session, output_dir, outcome, tracking)
+        if result.status != STATUS_INTERRUPTED:
+            workers.record_final(study, str(output_dir))
+        return result
+
+
+def handed_over(
+    study, session: Session, output_dir: Path, running: list[int], final: Mapping | None
+) -> JobResult:
+    """This worker's end when another one finishes the study (its trials ``running``, or the
+    ``final`` step it recorded): a log line and ``summary.json``; the study's MLflow run is left
+    to that worker."""
+    if running:
+        log.info(
+            f"study    trial {', '.join(map(str, running))} still running in another worker: "
+            "the last worker to finish re-ranks, chooses and exports"
+        )
+    else:
+        where = (final or {}).get("output")
+        log.info(f"study    another worker chose and exported the study's model ({where})")
+    output_dir.mkdir(parents=True, exist_ok=True)
+    summary = {
+        "status": STATUS_HANDED_OVER,
+        "study": study.study_name,
+        "storage": session.settings.study.storage,
+        "evaluated": len(evaluated(study)),
+        "running_elsewhere": running,
+        "exported_by": None if final is None else final.get("output"),
+    }
+    report.write_json(output_dir / "summary.json", summary)
+    return JobResult(
+        STATUS_HANDED_OVER,
+        study.study_name,
+        session.settings.study.storage,
+        output_dir,
+        summary,
+    )
+
+
+def job_study_name(session: Session) -> str:
+    """``study.name``, or the name derived from the job's settings (``study_name``)."""
     settings = session.settings
-    references = reference_plans(session.space, settings.study.reference_ratios)
     identity = settings.identity(session.weights_digest)
     tags = [settings.model_name, str(settings.data["name"]), settings.target.name]
-    name = settings.study.name or study_name([*tags, settings.objective.tag], identity)
+    return settings.study.name or study_name([*tags, settings.objective.tag], identity)
+
+
+def open_job_study(session: Session, warm_start: WarmStart | None = None, storage=None):
+    """Create or resume the job's study (named from its settings unless ``study.name``), with
+    its uniform reference trials enqueued once, then the warm start's plans once; ``storage``:
+    the study storage when the caller opened it already."""
+    settings = session.settings
+    references = reference_plans(session.space, settings.study.reference_ratios)
+    name = job_study_name(session)
     study, resumed = open_study(
-        open_storage(settings.study),
+        storage or open_storage(settings.study),
         name,
         directions=settings.objective.directions,
         sampler=make_sampler(settings.sampler, settings.seed, settings.sampler_options),
-        identity=identity,
+        identity=settings.identity(session.weights_digest),
         config=settings.raw,
     )
+    name_metrics(study, settings.objective.value_names)  # for optuna-dashboard
     # a resumed study must not replay the random start-up samples of the first run
     study.sampler = make_sampler(
         settings.sampler,

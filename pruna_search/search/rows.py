@@ -7,6 +7,7 @@ from typing import Any
 
 from ..core import names
 from ..core.keys import (
+    BUSY_ATTR,
     DRIFT_ATTR,
     DUPLICATE_ATTR,
     FAIL_ATTR,
@@ -19,6 +20,7 @@ from ..core.keys import (
     RERANKED_PREFIX,
     STOPPED_ATTR,
     WARM_START_ATTR,
+    WINDOWS_ATTR,
 )
 from ..core.plan import Plan
 from ..core.precision import Precision
@@ -26,6 +28,7 @@ from ..space import SearchSpace
 from .objectives import Objective
 from .study import FrozenTrial, Trial, TrialState, completed
 
+WAIT_SHOWN_S = 0.5  # a trial line says how long its windows waited for the timing lock from here
 LATENCY_NAMES = (names.LATENCY, names.LATENCY_P10, names.LATENCY_P50, names.LATENCY_P90)
 
 
@@ -81,8 +84,16 @@ def trial_line(trial: FrozenTrial, objective: Objective) -> str:
             f"{head} {attrs.get(PLAN_ATTR, ''):<38} stopped early {attrs[STOPPED_ATTR]} "
             f"{seconds}{tail}"
         )
+    if trial.state is TrialState.PRUNED and BUSY_ATTR in attrs:
+        return (
+            f"{head} {attrs.get(PLAN_ATTR, ''):<38} skipped: trial {attrs[BUSY_ATTR]} of another "
+            "worker is evaluating the same model"
+        )
     if trial.state is not TrialState.COMPLETE:
         return f"{head} {trial.state.name}"
+    waited = sum(w[2] for w in attrs.get(WINDOWS_ATTR, ()))
+    if waited >= WAIT_SHOWN_S:
+        tail += f" (waited {waited:.1f} s for the timing lock)"
     if DUPLICATE_ATTR in attrs:
         tail += f" [same model as trial {attrs[DUPLICATE_ATTR]}, not re-evaluated]"
     feasible = is_feasible(trial)

@@ -30,6 +30,7 @@ from typing import Any
 from ..core import names
 from ..core.errors import PrunaSearchError, StoppedEarly
 from ..core.keys import (
+    BUSY_ATTR,
     DENSE_MS_ATTR,
     DUPLICATE_ATTR,
     FAIL_ATTR,
@@ -40,6 +41,7 @@ from ..core.keys import (
     RETRY_ATTR,
     SECONDS_ATTR,
     STOPPED_ATTR,
+    WINDOWS_ATTR,
 )
 from ..core.plan import Finetune, Plan
 from ..core.progress import bar, quiet
@@ -72,6 +74,7 @@ from .study import (
     retries,
     running,
 )
+from .workers import Workers
 
 log = logging.getLogger("pruna_search")
 
@@ -138,6 +141,15 @@ class LoopSettings:
         )
 
 
+@dataclass(frozen=True)
+class LoopHooks:
+    """What the loop is plugged into: ``on_trial`` is told each finished trial; ``workers``:
+    the other workers of the study (``search/workers.py``; None: this process alone)."""
+
+    on_trial: Callable[[FrozenTrial], None] | None = None
+    workers: Workers | None = None
+
+
 class TrialFailed(Exception):
     """A plan could not be applied or measured; the trial is FAIL, the study goes on."""
 
@@ -154,6 +166,7 @@ class LoopOutcome:
     remeasured: int = 0  # flagged figures measured again after the loop that came back steady
     still_noisy: int = 0  # flagged figures that were noisy again
     failed: int = 0
+    busy: int = 0  # skipped: another worker's trial was evaluating the same model
     interrupted: bool = False
     exhausted: bool = False
     all_stopped: bool = False  # max_stopped trials stopped early without an evaluated plan
@@ -161,6 +174,8 @@ class LoopOutcome:
     seconds: float = 0.0
     stage_seconds: dict[str, list[float]] = field(default_factory=dict)
     reranked: Reranked | None = None  # what re-ranking did (None: not run)
+    # trials other workers were running when this run's trials ended (they finish the study)
+    running_elsewhere: list[int] = field(default_factory=list)
 
 
 class Interrupts:
@@ -202,11 +217,11 @@ class TrialLoop:
         evaluator: Evaluator,
         objective: Objective,
         settings: LoopSettings,
-        on_trial: Callable[[FrozenTrial], None] | None = None,
+        hooks: LoopHooks = LoopHooks(),
     ) -> None:
         self.study, self.space, self.evaluator, self.objective = study, space, evaluator, objective
         self.settings = settings
-        self.on_trial = on_trial
+        self.on_trial, self.workers = hooks.on_trial, hooks.workers
         self.outcome = LoopOutcome()
         self._keys: dict[tuple, tuple] = {}  # params -> the model they build (model_key)
         self.done: dict[tuple, FrozenTrial] = {}  # model key -> the trial that evaluated it
@@ -219,6 +234,7 @@ class TrialLoop:
         self.best: Mapping[str, Any] | None = None
         self.interrupts = Interrupts()
         self.progress: Any = None
+        self._started = time.perf_counter()  # of the trials (``search``): timeout counts from it
 
     # --- the rules ---
 
@@ -306,39 +322,57 @@ class TrialLoop:
         return stop or not self.needed() or self.interrupts.requested
 
     def needed(self) -> bool:
-        """Plans left to evaluate: fewer than ``n_trials`` evaluated, or the retry of a
-        trial that did not finish (``study.retries``) waiting."""
-        return len(evaluated(self.study)) < self.settings.n_trials or bool(retries(self.study))
+        """Plans left to evaluate: fewer than ``n_trials`` evaluated or being evaluated by
+        other workers, or the retry of a trial that did not finish (``study.retries``)."""
+        in_flight = len(evaluated(self.study)) + len(running(self.study))
+        return in_flight < self.settings.n_trials or bool(retries(self.study))
 
-    def wait_for_running(self) -> None:
-        """Trials another process left RUNNING (killed, or another worker's): wait until
-        they finish or go stale — then Optuna marks them FAIL and enqueues their retry, which
-        this run evaluates — for at most ``grace_period`` + 2 heartbeats; so a plan a killed
-        run was evaluating is never lost, even when ``n_trials`` is met without it."""
+    def wait_for_running(self) -> list[int]:
+        """Trials another process left RUNNING: wait until they finish, go stale (killed: then
+        Optuna marks them FAIL and enqueues their retry, which this run evaluates), or — with
+        workers — show a live heartbeat (another worker's: returned, it will finish the
+        study); at most ``grace_period`` + 2 heartbeats. So a plan a killed run was evaluating
+        is never lost, even when ``n_trials`` is met without it."""
         others = running(self.study)
         if not others:
-            return
+            return []
         grace, beat = self.settings.grace_period, self.settings.heartbeat_interval
         log.info(
             f"study    waiting for trial {', '.join(str(t.number) for t in others)}: running "
             f"in another process, or killed (retried after {grace} s without heartbeat, "
             "study.grace_period)"
         )
+        first = self.workers.beats(others) if self.workers is not None else {}
         deadline = time.monotonic() + grace + 2 * beat
         while running(self.study) and time.monotonic() < deadline:
             fail_stale_trials(self.study)  # a stale trial: FAIL, and its retry enqueued
             if retries(self.study):
                 self._optimize()
                 if self.outcome.interrupted:
-                    return
-            else:
-                time.sleep(min(2.0, beat))
-        left = running(self.study)
+                    return []
+                continue
+            live = self._live(first)
+            if live:
+                return live
+            time.sleep(min(2.0, beat))
+        left = [t.number for t in running(self.study)]
         if left:
             log.warning(
-                f"study    trial {', '.join(str(t.number) for t in left)} still running after "
+                f"study    trial {', '.join(map(str, left))} still running after "
                 f"{grace + 2 * beat} s with a heartbeat: another worker's; not waiting for it"
             )
+        return left
+
+    def _live(self, first: Mapping[int, object]) -> list[int]:
+        """The running trials, when every one of them has a heartbeat newer than ``first``
+        (each is another worker's, alive); else [] (one may be a killed process's)."""
+        if self.workers is None:
+            return []
+        others = running(self.study)
+        now = self.workers.beats(others)
+        # a heartbeat newer than the first one seen, or a trial started since: a live worker's
+        alive = [t.number for t in others if now.get(t.number) not in (None, first.get(t.number))]
+        return alive if others and len(alive) == len(others) else []
 
     # --- one trial ---
 
@@ -347,10 +381,21 @@ class TrialLoop:
         start = time.perf_counter()
         plan = self.space(trial)
         trial.set_user_attr(PLAN_ATTR, plan_summary(plan, self.space))
-        previous = self.repeat_of(self.model_key(trial.params, plan))
+        key = self.model_key(trial.params, plan)
+        if self.workers is None:
+            previous, busy = self.repeat_of(key), None
+        else:
+            done = lambda: self.repeat_of(key)  # noqa: E731
+            previous, busy = self.workers.claim(self.study, trial, key, done)
         if previous is not None:
             return reuse(trial, previous)
-        evaluation = self._guarded(trial, plan, start)
+        if busy is not None and self.workers is not None:
+            raise TrialPruned(self.workers.skip_busy(self.study, trial, busy))
+        windows = self.workers.window_count() if self.workers is not None else 0
+        try:
+            evaluation = self._guarded(trial, plan, start)
+        finally:
+            self._record_windows(trial, windows)
         self.record_reference()
         metrics = dict(evaluation.metrics)
         metrics[names.TRIAL_SECONDS] = time.perf_counter() - start
@@ -363,6 +408,14 @@ class TrialLoop:
                 evaluation.latency.speedup,
             )
         return self.objective.values(metrics)
+
+    def _record_windows(self, trial: Trial, since: int) -> None:
+        """The trial's latency windows (start, end, seconds waited for the timing lock)."""
+        if self.workers is None:
+            return
+        windows = self.workers.windows(since)
+        if windows:
+            trial.set_user_attr(WINDOWS_ATTR, [w.to_list() for w in windows])
 
     def _guarded(self, trial: Trial, plan: Plan, start: float) -> Evaluation:
         """Screen and evaluate the plan; a failure becomes ``TrialFailed`` with its reason on
@@ -421,6 +474,10 @@ class TrialLoop:
         if trial.state is TrialState.PRUNED and STOPPED_ATTR in trial.user_attrs:
             self._count_stopped(trial)
             return
+        if BUSY_ATTR in trial.user_attrs:  # another worker's plan: nothing new proposed
+            self.idle += 1
+            self.outcome.busy += 1
+            return
         repeat = DUPLICATE_ATTR in trial.user_attrs
         # a repeat or a plan ruled out on latency adds nothing new (a failure leaves the count)
         if trial.state is TrialState.PRUNED or repeat:
@@ -458,21 +515,48 @@ class TrialLoop:
     # --- the run ---
 
     def run(self) -> LoopOutcome:
-        """Run trials (see the class); then measure flagged figures again and re-rank the
-        candidates (also when there was nothing to evaluate: the same command run again does
-        what is missing)."""
-        start = time.perf_counter()
+        """Run trials (``search``); then, unless other workers' trials are still running,
+        measure flagged figures again and re-rank the candidates (``settle``; also when there
+        was nothing to evaluate: the same command run again does what is missing)."""
+        self.search()
+        if self.may_settle():
+            self.settle()
+        return self.outcome
+
+    def search(self) -> LoopOutcome:
+        """Run trials (see the class) until none is needed, then wait for trials left running
+        by other processes (``wait_for_running``)."""
+        start = self._started = time.perf_counter()
         self.done = self.finished()
-        if self.needed():
-            self._optimize()
-        if not self.outcome.interrupted and not self.outcome.stopped_for_failures:
-            self.wait_for_running()
-        if not self.outcome.interrupted and not self.outcome.stopped_for_failures:
-            self.outcome.remeasured, self.outcome.still_noisy = remeasure_noisy(
-                self.study, self.space, self.evaluator, self.kept
-            )
-            self._rerank(start)
+        while True:
+            if self.needed():
+                self._optimize()
+            ended = self.outcome.exhausted or self.outcome.all_stopped
+            if self.outcome.interrupted or self.outcome.stopped_for_failures or ended:
+                break
+            self.outcome.running_elsewhere = self.wait_for_running()
+            if self.outcome.running_elsewhere or self.outcome.interrupted or not self.needed():
+                break  # else another worker's trial ended without a plan: evaluate more
         self.outcome.seconds = time.perf_counter() - start
+        self._warn_ended()
+        return self.outcome
+
+    def may_settle(self) -> bool:
+        """Whether this run chooses: not interrupted, not stopped by failures, and no other
+        worker's trial is still running (the last worker to finish chooses)."""
+        done = self.outcome
+        return not (done.interrupted or done.stopped_for_failures or done.running_elsewhere)
+
+    def settle(self) -> None:
+        """Measure flagged figures again and re-rank the candidates (after ``search``)."""
+        start = time.perf_counter()
+        self.outcome.remeasured, self.outcome.still_noisy = remeasure_noisy(
+            self.study, self.space, self.evaluator, self.kept
+        )
+        self._rerank(self._started)
+        self.outcome.seconds += time.perf_counter() - start
+
+    def _warn_ended(self) -> None:
         if self.outcome.exhausted:
             log.warning(
                 "the sampler proposed only already-evaluated plans (or plans ruled out on "
@@ -487,7 +571,6 @@ class TrialLoop:
                 "(the accuracy budget may be out of reach of the space; widen it, loosen the "
                 "budget, or study.pruner=none)"
             )
-        return self.outcome
 
     def _rerank(self, start: float) -> None:
         """Re-rank the candidates within what is left of ``timeout``."""
@@ -534,10 +617,10 @@ def run_trials(
     evaluator: Evaluator,
     objective: Objective,
     settings: LoopSettings,
-    on_trial: Callable[[FrozenTrial], None] | None = None,
+    hooks: LoopHooks = LoopHooks(),
 ) -> LoopOutcome:
     """Run the trial loop once (``TrialLoop``) and say what happened."""
-    return TrialLoop(study, space, evaluator, objective, settings, on_trial).run()
+    return TrialLoop(study, space, evaluator, objective, settings, hooks).run()
 
 
 def adopt_dense_ms(study, evaluator: Evaluator) -> float | None:
@@ -565,6 +648,7 @@ def reuse(trial: Trial, previous: FrozenTrial) -> list[float]:
 
 
 __all__ = [
+    "LoopHooks",
     "LoopOutcome",
     "LoopSettings",
     "TrialFailed",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 import uuid
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -60,6 +61,7 @@ __all__ = [
     "load_study",
     "make_pruner",
     "make_sampler",
+    "name_metrics",
     "open_storage",
     "open_study",
     "pruner_of",
@@ -228,30 +230,45 @@ def check_storage(settings: StudySettings) -> None:
             )
 
 
-def open_storage(settings: StudySettings) -> RDBStorage:
-    """Open (creating tables if needed) the study storage; a clear error if it cannot be."""
+def open_storage(settings: StudySettings, attempts: int = 3) -> RDBStorage:
+    """Open (creating tables if needed) the study storage; a clear error if it cannot be.
+    Workers starting together on an empty database race to create Optuna's tables: the loser's
+    error is followed by another attempt, which finds them."""
     check_storage(settings)
     url = settings.storage
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+    for attempt in range(attempts):
         try:
-            return RDBStorage(
-                url,
-                heartbeat_interval=settings.heartbeat_interval,
-                grace_period=settings.grace_period,
-                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(
-                    max_retry=settings.max_retry
-                ),
-                engine_kwargs={"connect_args": {"timeout": 30}}
-                if url.startswith("sqlite")
-                else None,
-            )
+            return _rdb_storage(settings)
+        except ImportError:
+            raise ConfigError(
+                f"study.storage: no database driver for {url!r}; for PostgreSQL: pip install "
+                '"pruna_search[postgres]"'
+            ) from None
         except Exception as exc:
+            if attempt + 1 < attempts and "already exists" in str(exc):
+                time.sleep(1.0 + attempt)
+                continue
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ConfigError(
                 f"study.storage: cannot open {url!r} ({reason}); check the URL, the database "
                 "server and its driver"
             ) from None
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _rdb_storage(settings: StudySettings) -> RDBStorage:
+    url = settings.storage
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return RDBStorage(
+            url,
+            heartbeat_interval=settings.heartbeat_interval,
+            grace_period=settings.grace_period,
+            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(
+                max_retry=settings.max_retry
+            ),
+            engine_kwargs={"connect_args": {"timeout": 30}} if url.startswith("sqlite") else None,
+        )
 
 
 def make_sampler(name: str, seed: int | None, options: Mapping[str, Any] | None = None):
@@ -317,6 +334,14 @@ def open_study(
     study.set_user_attr(CONFIG_ATTR, json.dumps(config, sort_keys=True, default=str))
     study.set_user_attr(UID_ATTR, uuid.uuid4().hex)
     return study, False
+
+
+def name_metrics(study: optuna.Study, metric_names: Sequence[str]) -> None:
+    """Name the study's objective values (optuna-dashboard shows these names)."""
+    if list(study.metric_names or ()) != list(metric_names):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(list(metric_names))
 
 
 def load_study(storage: RDBStorage, name: str) -> optuna.Study:
