@@ -82,6 +82,8 @@ SEARCH = [
     "target.interleave=sometimes",
     "target.repeats=3",
     "target=remote target.url=notaurl",
+    "target.url=http://device:8765",
+    "study.storage=mysql://user@localhost/studies",
     "finetune.trial_steps=-1",
     "finetune.final_steps=-1",
     "finetune.lr=-1",

@@ -84,6 +84,10 @@ BAD_INPUT = [
         "target=remote target.url=notaurl",
         "error: target.url: 'notaurl' is not an agent's address; use http://host:port",
     ),
+    (
+        "target.url=http://device:8765",
+        "error: target.url: 'http://device:8765' is set but target.runner is local",
+    ),
     ("seed=abc", "error: seed: 'abc' must be an integer"),
     ("hydra.run.dir=/proc/nope/run", "error: hydra.run.dir: '/proc/nope/run' cannot be created"),
     # your own model and data (several overrides per case; {placeholders} are test files)

@@ -44,6 +44,10 @@ RETRY_ATTR = "pruna.retry_of"
 CLAIM_ATTR = "pruna.claim"
 # a trial skipped because another worker's trial was evaluating the same model (its number)
 BUSY_ATTR = "pruna.running_in"
+# the trial's constraint values as user attributes too (optuna-dashboard 0.21 shows user
+# attributes but reads constraints only in Optuna's older list format): ``pruna.constraint.<name>``
+# (feasible when every one is <= 0)
+CONSTRAINT_PREFIX = "pruna.constraint."
 # the trial's latency windows: [start, end, seconds waited for the timing lock] (time.time())
 WINDOWS_ATTR = "pruna.timing_windows"
 

@@ -178,6 +178,12 @@ def _check_options(target: Target) -> None:
             "target.url: missing for runner remote; set it to the agent's address, e.g. "
             "target.url=http://127.0.0.1:8765"
         )
+    if target.runner == "local" and target.url:
+        raise TargetError(
+            f"target.url: {target.url!r} is set but target.runner is local, which times on this "
+            "machine; add target.runner=remote (or target=remote) to time on that agent, or "
+            "drop target.url"
+        )
     address = urlparse(str(target.url or ""))
     if target.runner == "remote" and (
         address.scheme not in ("http", "https") or not address.netloc

@@ -10,7 +10,9 @@ import contextlib
 import copy
 import io
 import os
+import sys
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import onnx
@@ -64,7 +66,7 @@ def export_onnx(
     module = fold_batchnorm(model) if fold_bn else model
     module.eval()
     try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        with warnings.catch_warnings(), _silenced():
             warnings.simplefilter("ignore")
             _torch_export(module, example, tmp, exporter)
         _inline_constant_identities(str(tmp))
@@ -73,12 +75,36 @@ def export_onnx(
         _remove(tmp)
         _remove(Path(str(tmp) + ".data"))
         raise ExportError(
-            f"export: {type(module).__name__} could not be exported with exporter={exporter!r} "
-            f"({type(exc).__name__}: {str(exc).splitlines()[0][:300]}); "
-            "try the other exporter or simplify the forward pass"
+            f"export: {type(model).__name__} could not be exported to ONNX with the {exporter} "
+            f"exporter ({type(exc).__name__}: {str(exc).splitlines()[0][:300]}); use operations "
+            f"ONNX opset {OPSET} supports in its forward pass, or from Python try "
+            f"optimize(..., exporter={_other(exporter)!r})"
         ) from exc
     os.replace(tmp, path)
     return path
+
+
+def _other(exporter: str) -> str:
+    return next(e for e in EXPORTERS if e != exporter)
+
+
+@contextlib.contextmanager
+def _silenced() -> Iterator[None]:
+    """Nothing the exporter prints reaches the terminal: Python's ``print`` and what its C++
+    side writes to file descriptors 1 and 2 (the TorchScript graph at an exception, tens of
+    lines)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    try:
+        with open(os.devnull, "w") as null, contextlib.redirect_stdout(io.StringIO()):
+            os.dup2(null.fileno(), 1)
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        for fd, copy_of in zip((1, 2), saved, strict=True):
+            os.dup2(copy_of, fd)
+            os.close(copy_of)
 
 
 def _torch_export(module: nn.Module, example: torch.Tensor, tmp: Path, exporter: str) -> None:

@@ -29,7 +29,9 @@ from contextlib import contextmanager
 from sqlalchemy import Engine, bindparam, text
 from sqlalchemy.exc import DBAPIError
 
-LEASE_S = 30.0  # a killed holder's lock is free again this long after its last renewal
+# a killed holder's lock is free again this long after its last renewal (workers use the study's
+# grace_period: search/workers.py)
+LEASE_S = 30.0
 POLL_S = 0.2  # how often a waiting worker asks again
 
 _CREATE = (
@@ -126,10 +128,10 @@ class StorageLock:
             finally:
                 self._depth -= 1
             return
-        asked = time.monotonic()
+        asked, waited = time.monotonic(), 0.0  # 0.0: taken at the first try
         while not self.try_take():
             time.sleep(POLL_S)
-        waited = time.monotonic() - asked
+            waited = time.monotonic() - asked
         self._depth = 1
         stop = threading.Event()
         renewer = threading.Thread(target=self._renew, args=(stop,), daemon=True)

@@ -31,6 +31,7 @@ from ..core import names
 from ..core.errors import PrunaSearchError, StoppedEarly
 from ..core.keys import (
     BUSY_ATTR,
+    CONSTRAINT_PREFIX,
     DENSE_MS_ATTR,
     DUPLICATE_ATTR,
     FAIL_ATTR,
@@ -459,7 +460,7 @@ class TrialLoop:
         for stage, value in evaluation.seconds.items():
             self.outcome.stage_seconds.setdefault(stage, []).append(value)
         for name, value in self.objective.constraints(metrics).items():
-            trial.set_constraint(name, value)
+            set_constraint(trial, name, value)
 
     def after_trial(self, study, trial: FrozenTrial) -> None:
         """Optuna's callback: count the trial, log its line, stop when a rule says so."""
@@ -632,6 +633,12 @@ def adopt_dense_ms(study, evaluator: Evaluator) -> float | None:
     return stored
 
 
+def set_constraint(trial: Trial, name: str, value: float) -> None:
+    """A constraint on the trial (feasible when <= 0), also as a user attribute."""
+    trial.set_constraint(name, value)
+    trial.set_user_attr(f"{CONSTRAINT_PREFIX}{name}", float(value))
+
+
 def reuse(trial: Trial, previous: FrozenTrial) -> list[float]:
     """Copy an earlier trial's measurements instead of evaluating the same plan again."""
     trial.set_user_attr(DUPLICATE_ATTR, previous.number)
@@ -640,7 +647,7 @@ def reuse(trial: Trial, previous: FrozenTrial) -> list[float]:
             trial.set_user_attr(name, previous.user_attrs[name])
     trial.set_user_attr(names.TRIAL_SECONDS, 0.0)
     for name, value in previous.constraints.items():
-        trial.set_constraint(name, value)
+        set_constraint(trial, name, value)
     values = list(previous.values)
     if any(math.isnan(v) for v in values):  # pragma: no cover - completed trials have values
         raise TrialFailed("the earlier trial has no values")

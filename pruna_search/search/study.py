@@ -81,7 +81,9 @@ class StudySettings:
 
     Attributes:
         name: study name (None: derived from model, data, target, space and objective).
-        storage: an Optuna storage URL; a SQLite file by default.
+        storage: an Optuna storage URL; a SQLite file by default. Processes given the same
+            storage and config work on one study together (PostgreSQL across machines:
+            pip install "pruna_search[postgres]").
         n_trials: distinct plans to evaluate in total (a resumed study only adds the missing;
             trials the sampler repeats are answered from the earlier one and do not count).
         timeout: stop starting new trials after this many seconds (None: no limit).
@@ -241,8 +243,8 @@ def open_storage(settings: StudySettings, attempts: int = 3) -> RDBStorage:
             return _rdb_storage(settings)
         except ImportError:
             raise ConfigError(
-                f"study.storage: no database driver for {url!r}; for PostgreSQL: pip install "
-                '"pruna_search[postgres]"'
+                f"study.storage: no database driver installed for {url!r}; for PostgreSQL: pip "
+                'install "pruna_search[postgres]"'
             ) from None
         except Exception as exc:
             if attempt + 1 < attempts and "already exists" in str(exc):

@@ -29,7 +29,7 @@ from typing import Any
 from ..core.keys import BUSY_ATTR, CLAIM_ATTR, FINAL_ATTR
 from ..measure import LockedRunner, TimingWindow, device_key
 from .evaluate import Evaluator
-from .locks import StorageLock, heartbeats
+from .locks import LEASE_S, StorageLock, heartbeats
 from .study import FrozenTrial, Trial, running
 
 
@@ -59,15 +59,19 @@ class Workers:
     @classmethod
     def of(cls, storage, name: str, evaluator: Evaluator | None = None) -> Workers:
         """The workers of study ``name`` in ``storage`` (an Optuna ``RDBStorage``); the
-        evaluator's runner is wrapped so its windows hold the device's timing lock."""
+        evaluator's runner is wrapped so its windows hold the device's timing lock. A killed
+        worker's locks are free again after the storage's grace period (``study.grace_period``,
+        as its trial is retried)."""
         engine = storage.engine
+        lease = float(storage.grace_period or LEASE_S)
         timing = None
         if evaluator is not None and evaluator.runner is not None:
-            lock = StorageLock(engine, f"timing:{device_key(evaluator.runner)}")
+            lock = StorageLock(engine, f"timing:{device_key(evaluator.runner)}", lease_s=lease)
             timing = LockedRunner(evaluator.runner, lock.hold)
             evaluator.runner = timing
-        study_lock = StorageLock(engine, f"study:{name}")
-        return cls(engine, study_lock, StorageLock(engine, f"final:{name}"), timing)
+        study_lock = StorageLock(engine, f"study:{name}", lease_s=lease)
+        final_lock = StorageLock(engine, f"final:{name}", lease_s=lease)
+        return cls(engine, study_lock, final_lock, timing)
 
     # --- claims ---
 
