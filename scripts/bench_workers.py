@@ -15,8 +15,12 @@ reach ``study.n_trials``), the timing windows recorded on the trials (``pruna.ti
 overlapping windows (sorted by start, a window starting before the previous one ended), the
 seconds waited for the timing lock (total and longest), the workers that exported (their
 ``summary.json`` says ``ok``; the others ``handed over``), and the speedup spread against the
-1-worker run: for each model evaluated in both (matched by ``pruna.claim``), |speedup with k
-workers / speedup with 1 - 1|, median and max.
+1-worker run: for each model timed in both (matched by ``pruna.claim``; evaluated, or ruled out
+on latency before its fine-tune), |speedup with k workers / speedup with 1 - 1|, median and
+max. Each run's details line says how loaded the host was: the other CPU load the latency
+protocol saw in the windows (the other workers' fine-tunes, and any other work), the trials
+timed while the whole host drifted, and the load average before and after the run — wall
+times compare only between runs on an equally quiet host.
 
 Targets: no overlapping window, no duplicate evaluation, no lost plan, exactly one exporter, and
 the speedup spread (median and max) within ``SPREAD_TARGET`` of scripts/bench_latency.py (3 %:
@@ -53,8 +57,10 @@ from bench_latency import SPREAD_TARGET
 from pruna_search.core import hardware, names
 from pruna_search.core.keys import (
     CLAIM_ATTR,
+    DRIFT_ATTR,
     DUPLICATE_ATTR,
     FINAL_ATTR,
+    LATENCY_ATTR,
     NOISY_ATTR,
     PLAN_ATTR,
     REFERENCE_ATTR,
@@ -176,15 +182,35 @@ def study_figures(url: str, name: str, n_trials: int, labels: set[str]) -> dict:
         "missing_refs": missing,
         "lost": len(missing) + max(0, n_trials - len(evaluated)),
         "references": references,
-        "speedups": {
-            model_of(t): t.user_attrs[names.SPEEDUP]
-            for t in evaluated
-            if t.user_attrs.get(names.SPEEDUP) is not None
-        },
         "states": collections.Counter(t.state.name for t in trials),
-        "noisy": sum(1 for t in evaluated if t.user_attrs.get(NOISY_ATTR)),
         "final": json.loads(final).get("output") if final else None,
         **window_figures(trials),
+        **latency_figures(trials),
+    }
+
+
+def latency_figures(trials) -> dict:
+    """The speedup of every model timed (evaluated, or ruled out on latency before its
+    fine-tune: PRUNED with a speedup), trials flagged noisy, trials timed while the host
+    drifted (``pruna.drift``) and the median of other CPU load seen in the windows (cores)."""
+    timed = [
+        t
+        for t in trials
+        if t.state.name in ("COMPLETE", "PRUNED")
+        and DUPLICATE_ATTR not in t.user_attrs
+        and t.user_attrs.get(names.SPEEDUP) is not None
+    ]
+    loads = [(t.user_attrs.get(LATENCY_ATTR) or {}).get("other_load") for t in trials]
+    loads = [v for v in loads if v is not None]
+    return {
+        "speedups": {model_of(t): t.user_attrs[names.SPEEDUP] for t in timed},
+        "noisy": sum(1 for t in timed if t.user_attrs.get(NOISY_ATTR)),
+        "drift": sum(1 for t in timed if t.user_attrs.get(DRIFT_ATTR)),
+        "timed": len(timed),
+        # the same model timed by more than one trial (a plan ruled out on latency is not
+        # remembered as evaluated: proposed again, it is built and timed again)
+        "retimed": len(timed) - len({model_of(t) for t in timed}),
+        "other_load": statistics.median(loads) if loads else float("nan"),
     }
 
 
@@ -206,19 +232,29 @@ def bench(k: int, args, cli: list[str], tmp: Path, labels: set[str]) -> dict:
         folder.mkdir(parents=True, exist_ok=True)
         url, name = f"sqlite:///{folder}/study.db", f"bench-workers-{k}w"
     print(f"\n== {k} worker(s): study {name}", flush=True)
+    load = os.getloadavg()[0]
     run = run_workers(k, cli, url, name, folder)
     result = {"k": k, **run, **study_figures(url, name, n_trials_of(cli), labels)}
+    result["load"] = (load, os.getloadavg()[0])
     result["statuses"] = exporters(folder, k)
     result["exporters"] = result["statuses"].get("ok", 0)
-    states = ", ".join(f"{s} {n}" for s, n in sorted(result["states"].items()))
+    describe(result)
+    return result
+
+
+def describe(r: dict) -> None:
+    """A run's details: exit codes, trials by state, the host's state, who exported."""
+    states = ", ".join(f"{s} {n}" for s, n in sorted(r["states"].items()))
     print(
-        f"  {run['wall']:.0f} s, exit codes {run['codes']}; trials: {states}; flagged noisy "
-        f"{result['noisy']}; summaries: {dict(result['statuses'])}; exported by "
-        f"{result['final']}"
-        + (f"; references missing: {result['missing_refs']}" if result["missing_refs"] else ""),
+        f"  {r['wall']:.0f} s, exit codes {r['codes']}; trials: {states}; models timed "
+        f"{r['timed']} ({r['retimed']} timed before), flagged noisy {r['noisy']}, timed "
+        f"while the host drifted {r['drift']} "
+        f"(other load in the windows, median {r['other_load']:.2f} cores; load average "
+        f"{r['load'][0]:.2f} before, {r['load'][1]:.2f} after); summaries: "
+        f"{dict(r['statuses'])}; exported by {r['final']}"
+        + (f"; references missing: {r['missing_refs']}" if r["missing_refs"] else ""),
         flush=True,
     )
-    return result
 
 
 COLUMNS = (

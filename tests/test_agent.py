@@ -14,7 +14,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
+from onnx import TensorProto, helper
 from onnx_models import failing_model, hanging_model, small_and_big
 
 from pruna_search import MeasurementError, TargetError
@@ -107,7 +109,7 @@ def onnx_files(tmp_path_factory):
 @pytest.fixture(scope="module")
 def agent(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("agent")
-    proc, url = start_agent(tmp, "--max-model-mb", "2", "--timeout-s", "5")
+    proc, url = start_agent(tmp, "--max-model-mb", "2", "--timeout-s", "5", "--max-input-mb", "50")
     yield url, tmp
     stop(proc)
 
@@ -322,3 +324,120 @@ def test_remote_runner_down_is_one_clear_error():
     client.backoff_s = 0.1
     with pytest.raises(MeasurementError, match="not answering"):
         client.measure([Path(__file__)], {}, timeout_s=5)
+
+
+def declared_input_model(path: Path, shape: list) -> Path:
+    """A tiny ONNX file (one Identity) whose input ``x`` declares ``shape``."""
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])],
+        "declared",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+def test_a_huge_declared_input_is_refused_before_it_is_made(agent, onnx_files, tmp_path):
+    url, _ = agent  # started with --max-input-mb 50
+    fix = (
+        "export the model with a smaller fixed input size or use a smaller batch_size, or "
+        "start the agent with a larger --max-input-mb"
+    )
+    # a dynamic batch axis counts as the batch size asked for: 4.2 MB at 1, 67.1 MB at 16
+    dynamic = declared_input_model(tmp_path / "dynamic.onnx", ["n", 1, 1024, 1024])
+    status, reply = post(url, {"model": dynamic}, settings={**QUICK, "batch_size": 16})
+    assert status == 413, reply
+    assert reply["detail"] == (
+        "model: input 'x' of model has shape [16, 1, 1024, 1024] (batch 16): 67.1 MB of "
+        f"float32, over the limit of 50.0 MB per input; {fix}"
+    )
+    status, reply = post(url, {"model": dynamic})
+    assert status == 200 and reply["input_shape"] == [1, 1, 1024, 1024], reply
+    # ~100 bytes declaring 1.6 GB per batch item: refused from the shape, named by its field
+    huge = declared_input_model(tmp_path / "huge.onnx", [1, 1, 20000, 20000])
+    assert huge.stat().st_size < 200
+    start = time.perf_counter()
+    status, reply = post(url, {"model": onnx_files["small"], "baseline": huge})
+    assert status == 413, reply
+    assert reply["detail"] == (
+        "baseline: input 'x' of baseline has shape [1, 1, 20000, 20000] (batch 1): 1600.0 MB "
+        f"of float32, over the limit of 50.0 MB per input; {fix}"
+    )
+    assert time.perf_counter() - start < 5  # nothing was allocated, nothing timed
+    health = AgentClient(url, TOKEN).health()
+    assert health["max_input_mb"] == 50.0
+    assert post(url, {"model": onnx_files["small"]})[0] == 200
+    # without the option: 512 MB per input
+    from pruna_search.agent.app import MAX_INPUT_BYTES, AgentConfig
+    from pruna_search.agent.cli import parse
+
+    assert parse([]).max_input_mb * 1e6 == MAX_INPUT_BYTES == 512_000_000
+    assert AgentConfig(workdir=tmp_path).max_input_bytes == MAX_INPUT_BYTES
+
+
+def test_errors_name_the_upload_not_the_agents_paths(agent, onnx_files, tmp_path):
+    url, tmp = agent
+    garbage = tmp_path / "garbage.onnx"
+    garbage.write_bytes(np.random.default_rng(1).bytes(5000))
+    for files, field in (
+        ({"model": garbage}, "model"),
+        ({"model": onnx_files["small"], "baseline": garbage}, "baseline"),
+        (
+            {"model": onnx_files["small"], "baseline": onnx_files["big"], "reference": garbage},
+            "reference",
+        ),
+    ):
+        status, reply = post(url, files)
+        detail = reply["detail"]
+        assert status == 400 and detail.startswith(f"{field}: not an ONNX model"), reply
+        assert f"from {field} failed" in detail, detail  # ONNX Runtime's "Load model from ..."
+        for leak in (str(tmp), "pruna-agent-", "request-", ".onnx", "/"):
+            assert leak not in detail, (leak, detail)
+    # one place scrubs every reply: an upload's path becomes its field, any other path in the
+    # agent's folder is named as such (POSIX and Windows separators)
+    from pruna_search.agent.app import AgentConfig, scrub
+
+    config = AgentConfig(workdir=Path("/tmp/pruna-agent-x1"))
+    text = (
+        "Load model from /tmp/pruna-agent-x1/request-7/baseline.onnx failed; "
+        "/tmp/pruna-agent-x1/request-7\\reference.onnx; (/tmp/pruna-agent-x1/tmpab/in.npy)"
+    )
+    assert scrub(text, config) == (
+        "Load model from baseline failed; reference; (the agent's temporary folder)"
+    )
+
+
+def test_request_validation_errors_are_one_line(agent, onnx_files):
+    url, _ = agent
+    fix = (
+        "send the ONNX files as multipart/form-data file fields model (and optional baseline, "
+        "reference) and the settings JSON as the text field settings"
+    )
+
+    def send(body: bytes, kind: str) -> tuple[int, dict]:
+        request = urllib.request.Request(
+            url + "/measure",
+            data=body,
+            headers={"Content-Type": kind, "Authorization": f"Bearer {TOKEN}"},
+            method="POST",
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read())
+
+    # no model field
+    status, reply = send(*_multipart({"settings": json.dumps(QUICK)}, {}))
+    assert (status, reply) == (422, {"detail": f"model: field required; {fix}"})
+    # the model as a text field instead of a file
+    status, reply = send(*_multipart({"model": "not a file"}, {}))
+    assert status == 422 and isinstance(reply["detail"], str), reply
+    assert reply["detail"].startswith("model: ") and reply["detail"].endswith(fix)
+    # not multipart at all
+    status, reply = send(b'{"model": 1}', "application/json")
+    assert status == 422 and reply["detail"] == f"model: field required; {fix}", reply
+    assert "\n" not in reply["detail"]
+    # it still measures afterwards
+    assert post(url, {"model": onnx_files["small"]})[0] == 200

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import onnx
 import pytest
 import torch
 
@@ -92,3 +93,20 @@ def test_dense_reference_is_not_fixed_by_a_flagged_window(digits, tmp_path):
     assert evaluator.steady_ms(steady) == pytest.approx(0.32) and evaluator.dense_ms == 0.80
     # fixed from then on: the slow window's figure is scaled by the steady reference
     assert evaluator.steady_ms(slow) == pytest.approx(0.80 / (0.95 / 0.40))
+
+
+def test_a_precision_only_plan_quantizes_the_dense_export(digits, tmp_path):
+    """``at_precisions`` (the analyzer's int8 sensitivities) skips copy, export and parity
+    check: the model is the one the whole pipeline builds, so it scores the same."""
+    torch.manual_seed(0)
+    model = models.build("cnn", data=digits)
+    evaluator = Evaluator(
+        model, digits, QUICK, workdir=tmp_path, options=EvaluatorOptions(measure_latency=False)
+    )
+    layer = evaluator.info.layers[0].name
+    plan = Plan(precision={layer: "int8"}, finetune=dataclasses.replace(Plan().finetune, steps=0))
+    path = evaluator.at_precisions(plan, "quick")
+    assert "QuantizeLinear" in {n.op_type for n in onnx.load(str(path)).graph.node}
+    assert evaluator.score(path) == evaluator.score_without_finetune(plan)
+    with pytest.raises(ValueError, match="prunes or fine-tunes"):
+        evaluator.at_precisions(Plan(prune={evaluator.info.group_names[0]: 0.5}), "no")

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from pruna_search import analyze, models
-from pruna_search.core.keys import DENSE_MS_ATTR, FAIL_ATTR, REFERENCE_ATTR
+from pruna_search.core.keys import DENSE_MS_ATTR, FAIL_ATTR, PRUNED_ATTR, REFERENCE_ATTR
 from pruna_search.search.objectives import make_objective
 from pruna_search.search.runner import LoopSettings, TrialLoop
 from pruna_search.space import SearchSpace, SpaceOptions, uniform_params
@@ -134,3 +134,29 @@ def test_screening_needs_latency_first_a_searched_plan_and_something_to_compare_
     assert on.screen_out(reference, plan) is None  # references are evaluated in full
     with pytest.raises(AssertionError, match="must not time"):
         on.screen_out(trial, plan)  # a searched plan, a feasible trial: timed
+
+
+def test_a_model_ruled_out_on_latency_is_not_timed_again(space):
+    """A trial that builds the model an earlier trial was ruled out on latency for is judged
+    on that trial's figures (the evaluator raises if asked to time)."""
+    study = optuna.create_study()
+    add_complete(study, uniform_params(space, 0.0, 32), speedup=3.0)
+    params = uniform_params(space, 0.5, 8)
+    figures = {"latency_ms": 1 / 1.5, "latency_ms_p10": 0.6, "latency_ms_p50": 0.61}
+    figures |= {"latency_ms_p90": 0.62, "speedup": 1.5}
+    study.add_trial(
+        optuna.trial.create_trial(
+            state=optuna.trial.TrialState.PRUNED,
+            params=dict(params),
+            distributions={
+                k: optuna.distributions.CategoricalDistribution([v]) for k, v in params.items()
+            },
+            user_attrs={PRUNED_ATTR: "slower than trial 0", **figures},
+        )
+    )
+    on = loop(space, study, latency_first=True)
+    on.done = on.finished()
+    trial = study.enqueue_trial(dict(params)) or study.ask()
+    reason = on.screen_out(trial, space(trial))
+    assert reason is not None and reason.endswith("(timed as trial 1)")
+    assert trial.user_attrs["speedup"] == 1.5

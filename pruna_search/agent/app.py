@@ -9,10 +9,14 @@ seconds, and the other ``TimingSettings`` fields, under the target's names) -> t
 one window as JSON.
 
 Rules: with a token, every request needs ``Authorization: Bearer <token>`` (401 otherwise); a
-body over the size limit is refused with 413 before it is stored; a file ONNX Runtime cannot
-load is 400, one that fails, hangs or crashes at run time 422, each with the reason; one
-measurement runs at a time and the others wait in arrival order; uploads live in the agent's
-own temporary folder only, and are deleted after their measurement.
+body over the size limit is refused with 413 before it is stored, and so is a model whose
+declared input shape (at the batch size asked for) would need an input over the input limit,
+before that input is made; a file ONNX Runtime cannot load is 400, one that fails, hangs or
+crashes at run time 422, a request missing a field or with a field of the wrong kind 422; every
+error is ``{"detail": "<one line>"}`` naming the field, and never shows the agent's own paths
+(an upload is named by its field). One measurement runs at a time and the others wait in
+arrival order; uploads live in the agent's own temporary folder only, and are deleted after
+their measurement.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
+import re
 import secrets
 import shutil
 import time
@@ -27,8 +33,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import FastAPI, File, Form, HTTPException, UploadFile
-from starlette.responses import JSONResponse
+from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..core import hardware, runtime
@@ -37,20 +46,26 @@ from ..measure.timing import run_isolated
 
 log = logging.getLogger("pruna_search.agent")
 # HTTP status of each stage a measurement can fail at
-STATUS = {"settings": 400, "load": 400, "run": 422, "timeout": 422, "crash": 422}
+STATUS = {"settings": 400, "load": 400, "input": 413, "run": 422, "timeout": 422, "crash": 422}
 FORM_OVERHEAD = 64 * 1024  # multipart headers and the settings field
 MAX_FILES = 3  # model, baseline and reference
+FIELDS = ("model", "baseline", "reference")  # the upload fields, each saved as <field>.onnx
+# the largest input the agent generates for one model (float32, its declared shape at the
+# batch size asked for): a tiny file can declare an input of gigabytes
+MAX_INPUT_BYTES = 512_000_000
 
 
 @dataclass(frozen=True)
 class AgentConfig:
     """How the agent runs: ``token`` (None: no authentication, loopback only), the largest
-    model accepted, the timeout of one measurement, and its temporary folder."""
+    model accepted, the largest input generated for a model, the timeout of one measurement,
+    and its temporary folder."""
 
     workdir: Path
     token: str | None = None
     max_model_bytes: int = 200_000_000
     timeout_s: float = 120.0
+    max_input_bytes: int = MAX_INPUT_BYTES
 
 
 class Guard:
@@ -135,7 +150,7 @@ def create_app(config: AgentConfig) -> FastAPI:
         folder.mkdir()
         try:
             paths = _save(uploads, folder)
-            reply, times = await _run(queue, list(paths.values()), timing, config.timeout_s)
+            reply, times = await _run(queue, paths, timing, config)
         finally:
             shutil.rmtree(folder, ignore_errors=True)
         stats = dict(zip(paths, reply.pop("models"), strict=True))
@@ -147,8 +162,46 @@ def create_app(config: AgentConfig) -> FastAPI:
         )
         return result
 
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if isinstance(exc.detail, str):  # one place: no reply shows the agent's own paths
+            exc = StarletteHTTPException(exc.status_code, scrub(exc.detail, config), exc.headers)
+        return await http_exception_handler(request, exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> Response:
+        return JSONResponse({"detail": invalid(exc.errors())}, status_code=422)
+
     app.add_middleware(Guard, config=config)
     return app
+
+
+def scrub(text: str, config: AgentConfig) -> str:
+    """``text`` without the agent's temporary folder: an upload's path becomes its field's
+    name, any other path in the folder "the agent's temporary folder"."""
+    for root in dict.fromkeys((str(config.workdir), os.path.realpath(config.workdir))):
+        folder = re.escape(root.rstrip("/\\"))
+        upload = rf"{folder}[/\\]request-\d+[/\\]({'|'.join(FIELDS)})\.onnx"
+        text = re.sub(upload, r"\1", text)
+        text = re.sub(rf"{folder}[^\s'\"():;,]*", "the agent's temporary folder", text)
+    return text
+
+
+def invalid(errors: Any) -> str:
+    """FastAPI's validation errors as one line: ``<field>: <message>`` each, then the fix."""
+    parts = []
+    for error in errors:
+        names = [str(part) for part in error.get("loc", ()) if part != "body"]
+        message = " ".join(str(error.get("msg", "invalid")).split())
+        message = re.sub(r"^value error, ", "", message, flags=re.IGNORECASE)
+        parts.append(f"{'.'.join(names) or 'request'}: {message[:1].lower()}{message[1:]}")
+    return "; ".join(
+        [
+            *parts,
+            "send the ONNX files as multipart/form-data file fields model (and optional "
+            "baseline, reference) and the settings JSON as the text field settings",
+        ]
+    )
 
 
 def _health(config: AgentConfig, queue: _Queue) -> dict[str, Any]:
@@ -161,6 +214,7 @@ def _health(config: AgentConfig, queue: _Queue) -> dict[str, Any]:
         "waiting": queue.waiting,
         "served": queue.served,
         "max_model_mb": config.max_model_bytes / 1e6,
+        "max_input_mb": config.max_input_bytes / 1e6,
     }
 
 
@@ -196,10 +250,11 @@ def _save(uploads: list[tuple[str, UploadFile]], folder: Path) -> dict[str, Path
 
 
 async def _run(
-    queue: _Queue, order: list[Path], timing: TimingSettings, timeout_s: float
+    queue: _Queue, paths: dict[str, Path], timing: TimingSettings, config: AgentConfig
 ) -> tuple[dict[str, Any], dict[str, float]]:
-    """``run_isolated`` on the files in ``order`` when the queue comes to this request: its
-    reply, and when the request arrived, started and finished."""
+    """``run_isolated`` on the saved uploads (in ``paths``' order) when the queue comes to this
+    request: its reply, and when the request arrived, started and finished."""
+    order = list(paths.values())
     arrived = time.time()
     queue.waiting += 1
     async with queue.lock:
@@ -207,14 +262,31 @@ async def _run(
         queue.measuring = True
         started = time.time()
         try:
-            reply = await asyncio.to_thread(run_isolated, order, timing, timeout_s=timeout_s)
+            reply = await asyncio.to_thread(
+                run_isolated,
+                order,
+                timing,
+                timeout_s=config.timeout_s,
+                max_input_bytes=config.max_input_bytes,
+            )
         except ModelRunError as exc:
-            raise HTTPException(STATUS.get(exc.stage, 422), f"model: {exc}") from None
+            raise HTTPException(STATUS.get(exc.stage, 422), _failure(exc, paths)) from None
         finally:
             finished = time.time()
             queue.measuring = False
             queue.served += 1
     return reply, {"arrived": arrived, "started": started, "finished": finished}
+
+
+def _failure(exc: ModelRunError, paths: dict[str, Path]) -> str:
+    """A measurement's error, prefixed by the field of the one upload it names ("model" when
+    it names none); the paths themselves are scrubbed from every reply (``scrub``)."""
+    text = str(exc)
+    named = [field for field, path in paths.items() if str(path) in text]
+    field = named[0] if len(named) == 1 else "model"
+    if exc.stage == "input":
+        text += ", or start the agent with a larger --max-input-mb"
+    return f"{field}: {text}"
 
 
 def _result(

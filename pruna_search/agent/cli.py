@@ -1,6 +1,7 @@
 """``pruna-search-agent``: the device agent (run it on the target device).
 
     pruna-search-agent [--host 127.0.0.1] [--port 8765] [--token T] [--max-model-mb 200]
+                       [--max-input-mb 512] [--timeout-s 120]
 
 The token comes from ``--token`` or ``PRUNA_AGENT_TOKEN``. Without one the agent answers
 anyone who can reach it, so it then listens on loopback only; any other ``--host`` needs a
@@ -40,6 +41,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         "--max-model-mb", type=float, default=200.0, help="largest ONNX file accepted (200)"
     )
     parser.add_argument(
+        "--max-input-mb",
+        type=float,
+        default=512.0,
+        help="largest input generated for a model, from its input shape and batch size (512)",
+    )
+    parser.add_argument(
         "--timeout-s", type=float, default=120.0, help="longest one measurement may run (120)"
     )
     parser.add_argument("--quiet", action="store_true", help="no line per measurement")
@@ -66,6 +73,8 @@ def check(args: argparse.Namespace, token: str | None) -> None:
         raise ValueError(f"--port {args.port}: must be between 1 and 65535")
     if args.max_model_mb <= 0:
         raise ValueError(f"--max-model-mb {args.max_model_mb:g}: must be > 0")
+    if args.max_input_mb <= 0:
+        raise ValueError(f"--max-input-mb {args.max_input_mb:g}: must be > 0")
     if args.timeout_s <= 0:
         raise ValueError(f"--timeout-s {args.timeout_s:g}: must be > 0")
     family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
@@ -107,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
                 token=token,
                 max_model_bytes=int(args.max_model_mb * 1e6),
                 timeout_s=args.timeout_s,
+                max_input_bytes=int(args.max_input_mb * 1e6),
             )
         )
         # SIGTERM stops it like Ctrl-C: uvicorn finishes, the folder is removed
@@ -114,7 +124,8 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"pruna-search-agent on http://{url_host(args.host)}:{args.port} "
             f"({'token required' if token else 'no token: loopback only'}; models up to "
-            f"{args.max_model_mb:g} MB; temporary folder {workdir})",
+            f"{args.max_model_mb:g} MB, inputs up to {args.max_input_mb:g} MB; temporary "
+            f"folder {workdir})",
             flush=True,
         )
         server = uvicorn.Server(

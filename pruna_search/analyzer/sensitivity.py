@@ -104,7 +104,10 @@ def sensitivity(
     progress = bar(total=len(todo), desc="sensitivity", leave=False)
     try:
         for change in todo:
-            metric = evaluator.score_without_finetune(change.plan)
+            if change.kind == "prune":
+                metric = evaluator.score_without_finetune(change.plan)
+            else:  # the dense model's own export, quantized
+                metric = evaluator.score(evaluator.at_precisions(change.plan, "sensitivity"))
             if change.kind == "prune":
                 prune.setdefault(change.name, {})[float(change.choice)] = metric
             else:

@@ -1,7 +1,8 @@
 """Latency worker, run in its own process: ``python -m pruna_search.measure._worker``.
 
-Reads a JSON request on stdin (``models``, ``settings``, optional ``input`` .npy path) and
-prints one JSON object on stdout: the result of ``timing.measure``, or ``{"error", "stage"}``.
+Reads a JSON request on stdin (``models``, ``settings``, optional ``input`` .npy path and
+``max_input_bytes``) and prints one JSON object on stdout: the result of ``timing.measure``,
+or ``{"error", "stage"}``.
 Imports only numpy, onnxruntime and pruna_search's core and measure (no torch): the device
 agent uses it too.
 """
@@ -22,7 +23,8 @@ def main() -> None:
         request = json.loads(sys.stdin.read())
         settings = TimingSettings.from_mapping(request.get("settings") or {})
         x = np.load(request["input"]) if request.get("input") else None
-        reply = measure(request["models"], settings, x)
+        limit = request.get("max_input_bytes")
+        reply = measure(request["models"], settings, x, max_input_bytes=limit)
     except ModelRunError as exc:
         reply = {"error": str(exc), "stage": exc.stage}
     except Exception as exc:  # anything else: report it rather than die with a traceback

@@ -76,6 +76,7 @@ MAX_BUDGET_S = 60.0
 # /proc/stat counts CPU time in 10 ms ticks: a shorter window cannot tell the other load
 MIN_WINDOW_FLOOR_S = 0.25
 Z95 = 1.959964
+INPUT_ITEM_BYTES = 4  # a generated input is float32
 
 
 def p10_confidence(sorted_ms: np.ndarray) -> float:
@@ -146,6 +147,41 @@ class CpuLoad:
         return max(0.0, other / (wall - wall0))
 
 
+def _input_shape(spec, batch: int) -> list[int]:
+    """The shape of the input generated for ``spec`` (an ONNX Runtime input): its fixed
+    dimensions, the batch axis set to ``batch``."""
+    shape = []
+    for i, dim in enumerate(spec.shape):
+        if isinstance(dim, int) and dim > 0:
+            shape.append(batch if i == 0 and dim != batch else dim)
+        elif i == 0:
+            shape.append(batch)
+        else:
+            raise ModelRunError(
+                f"input {spec.name!r} has a symbolic dimension {dim!r} beyond the batch "
+                "axis; export with a fixed input size",
+                "load",
+            )
+    return shape
+
+
+def check_input_size(model: str | Path, sess, batch: int, limit: int) -> None:
+    """A ``ModelRunError`` (stage ``input``) when the input generated for ``model`` (its
+    declared shape, the batch axis set to ``batch``) would take more than ``limit`` bytes:
+    raised from the shape alone, before anything is allocated."""
+    for spec in sess.get_inputs():
+        shape = _input_shape(spec, batch)
+        size = math.prod(shape) * INPUT_ITEM_BYTES
+        if size > limit:
+            raise ModelRunError(
+                f"input {spec.name!r} of {model} has shape {shape} (batch {batch}): "
+                f"{size / 1e6:.1f} MB of float32, over the limit of {limit / 1e6:.1f} MB per "
+                "input; export the model with a smaller fixed input size or use a smaller "
+                "batch_size",
+                "input",
+            )
+
+
 def _feeds(sess, x: np.ndarray | None, batch: int) -> dict[str, np.ndarray]:
     inputs = sess.get_inputs()
     if len(inputs) != 1:
@@ -153,20 +189,9 @@ def _feeds(sess, x: np.ndarray | None, batch: int) -> dict[str, np.ndarray]:
             f"the model has {len(inputs)} inputs; only single-input models are timed", "load"
         )
     spec = inputs[0]
-    if x is None:
-        shape = []
-        for i, dim in enumerate(spec.shape):
-            if isinstance(dim, int) and dim > 0:
-                shape.append(batch if i == 0 and dim != batch else dim)
-            elif i == 0:
-                shape.append(batch)
-            else:
-                raise ModelRunError(
-                    f"input {spec.name!r} has a symbolic dimension {dim!r} beyond the batch "
-                    "axis; export with a fixed input size",
-                    "load",
-                )
-        x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    if x is None:  # float32 from the start: no float64 copy twice its size on the way
+        shape = _input_shape(spec, batch)
+        x = np.random.default_rng(0).standard_normal(shape, dtype=np.float32)
     return {spec.name: np.ascontiguousarray(x, dtype=np.float32)}
 
 
@@ -332,13 +357,19 @@ def measure(
     models: Sequence[str | Path],
     settings: TimingSettings,
     x: np.ndarray | None = None,
+    *,
+    max_input_bytes: int | None = None,
 ) -> dict[str, Any]:
     """Time ``models`` in this process, interleaved in one window (see the module docstring).
 
-    ``x`` is the input (its batch is used as it is); None: a seeded random input of the first
-    model's input shape with the batch axis set to ``settings.batch_size``.
+    ``x`` is the input (its batch is used as it is); None: a seeded random input of each
+    model's input shape with the batch axis set to ``settings.batch_size``, refused (stage
+    ``input``) before it is made when it would take over ``max_input_bytes`` (None: no limit).
     """
     sessions = _sessions(models, settings)
+    if x is None and max_input_bytes is not None:
+        for model, sess in zip(models, sessions, strict=True):
+            check_input_size(model, sess, settings.batch_size, max_input_bytes)
     return measure_sessions(
         sessions, [_feeds(sess, x, settings.batch_size) for sess in sessions], settings
     )
@@ -442,6 +473,7 @@ def run_isolated(
     *,
     input_path: str | Path | None = None,
     timeout_s: float = 120.0,
+    max_input_bytes: int | None = None,
 ) -> dict[str, Any]:
     """``measure`` in a separate process, killed after ``timeout_s``.
 
@@ -449,12 +481,15 @@ def run_isolated(
     then finishes its trial) but not the measurement in flight; the group is killed when the
     caller gives up (timeout, or the caller itself interrupted). Raises ``ModelRunError`` with
     the stage: ``timeout``, ``crash`` (killed by a signal, e.g. an ONNX Runtime abort), or the
-    worker's own ``settings``/``load``/``run``.
+    worker's own ``settings``/``load``/``input``/``run`` (``input``: with no ``input_path``, the
+    input made from a model's declared shape would take over ``max_input_bytes``; None: no
+    limit).
     """
     request = {
         "models": [str(m) for m in models],
         "settings": settings.to_dict(),
         "input": str(input_path) if input_path is not None else None,
+        "max_input_bytes": max_input_bytes,
     }
     env = dict(os.environ, OMP_NUM_THREADS="1")  # keep numpy/BLAS off the timed cores
     proc = subprocess.Popen(
@@ -478,18 +513,23 @@ def run_isolated(
     finally:
         if proc.poll() is None:
             _kill_group(proc)
-    if proc.returncode < 0:
+    return _worker_reply(proc.returncode, out, err)
+
+
+def _worker_reply(returncode: int, out: str, err: str) -> dict[str, Any]:
+    """The worker's reply, or the ``ModelRunError`` it reports or its death says."""
+    if returncode < 0:
         try:
-            name = signal.Signals(-proc.returncode).name
+            name = signal.Signals(-returncode).name
         except ValueError:
-            name = f"signal {-proc.returncode}"
+            name = f"signal {-returncode}"
         raise ModelRunError(f"the measuring process crashed ({name})", "crash")
     try:
         reply = json.loads(out)
     except json.JSONDecodeError:
         tail = (err.strip().splitlines() or ["no output"])[-1]
         raise ModelRunError(
-            f"the measuring process failed (exit {proc.returncode}: {tail})", "crash"
+            f"the measuring process failed (exit {returncode}: {tail})", "crash"
         ) from None
     if "error" in reply:
         raise ModelRunError(reply["error"], reply.get("stage", "run"))

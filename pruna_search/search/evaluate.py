@@ -32,9 +32,10 @@ from torch.utils.data import TensorDataset
 
 from ..analysis import analyze as analyze_model
 from ..analysis import count_macs, count_params, example_input
-from ..compress import Candidate, apply_plan
+from ..compress import Candidate, Int8Settings, apply_plan, quantize
 from ..core import hardware, names
 from ..core.plan import Plan
+from ..core.precision import Precision
 from ..core.target import Target, get_target
 from ..export import export_onnx
 from ..measure import (
@@ -240,6 +241,23 @@ class Evaluator:
         plan.validate(self.info, self.target)
         plan = plan.with_finetune(dataclasses.replace(plan.finetune, steps=0))
         return self._build(plan, name).onnx_path
+
+    def at_precisions(self, plan: Plan, name: str) -> Path:
+        """The dense model with ``plan``'s precisions, for a plan that prunes nothing and is
+        not fine-tuned (validated first): its fp32 export is the dense one, so only the
+        quantization runs (no copy, export or parity check)."""
+        plan.validate(self.info, self.target)
+        if not plan.is_dense or plan.finetune.steps > 0:
+            raise ValueError("at_precisions: the plan prunes or fine-tunes; use build()")
+        out = self.workdir / f"{name}.onnx"
+        return quantize(
+            self.dense_path,
+            out,
+            int8=plan.layers_at(Precision.INT8),
+            int4=plan.layers_at(Precision.INT4),
+            calib=self.x_calib,
+            settings=Int8Settings(reduce_range=self.reduce_range),
+        )
 
     def keep(self, onnx_path: Path, name: str) -> Path:
         """A copy of ``onnx_path`` in the work folder that later evaluations do not overwrite

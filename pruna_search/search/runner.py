@@ -275,16 +275,32 @@ class TrialLoop:
         chosen = self.objective.choose(feasible)  # what the objective would ship now
         if self.objective.screens_against_choice and chosen is None:
             return None  # nothing to compare with yet
-        latency = self.evaluator.measure(self.evaluator.untuned(plan, "probe"), plan)
-        metrics = self.evaluator.latency_metrics(latency)
-        self.record_reference()
-        if latency.noisy:
+        metrics, earlier = self.untuned_latency(trial, plan)
+        if metrics is None:
             return None  # a figure the host disturbed rules nothing out: fine-tune, measure again
         reason = self.objective.rules_out(metrics, chosen)
         if reason is not None:
             for name in (*LATENCY_NAMES, names.SPEEDUP):
                 trial.set_user_attr(name, float(metrics[name]))
+            if earlier is not None:
+                reason += f" (timed as trial {earlier})"
         return reason
+
+    def untuned_latency(
+        self, trial: Trial, plan: Plan
+    ) -> tuple[Mapping[str, float] | None, int | None]:
+        """The latency metrics of the plan's model without fine-tune (None when the window was
+        flagged), and the earlier trial they come from: a trial ruled out on latency that built
+        the same model (its figures are reused, not timed again), or None (timed now)."""
+        key = self.model_key(trial.params, plan)
+        for earlier in self.study.get_trials(deepcopy=False, states=(TrialState.PRUNED,)):
+            if PRUNED_ATTR in earlier.user_attrs and self.model_key(earlier.params) == key:
+                figures = (*LATENCY_NAMES, names.SPEEDUP)
+                return {n: float(earlier.user_attrs[n]) for n in figures}, earlier.number
+        latency = self.evaluator.measure(self.evaluator.untuned(plan, "probe"), plan)
+        metrics = self.evaluator.latency_metrics(latency)
+        self.record_reference()
+        return (None if latency.noisy else metrics), None
 
     def record_reference(self) -> None:
         """Store the dense reference of ``latency_ms`` the first time a trial of the study
