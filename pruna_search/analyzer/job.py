@@ -127,7 +127,7 @@ def _track(
     experiment = settings.tracking.experiment or f"{settings.model_name}-{settings.data['name']}"
     tracker.start_study(StudyRecord(study=name, experiment=experiment, tags=tags))
     metrics = {f"suggested_speedup_{s.budget:g}": s.speedup for s in analysis.suggestions}
-    metrics["analysis_seconds"] = sum(analysis.seconds.values())
+    metrics["analysis_seconds"] = analysis.seconds["total"]
     tracker.end_study(
         StudyEnd(
             pareto=[],

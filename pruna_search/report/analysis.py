@@ -30,7 +30,8 @@ def write_analysis(folder: Path, record: Mapping[str, Any]) -> list[Path]:
 
 def _header(record: Mapping[str, Any]) -> list[str]:
     seconds = record.get("seconds", {})
-    took = ", ".join(f"{k.replace('_', ' ')} {v:.1f} s" for k, v in seconds.items())
+    parts = {k: v for k, v in seconds.items() if k != "total"}
+    took = ", ".join(f"{k.replace('_', ' ')} {v:.1f} s" for k, v in parts.items())
     int8 = record.get("int8_run_ms")
     return [
         f"# pruna_search analysis: {record.get('model', '')} on {record.get('target', '')}",
@@ -39,7 +40,7 @@ def _header(record: Mapping[str, Any]) -> list[str]:
         f"profiled at {record['fp32_run_ms']:.3f} ms fp32"
         + (f", {int8:.3f} ms int8" if int8 else "")
         + " (ONNX Runtime's profiler; the protocol's figures come from timed windows)",
-        f"- took {sum(seconds.values()):.1f} s: {took}",
+        f"- took {seconds.get('total', sum(parts.values())):.1f} s: {took}",
         "",
         "![sensitivity](sensitivity.png) ![latency](latency.png)",
         "",

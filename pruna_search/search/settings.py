@@ -137,13 +137,17 @@ class FinetuneSettings:
             ) from None
 
 
+ANALYSIS_VAL_IMAGES = 500  # what analysis.val_subset=null scores the sensitivity profile on
+
+
 @dataclass(frozen=True)
 class AnalysisSettings:
     """The ``analysis`` section (``pruna-search-analyze``).
 
     Attributes:
         val_subset: validation images (class-balanced, seeded) the sensitivity profile is
-            scored on; null: the whole val split.
+            scored on; null: up to 500 (the whole val split when it is smaller), enough to rank
+            groups and layers.
         seed: seed of that subset.
         budgets: accuracy budgets (absolute: 0.01 is one point) to suggest a plan for.
         profile_runs: profiled runs of each model for the latency profile.
@@ -185,7 +189,7 @@ class AnalysisSettings:
     def subset_of(self, available: int) -> int:
         """How many of ``available`` val images the profile is scored on (``val_subset``)."""
         if self.val_subset is None:
-            return available
+            return min(ANALYSIS_VAL_IMAGES, available)
         if self.val_subset > available:
             raise ConfigError(
                 f"analysis.val_subset: {self.val_subset} is larger than the val split "
