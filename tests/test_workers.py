@@ -17,6 +17,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+import sqlalchemy
 from test_cli import BIN, TINY, start_search
 
 from pruna_search.core.keys import CLAIM_ATTR, DUPLICATE_ATTR, REFERENCE_ATTR, WINDOWS_ATTR
@@ -30,7 +31,7 @@ import sys, time
 from pruna_search.search.locks import StorageLock
 from pruna_search.search.study import StudySettings, open_storage
 storage = open_storage(StudySettings(storage=sys.argv[1]))
-with StorageLock(storage.engine, "timing:test", lease_s=1.0).hold():
+with StorageLock(storage.engine, "timing:test", lease_s=float(sys.argv[2])).hold():
     print("held", flush=True)
     time.sleep(600)
 """
@@ -55,21 +56,40 @@ def test_a_held_lock_is_refused_to_others_and_free_after_release(tmp_path):
     assert theirs.try_take()
 
 
-def test_the_lock_of_a_killed_holder_is_free_after_its_lease(tmp_path):
+def test_a_live_holder_keeps_its_lock_and_a_killed_one_loses_it_at_once(tmp_path):
+    """A holder renews its lease while it lives; once it is killed, a process of the same host
+    sees its pid gone and takes the lock without waiting for the lease (600 s here)."""
     storage_at(tmp_path)
     url = f"sqlite:///{tmp_path}/locks.db"
-    holder = subprocess.Popen([sys.executable, "-c", HOLD, url], stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD, url, "1"], stdout=subprocess.PIPE, text=True
+    )
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
-        lock = StorageLock(storage_at(tmp_path).engine, "timing:test")
-        time.sleep(2.5)  # over twice the lease: a live holder renews it
+        lock = StorageLock(storage_at(tmp_path).engine, "timing:test", lease_s=600)
+        time.sleep(2.5)  # over twice the holder's lease: a live holder renews it
         assert not lock.try_take()
     finally:
         holder.send_signal(signal.SIGKILL)
         holder.wait()
+    assert lock.try_take()
+    assert lock.held_by() == lock.holder
+
+
+def test_the_lock_of_a_holder_on_another_host_is_free_after_its_lease(tmp_path):
+    engine = storage_at(tmp_path).engine
+    lock = StorageLock(engine, "timing:test")
+    assert lock.try_take()
+    lock.release()
+    with engine.begin() as connection:  # a holder on another machine, its lease 1 s from now
+        connection.execute(
+            sqlalchemy.text("UPDATE pruna_locks SET holder = :h, expires = :e"),
+            {"h": "elsewhere:4242:abcd", "e": time.time() + 1.0},
+        )
+    assert not lock.try_take()  # not on this host: its pid says nothing
     deadline = time.monotonic() + 30
     while not lock.try_take():
-        assert time.monotonic() < deadline, "the killed holder's lease never expired"
+        assert time.monotonic() < deadline, "the lease never expired"
         time.sleep(0.2)
     assert lock.held_by() == lock.holder
 

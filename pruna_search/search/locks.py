@@ -18,6 +18,7 @@ machines must keep time (NTP) to within a fraction of the lease.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import threading
@@ -29,10 +30,13 @@ from contextlib import contextmanager
 from sqlalchemy import Engine, bindparam, text
 from sqlalchemy.exc import DBAPIError
 
+log = logging.getLogger("pruna_search")
+
 # a killed holder's lock is free again this long after its last renewal (workers use the study's
 # grace_period: search/workers.py)
 LEASE_S = 30.0
 POLL_S = 0.2  # how often a waiting worker asks again
+SAY_WAIT_S = 5.0  # a wait longer than this is said in the log
 
 _CREATE = (
     "CREATE TABLE IF NOT EXISTS pruna_locks ("
@@ -45,6 +49,10 @@ _ADD = (
 _TAKE = (
     "UPDATE pruna_locks SET holder = :holder, expires = :expires "
     "WHERE name = :name AND (holder = :holder OR holder = '' OR expires < :now)"
+)
+_STEAL = (
+    "UPDATE pruna_locks SET holder = :holder, expires = :expires "
+    "WHERE name = :name AND holder = :dead"
 )
 _RENEW = "UPDATE pruna_locks SET expires = :expires WHERE name = :name AND holder = :holder"
 _FREE = "UPDATE pruna_locks SET holder = '', expires = 0 WHERE name = :name AND holder = :holder"
@@ -102,10 +110,34 @@ class StorageLock:
             return connection.execute(text(sql), {"name": self.name, **values}).rowcount
 
     def try_take(self) -> bool:
-        """Take the lock if it is free, expired or ours; True when taken."""
+        """Take the lock if it is free, expired or ours, or held by a process of this host
+        that no longer exists (killed: no need to wait for its lease); True when taken."""
         now = time.time()
         taken = self._execute(_TAKE, holder=self.holder, expires=now + self.lease_s, now=now)
-        return taken == 1
+        if taken == 1:
+            return True
+        dead = self._dead_holder()
+        if dead is None:
+            return False
+        log.info(f"lock     {self.name}: its holder {dead} is gone; taken over")
+        expires = now + self.lease_s
+        return self._execute(_STEAL, holder=self.holder, expires=expires, dead=dead) == 1
+
+    def _dead_holder(self) -> str | None:
+        """The lock's holder when it is a process of this host that has exited, else None."""
+        holder = self.held_by()
+        if holder is None or holder == self.holder:
+            return None
+        host, pid, _ = holder.rsplit(":", 2)
+        if host != socket.gethostname() or not pid.isdigit():
+            return None
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return holder
+        except PermissionError:  # alive, another user's
+            return None
+        return None
 
     def release(self) -> None:
         self._execute(_FREE, holder=self.holder)
@@ -128,10 +160,16 @@ class StorageLock:
             finally:
                 self._depth -= 1
             return
-        asked, waited = time.monotonic(), 0.0  # 0.0: taken at the first try
+        asked, waited, said = time.monotonic(), 0.0, False  # 0.0: taken at the first try
         while not self.try_take():
             time.sleep(POLL_S)
             waited = time.monotonic() - asked
+            if waited > SAY_WAIT_S and not said:
+                said = True
+                log.info(
+                    f"lock     waiting for {self.name}, held by {self.held_by()} (another "
+                    f"worker; a killed one's lease ends {self.lease_s:g} s after its last renewal)"
+                )
         self._depth = 1
         stop = threading.Event()
         renewer = threading.Thread(target=self._renew, args=(stop,), daemon=True)
