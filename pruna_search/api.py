@@ -24,7 +24,7 @@ from torch import nn
 from . import data as data_lib
 from . import models as model_lib
 from .analyzer import Analysis, analyze
-from .analyzer.run import val_subset
+from .analyzer.run import analysis_splits
 from .compress import PruneReport
 from .core import names
 from .core.errors import ConfigError, DataError, ModelError
@@ -376,9 +376,8 @@ def analyze_model(
         model, type(model).__name__, tuple(data.input_shape), data.num_classes, copy_first=True
     )
     settings = settings or AnalysisSettings()
-    size = settings.subset_of(data.size("val"))
     target = get_target(target)
     with tempfile.TemporaryDirectory(prefix="pruna_analysis_") as folder:
-        evaluator = Evaluator(model, val_subset(data, size, settings.seed), target, workdir=folder)
+        evaluator = Evaluator(model, analysis_splits(data, settings), target, workdir=folder)
         options = space or SpaceOptions(precision_tie="model")
         return analyze(evaluator, SearchSpace(evaluator.info, target, options), settings)

@@ -8,12 +8,16 @@ import subprocess
 import sys
 
 import pytest
+import torch
+from torch.utils.data import TensorDataset
 
-from pruna_search.analyzer.run import val_subset
+from pruna_search.analyzer.run import analysis_splits, val_subset
 from pruna_search.analyzer.sensitivity import Sensitivity, changes
 from pruna_search.analyzer.suggest import Choice, knapsack, params_of, prune_choices
 from pruna_search.core.plan import DEFAULT_ROUND_TO
+from pruna_search.data.subset import per_class
 from pruna_search.search.evaluate import Evaluator, EvaluatorOptions
+from pruna_search.search.settings import AnalysisSettings
 from pruna_search.search.study import FixedTrial
 from pruna_search.space import SearchSpace, SpaceOptions
 
@@ -26,10 +30,23 @@ def evaluator(digits, resnet20_trained, tmp_path_factory):
     return Evaluator(resnet20_trained, splits, "cpu", workdir=folder, options=options)
 
 
-def test_the_val_subset_is_balanced_and_seeded(digits):
+def test_the_val_subset_is_balanced_seeded_and_in_memory(digits, tmp_path):
     a, b = val_subset(digits, 100, seed=0), val_subset(digits, 100, seed=0)
-    assert a.size("val") == 100 and list(a.val.indices) == list(b.val.indices)
-    assert val_subset(digits, 10_000, seed=0) is digits  # no larger than the split: as it is
+    assert a.size("val") == 100 and torch.equal(a.val.tensors[0], b.val.tensors[0])
+    assert max(per_class(a.val.tensors[1].numpy()).values()) <= 11  # 10 classes, 100 images
+    assert val_subset(digits, 10_000, seed=0) is digits  # in memory, no larger: as it is
+    # a streamed photo folder: read once into memory, the val subset and the recalibration
+    # images (the profile reads them a hundred times)
+    from test_user_data import make_folder
+
+    from pruna_search import data
+
+    make_folder(tmp_path / "photos", {"a": (6, 4), "b": (6, 4)}, side=24)
+    photos = data.load("imagefolder", root=str(tmp_path / "photos"), size=16, workers=0)
+    splits = analysis_splits(photos, AnalysisSettings(val_subset=6))
+    assert isinstance(splits.val, TensorDataset) and isinstance(splits.train, TensorDataset)
+    assert splits.size("val") == 6 and splits.size("train") == photos.size("train")
+    assert splits.val_arrays()[0].shape[1:] == photos.val_arrays()[0].shape[1:]
 
 
 def test_a_group_pruned_to_nothing_loses_more_than_at_a_quarter(evaluator):

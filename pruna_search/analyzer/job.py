@@ -23,7 +23,7 @@ from ..report.plots import write_analysis_plots
 from ..search.job import Session, make_evaluator, open_session
 from ..search.settings import JobSettings
 from ..tracking import StudyEnd, StudyRecord, make_tracker
-from .run import Analysis, analyze, val_subset
+from .run import Analysis, analysis_splits, analyze
 from .store import save_record
 
 log = logging.getLogger("pruna_search")
@@ -96,8 +96,7 @@ def analyze_session(session: Session) -> Analysis:
 def _analyze(session: Session) -> Analysis:
     settings = session.settings
     full = session.evaluator
-    size = settings.analysis.subset_of(full.data.size("val"))
-    splits = val_subset(full.data, size, settings.analysis.seed)
+    splits = analysis_splits(full.data, settings.analysis)
     evaluator = make_evaluator(
         settings, full.model, splits, Path(session.workdir.name) / "analysis", full.runner
     )

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
+import torch
 from torch.utils.data import Subset, TensorDataset
 
 from ..core import names
@@ -202,13 +203,44 @@ def _measured(
     )
 
 
+# train images the profile's BatchNorm recalibrations draw from (read into memory once)
+RECALIBRATION_IMAGES = 256
+
+
+def analysis_splits(splits: DataSplits, settings: AnalysisSettings) -> DataSplits:
+    """The data the analysis runs on: ``analysis.val_subset`` val images and
+    ``RECALIBRATION_IMAGES`` train images, both in memory (``val_subset``,
+    ``recalibration_subset``)."""
+    size = settings.subset_of(splits.size("val"))
+    splits = val_subset(splits, size, settings.seed)
+    return recalibration_subset(splits, RECALIBRATION_IMAGES, settings.seed)
+
+
 def val_subset(splits: DataSplits, size: int, seed: int) -> DataSplits:
-    """``splits`` with its val split cut to ``size`` class-balanced examples (seeded); the
-    splits as they are when val is no larger."""
-    if size >= splits.size("val"):
+    """``splits`` with its val split cut to ``size`` class-balanced examples (seeded) and read
+    into memory once: the profile scores it about a hundred times, and a streamed split would
+    decode every image (and start its loader processes) each time."""
+    if size < splits.size("val"):
+        indices = balanced_subset(val_labels(splits), size, seed)
+        splits = dataclasses.replace(splits, val=Subset(splits.val, indices.tolist()))
+    if isinstance(splits.val, TensorDataset):
         return splits
-    indices = balanced_subset(val_labels(splits), size, seed)
-    return dataclasses.replace(splits, val=Subset(splits.val, indices.tolist()))
+    x, y = splits.val_arrays()
+    return dataclasses.replace(splits, val=TensorDataset(torch.from_numpy(x), torch.from_numpy(y)))
+
+
+def recalibration_subset(splits: DataSplits, images: int, seed: int) -> DataSplits:
+    """``splits`` with its train split cut to ``images`` examples (seeded) read into memory:
+    the profile's BatchNorm recalibrations (one per pruned group and ratio) read only a few
+    batches each, the same ones every time instead of decoding new images for each."""
+    if isinstance(splits.train, TensorDataset):
+        return splits
+    order = np.random.default_rng(seed).permutation(splits.size("train"))[:images]
+    part = dataclasses.replace(splits, val=Subset(splits.train, sorted(order.tolist())))
+    x, y = part.val_arrays()
+    return dataclasses.replace(
+        splits, train=TensorDataset(torch.from_numpy(x), torch.from_numpy(y))
+    )
 
 
 def val_labels(splits: DataSplits) -> np.ndarray:
@@ -222,4 +254,13 @@ def val_labels(splits: DataSplits) -> np.ndarray:
     return np.concatenate([y for _, y in splits.batches("val")])
 
 
-__all__ = ["Analysis", "AnalysisSettings", "LayerTime", "Suggestion", "analyze", "val_subset"]
+__all__ = [
+    "Analysis",
+    "AnalysisSettings",
+    "LayerTime",
+    "Suggestion",
+    "analysis_splits",
+    "analyze",
+    "recalibration_subset",
+    "val_subset",
+]

@@ -168,7 +168,7 @@ class AnalysisSettings:
         if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
             raise ConfigError(
                 f"analysis.val_subset: {size!r} must be a number of images >= 1, or null for "
-                "the whole val split"
+                "up to 500 (the whole val split when smaller)"
             )
         for budget in self.budgets:
             if (
@@ -193,7 +193,7 @@ class AnalysisSettings:
         if self.val_subset > available:
             raise ConfigError(
                 f"analysis.val_subset: {self.val_subset} is larger than the val split "
-                f"({available} images); use at most {available}, or null for all of them"
+                f"({available} images); use at most {available}, or null (up to 500)"
             )
         return self.val_subset
 
