@@ -10,10 +10,10 @@ import pytest
 from pruna_search.core import names
 from pruna_search.core.errors import ConfigError
 from pruna_search.core.keys import RERANKED_PREFIX
-from pruna_search.search.job import choice, open_session
+from pruna_search.search.job import open_session
 from pruna_search.search.objectives import DROP_BUDGET, make_objective
-from pruna_search.search.rerank import Reranker, candidates
-from pruna_search.search.rows import at_trial_fidelity, study_rows
+from pruna_search.search.rerank import Reranker, candidates, record
+from pruna_search.search.rows import at_trial_fidelity, choice, study_rows
 from pruna_search.search.runner import LoopSettings
 from pruna_search.search.settings import JobSettings
 from pruna_search.search.study import StudySettings, reference_plans
@@ -167,3 +167,53 @@ def test_rerank_settings_and_bad_input(tmp_path):
     message = str(info.value)
     assert message.startswith("study.rerank_steps: 10 must exceed finetune.trial_steps (10)")
     assert "study.rerank_top=null" in message and "\n" not in message
+
+
+class Planted(Reranker):
+    """A re-ranker told each plan's re-ranked accuracy (``planted``, by trial number) instead
+    of fine-tuning it: the rounds' rule on its own."""
+
+    planted: dict[int, float] = {}
+
+    def one(self, row) -> None:
+        number = int(row["number"])
+        dense = self.evaluator.baseline[names.ACCURACY]
+        accuracy = self.planted[number]
+        record(self.study, number, self.recipe.steps, accuracy, dense - accuracy, 0.0)
+        self.outcome.plans += 1
+
+
+@pytest.mark.parametrize("moves", [False, True])
+def test_another_round_only_when_the_choice_moved(session, tmp_path, moves):
+    """Trial 0 ships (nothing to fine-tune); trials 1 and 2 are faster but over the budget.
+    Re-ranked, trial 1 either stays over it (the choice holds: re-ranking ends, trial 2 is not
+    fine-tuned, although it is now the nearest candidate) or comes within it (the choice moves
+    to trial 1: another round takes trial 2)."""
+    objective = session.settings.objective
+    study = optuna.create_study(
+        storage=f"sqlite:///{tmp_path}/rounds.db", directions=objective.directions
+    )
+    plans = reference_plans(session.space, [0.5])
+    dense = session.evaluator.baseline[names.ACCURACY]
+    over = dense - 2 * BUDGET
+    tell(study, session.space, plans["uniform int8"], accuracy=dense, speedup=1.5, dense=dense)
+    first = tell(
+        study, session.space, plans["uniform 0.5 fp32"], accuracy=over, speedup=2.0, dense=dense
+    )
+    second = tell(
+        study,
+        session.space,
+        plans["uniform 0.5 + int8"],
+        accuracy=over - 0.05,
+        speedup=3.0,
+        dense=dense,
+    )
+    settings = LoopSettings.of(
+        session.settings.study, session.settings.trial_finetune, session.settings.final_finetune
+    )
+    reranker = Planted(study, session.space, session.evaluator, objective, settings.rerank)
+    # held: trial 1 re-ranked below trial 2's trial figure, so trial 2 dominates it and is next
+    # on the front; the round did not move the choice, so it is not re-ranked all the same
+    reranker.planted = {first: dense - (0.5 if moves else 3.0) * BUDGET, second: over}
+    assert reranker.run(top=2, deadline=None).plans == (2 if moves else 1)
+    assert reranker.choice() == (first if moves else 0)

@@ -49,7 +49,7 @@ from ..report.summary import (
 from ..space import SearchSpace
 from .evaluate import Evaluation, Evaluator, EvaluatorOptions
 from .objectives import Objective
-from .rows import at_trial_fidelity, study_rows
+from .rows import at_trial_fidelity, choice, study_rows
 from .runner import LoopHooks, LoopOutcome, LoopSettings, TrialLoop, adopt_dense_ms
 from .settings import JobSettings
 from .study import (
@@ -463,12 +463,6 @@ def select(
     rows = study_rows(study, objective)
     unique = [r for r in rows if r["duplicate_of"] is None]
     return rows, pareto_front(unique, objective.front_names), choice(rows, objective)
-
-
-def choice(rows: list[dict[str, Any]], objective: Objective) -> Mapping[str, Any] | None:
-    """The row the objective's rule picks from the feasible front of the evaluated plans."""
-    unique = [r for r in rows if r["duplicate_of"] is None and r["feasible"]]
-    return objective.choose(pareto_front(unique, objective.front_names))
 
 
 def finish(

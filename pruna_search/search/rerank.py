@@ -13,8 +13,9 @@ the plan the objective ships now and the faster plans of the accuracy/latency fr
 budget (a few points over it after a short fine-tune may be within it after a long one); where
 accuracy is what is maximized under a latency budget (``best_within_latency``), the most
 accurate plans within the budget. Each round re-ranks the first ``study.rerank_top`` not
-re-ranked yet; their new accuracy may move the choice (a faster plan now within the budget), so
-the candidates are read again, until the first ``rerank_top`` are all re-ranked or Ctrl-C.
+re-ranked yet; when their new accuracy moved the choice (a faster plan now within the budget),
+the candidates are read again for another round; when it did not, re-ranking ends (the plans
+after these are further from the choice), as it does on Ctrl-C.
 ``study.timeout`` stops starting new trials; the first ``rerank_top`` re-ranks of a run come
 after it (they are part of choosing, as the final export is), further ones only within it. A
 plan that prunes nothing is not fine-tuned: its trial figure is final already.
@@ -42,7 +43,7 @@ from ..report.front import pareto_front
 from ..space import SearchSpace
 from .evaluate import Evaluator
 from .objectives import Objective
-from .rows import study_rows
+from .rows import choice, study_rows
 from .study import FixedTrial
 
 log = logging.getLogger("pruna_search")
@@ -141,10 +142,11 @@ class Reranker:
     def run(
         self, top: int, deadline: float | None, stop: Callable[[], bool] = lambda: False
     ) -> Reranked:
-        """Rounds of re-ranking until the first ``top`` candidates are all re-ranked or
-        ``stop()`` says so; past ``deadline`` (``time.monotonic()``, the study's timeout) only
-        the first ``top`` plans of the run are re-ranked: they are part of choosing, as the
-        final export is, but further rounds are not."""
+        """Rounds of re-ranking: each re-ranks the first ``top`` candidates not re-ranked yet;
+        another round follows only when this one moved the choice (the plans after it are then
+        read again), and none when ``stop()`` says so. Past ``deadline`` (``time.monotonic()``,
+        the study's timeout) only the first ``top`` plans of the run are re-ranked: they are
+        part of choosing, as the final export is, but further rounds are not."""
         progress = bar(total=None, desc="re-rank", leave=False)
 
         def may_go_on() -> bool:
@@ -154,20 +156,38 @@ class Reranker:
         try:
             while may_go_on():
                 todo = self.todo(top)
-                if not todo:
+                before = self.choice()
+                if not todo or not self._round(todo, may_go_on, progress):
                     break
-                try:
-                    self.one(todo[0])
-                except Exception as exc:  # optional work: the trial figures stand
-                    log.warning(
-                        f"rerank trial {todo[0]['number']:>4} failed ({type(exc).__name__}: "
-                        f"{exc}); re-ranking stops, the choice is made on what was re-ranked"
-                    )
-                    break
-                progress.update(1)
+                if self.choice() == before:
+                    break  # the choice held: the plans after these are further from it
         finally:
             progress.close()
         return self.outcome
+
+    def choice(self) -> int | None:
+        """The trial the objective ships now (at the highest fidelity each plan reached)."""
+        chosen = choice(study_rows(self.study, self.objective), self.objective)
+        return None if chosen is None else int(chosen["number"])
+
+    def _round(
+        self, todo: list[Mapping[str, Any]], may_go_on: Callable[[], bool], progress
+    ) -> bool:
+        """Re-rank ``todo`` while ``may_go_on()``; False when one failed (re-ranking stops, the
+        choice is made on what was re-ranked)."""
+        for row in todo:
+            if not may_go_on():
+                return True
+            try:
+                self.one(row)
+            except Exception as exc:  # optional work: the trial figures stand
+                log.warning(
+                    f"rerank trial {row['number']:>4} failed ({type(exc).__name__}: {exc}); "
+                    "re-ranking stops, the choice is made on what was re-ranked"
+                )
+                return False
+            progress.update(1)
+        return True
 
 
 __all__ = ["Reranked", "Reranker", "candidates", "record"]

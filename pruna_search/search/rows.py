@@ -24,6 +24,7 @@ from ..core.keys import (
 )
 from ..core.plan import Plan
 from ..core.precision import Precision
+from ..report.front import pareto_front
 from ..space import SearchSpace
 from .objectives import Objective
 from .study import FrozenTrial, Trial, TrialState, completed
@@ -241,9 +242,16 @@ def at_trial_fidelity(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]
     ]
 
 
+def choice(rows: Sequence[Mapping[str, Any]], objective: Objective) -> Mapping[str, Any] | None:
+    """The row the objective's rule picks from the feasible front of the evaluated plans."""
+    unique = [r for r in rows if r["duplicate_of"] is None and r["feasible"]]
+    return objective.choose(pareto_front(unique, objective.front_names))
+
+
 __all__ = [
     "LATENCY_NAMES",
     "at_trial_fidelity",
+    "choice",
     "is_feasible",
     "latency_of",
     "params_key",

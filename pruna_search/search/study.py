@@ -107,7 +107,8 @@ class StudySettings:
             first comes after BatchNorm recalibration, at step 0).
         rerank_top: after the trials, the plans that could be shipped are fine-tuned again
             with ``rerank_steps`` and the choice is made on that accuracy (search/rerank.py):
-            this many of them at a time, again while the choice moves (null: no re-ranking).
+            this many of them at a time, another round only when one moved the choice (null:
+            no re-ranking).
         rerank_steps: the re-ranking fine-tune's steps (null: ``finetune.final_steps``, so
             the shipped model's accuracy is the one it was chosen on).
     """
