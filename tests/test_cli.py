@@ -461,16 +461,22 @@ def kill_at_line(tmp_path: Path, args: list[str], marker: str) -> None:
 @pytest.mark.slow
 @pytest.mark.integration
 @pytest.mark.parametrize(
-    "marker", ["trial    1 ", "final    "], ids=["between_trials", "after_the_final_line"]
+    ("marker", "wait_s"),
+    [("trial    1 ", 0), ("trial    1 ", 4), ("final    ", 0)],
+    ids=["between_trials", "between_trials_after_the_grace_period", "after_the_final_line"],
 )
 def test_a_kill_between_trials_or_after_the_final_line_loses_nothing(
-    tmp_path, resnet20_trained, marker
+    tmp_path, resnet20_trained, marker, wait_s
 ):
     """Kill -9 just after a trial's line (its MLflow child being logged) or just after the
-    final line (best.onnx being written), then the same command: every plan COMPLETE once,
-    every MLflow child FINISHED with metrics, best.onnx in the new run folder."""
+    final line (best.onnx being written), then the same command, at once or after the grace
+    period (3 s here): every plan COMPLETE once, every MLflow child FINISHED with metrics,
+    best.onnx in the new run folder."""
     args = [*TINY, "study.n_trials=3", "study.name=killed_at_line"]
+    if wait_s:
+        args += ["study.heartbeat_interval=1", "study.grace_period=3"]
     kill_at_line(tmp_path, [*args, "hydra.run.dir=first"], marker)
+    time.sleep(wait_s)
     done = cli(tmp_path, *args, "hydra.run.dir=second")
     assert done.returncode == 0, done.stderr[-2000:]
     trials = optuna.load_study(

@@ -220,7 +220,11 @@ def timing_lock_holder(db: Path) -> str | None:
 
 @pytest.mark.slow
 @pytest.mark.integration
-def test_killed_while_timing_then_run_again_at_once(tmp_path, resnet20_trained):
+@pytest.mark.parametrize("wait_s", [0, 8], ids=["at_once", "after_the_grace_period"])
+def test_killed_while_timing_then_run_again(tmp_path, resnet20_trained, wait_s):
+    """Killed in a latency window (holding the timing lock, a trial RUNNING), then run again
+    at once (the trial still has a fresh heartbeat: the rerun waits for it to go stale) or
+    after the grace period (6 s): every plan once, no window overlapping, best.onnx."""
     args = [*WORKER_ARGS, "study.n_trials=4", "study.name=killed_timing"]
     proc = start_search(tmp_path, args)
     deadline = time.monotonic() + 300
@@ -231,6 +235,7 @@ def test_killed_while_timing_then_run_again_at_once(tmp_path, resnet20_trained):
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    time.sleep(wait_s)
     rerun = subprocess.run(
         [str(BIN / "pruna-search"), *args, "hydra.run.dir=rerun"],
         cwd=tmp_path,
