@@ -380,6 +380,23 @@ class TrialLoop:
             )
         return left
 
+    def stay_while_others_run(self) -> None:
+        """Other workers' trials are running and no plan is left to start: stay until they end
+        (then the last worker to finish chooses, ``job.conclude_once``) or one ends without a
+        plan (stopped early, ruled out, failed, its worker killed: retried after the grace
+        period), when this worker evaluates more. So the study's last plans are not left to one
+        worker. Ctrl-C stops waiting."""
+        log.info(
+            "study    other workers are evaluating the last plans: waiting for them (this worker "
+            "takes over any that end without a plan)"
+        )
+        try:
+            while running(self.study) and not self.needed():
+                fail_stale_trials(self.study)  # a killed worker's trial: FAIL, retry enqueued
+                time.sleep(2.0)
+        except KeyboardInterrupt:
+            self.outcome.interrupted = True
+
     def _live(self, first: Mapping[int, object]) -> list[int]:
         """The running trials, when every one of them has a heartbeat newer than ``first``
         (each is another worker's, alive); else [] (one may be a killed process's)."""
@@ -552,6 +569,9 @@ class TrialLoop:
             if self.outcome.interrupted or self.outcome.stopped_for_failures or ended:
                 break
             self.outcome.running_elsewhere = self.wait_for_running()
+            if self.outcome.running_elsewhere and self.workers is not None:
+                self.stay_while_others_run()
+                self.outcome.running_elsewhere = [t.number for t in running(self.study)]
             if self.outcome.running_elsewhere or self.outcome.interrupted or not self.needed():
                 break  # else another worker's trial ended without a plan: evaluate more
         self.outcome.seconds = time.perf_counter() - start
