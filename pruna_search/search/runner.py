@@ -568,11 +568,12 @@ class TrialLoop:
             ended = self.outcome.exhausted or self.outcome.all_stopped
             if self.outcome.interrupted or self.outcome.stopped_for_failures or ended:
                 break
-            self.outcome.running_elsewhere = self.wait_for_running()
-            if self.outcome.running_elsewhere and self.workers is not None:
-                self.stay_while_others_run()
-                self.outcome.running_elsewhere = [t.number for t in running(self.study)]
-            if self.outcome.running_elsewhere or self.outcome.interrupted or not self.needed():
+            live = self.wait_for_running()
+            if live and self.workers is not None:
+                self.stay_while_others_run()  # until they end, or a plan is needed again
+                live = []
+            self.outcome.running_elsewhere = live
+            if live or self.outcome.interrupted or not self.needed():
                 break  # else another worker's trial ended without a plan: evaluate more
         self.outcome.seconds = time.perf_counter() - start
         self._warn_ended()
