@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch.utils.data import TensorDataset
 
-from pruna_search.analyzer.run import analysis_splits, val_subset
+from pruna_search.analyzer.run import CALIB_IMAGES, analysis_splits, val_subset
 from pruna_search.analyzer.sensitivity import Sensitivity, changes
 from pruna_search.analyzer.suggest import Choice, knapsack, params_of, prune_choices
 from pruna_search.core.plan import DEFAULT_ROUND_TO
@@ -46,6 +46,8 @@ def test_the_val_subset_is_balanced_seeded_and_in_memory(digits, tmp_path):
     splits = analysis_splits(photos, AnalysisSettings(val_subset=6))
     assert isinstance(splits.val, TensorDataset) and isinstance(splits.train, TensorDataset)
     assert splits.size("val") == 6 and splits.size("train") == photos.size("train")
+    assert isinstance(splits.calib, TensorDataset)
+    assert splits.size("calib") == min(CALIB_IMAGES, photos.size("calib"))
     assert splits.val_arrays()[0].shape[1:] == photos.val_arrays()[0].shape[1:]
 
 

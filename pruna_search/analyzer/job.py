@@ -27,9 +27,6 @@ from .run import Analysis, analysis_splits, analyze
 from .store import save_record
 
 log = logging.getLogger("pruna_search")
-# calibration images of each int8 variant the sensitivity profile builds (data.calib_size for the
-# search's own builds)
-CALIB_IMAGES = 64
 FILES = ("analysis.md", "analysis.json", "sensitivity.png", "latency.png", "analysis.html")
 
 
@@ -101,8 +98,6 @@ def _analyze(session: Session) -> Analysis:
         settings, full.model, splits, Path(session.workdir.name) / "analysis", full.runner
     )
     evaluator.floors = full.floors
-    # int8 sensitivities rank layers; calibrating each on fewer images barely moves them
-    evaluator.x_calib = evaluator.x_calib[:CALIB_IMAGES]
     log.info(
         f"analysis {len(full.info.groups)} groups x {len(session.space.options.ratios)} ratios, "
         f"{len(full.info.layers)} layers, on {splits.size('val')} val images"

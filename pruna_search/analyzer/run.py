@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Subset, TensorDataset
+from torch.utils.data import Dataset, Subset, TensorDataset
 
 from ..core import names
 from ..core.precision import Precision
@@ -205,15 +205,27 @@ def _measured(
 
 # train images the profile's BatchNorm recalibrations draw from (read into memory once)
 RECALIBRATION_IMAGES = 256
+# calibration images of each int8 variant the profile builds (data.calib_size for the search's)
+CALIB_IMAGES = 64
 
 
 def analysis_splits(splits: DataSplits, settings: AnalysisSettings) -> DataSplits:
-    """The data the analysis runs on: ``analysis.val_subset`` val images and
-    ``RECALIBRATION_IMAGES`` train images, both in memory (``val_subset``,
-    ``recalibration_subset``)."""
+    """The data the analysis runs on, all in memory: ``analysis.val_subset`` val images
+    (``val_subset``), ``RECALIBRATION_IMAGES`` train images (``recalibration_subset``) and the
+    first ``CALIB_IMAGES`` calibration images (int8 sensitivities rank layers; calibrating each
+    variant on fewer images barely moves them)."""
     size = settings.subset_of(splits.size("val"))
     splits = val_subset(splits, size, settings.seed)
-    return recalibration_subset(splits, RECALIBRATION_IMAGES, settings.seed)
+    splits = recalibration_subset(splits, RECALIBRATION_IMAGES, settings.seed)
+    first = range(min(CALIB_IMAGES, splits.size("calib")))
+    return dataclasses.replace(splits, calib=in_memory(splits, Subset(splits.calib, first)))
+
+
+def in_memory(splits: DataSplits, dataset: Dataset) -> TensorDataset:
+    """``dataset`` (a split of ``splits``, or part of one) read once into memory, as its
+    batches give it (inputs exactly as fed to the model)."""
+    x, y = dataclasses.replace(splits, val=dataset).val_arrays()
+    return TensorDataset(torch.from_numpy(x), torch.from_numpy(y))
 
 
 def val_subset(splits: DataSplits, size: int, seed: int) -> DataSplits:
@@ -225,8 +237,7 @@ def val_subset(splits: DataSplits, size: int, seed: int) -> DataSplits:
         splits = dataclasses.replace(splits, val=Subset(splits.val, indices.tolist()))
     if isinstance(splits.val, TensorDataset):
         return splits
-    x, y = splits.val_arrays()
-    return dataclasses.replace(splits, val=TensorDataset(torch.from_numpy(x), torch.from_numpy(y)))
+    return dataclasses.replace(splits, val=in_memory(splits, splits.val))
 
 
 def recalibration_subset(splits: DataSplits, images: int, seed: int) -> DataSplits:
@@ -236,11 +247,8 @@ def recalibration_subset(splits: DataSplits, images: int, seed: int) -> DataSpli
     if isinstance(splits.train, TensorDataset):
         return splits
     order = np.random.default_rng(seed).permutation(splits.size("train"))[:images]
-    part = dataclasses.replace(splits, val=Subset(splits.train, sorted(order.tolist())))
-    x, y = part.val_arrays()
-    return dataclasses.replace(
-        splits, train=TensorDataset(torch.from_numpy(x), torch.from_numpy(y))
-    )
+    part = Subset(splits.train, sorted(order.tolist()))
+    return dataclasses.replace(splits, train=in_memory(splits, part))
 
 
 def val_labels(splits: DataSplits) -> np.ndarray:

@@ -356,16 +356,14 @@ def start_study(
 def conclude_once(
     loop: TrialLoop, session: Session, output_dir: Path, workers: Workers, tracking: StudyTracking
 ) -> JobResult:
-    """Re-rank, choose and export — once per study, by the last worker to finish: a worker
-    whose last trial ended while other workers' trials run hands over to them, and one that
-    finds the study exported since it started does nothing more."""
+    """Re-rank, choose and export — once per study, by the last worker to finish (the others
+    waited for its trials, ``TrialLoop.stay_while_others_run``): a worker that finds the study
+    exported since it started does nothing more."""
     study, outcome = loop.study, loop.outcome
-    if outcome.running_elsewhere:
-        return handed_over(study, session, output_dir, outcome.running_elsewhere, None)
-    with workers.final():
+    with workers.final_lock.hold():
         other = workers.final_by_other(study)
         if other is not None:
-            return handed_over(study, session, output_dir, [], other)
+            return handed_over(study, session, output_dir, other)
         if loop.may_settle():
             loop.settle()
         result = finish(study, session, output_dir, outcome, tracking)
@@ -374,37 +372,22 @@ def conclude_once(
         return result
 
 
-def handed_over(
-    study, session: Session, output_dir: Path, running: list[int], final: Mapping | None
-) -> JobResult:
-    """This worker's end when another one finishes the study (its trials ``running``, or the
-    ``final`` step it recorded): a log line and ``summary.json``; the study's MLflow run is left
-    to that worker."""
-    if running:
-        log.info(
-            f"study    trial {', '.join(map(str, running))} still running in another worker: "
-            "the last worker to finish re-ranks, chooses and exports"
-        )
-    else:
-        where = (final or {}).get("output")
-        log.info(f"study    another worker chose and exported the study's model ({where})")
+def handed_over(study, session: Session, output_dir: Path, final: Mapping) -> JobResult:
+    """This worker's end when another one chose and exported (the ``final`` record it left):
+    a log line and ``summary.json``; the study's MLflow run is that worker's to end."""
+    where = final.get("output")
+    log.info(f"study    another worker chose and exported the study's model ({where})")
     output_dir.mkdir(parents=True, exist_ok=True)
+    storage = session.settings.study.storage
     summary = {
         "status": STATUS_HANDED_OVER,
         "study": study.study_name,
-        "storage": session.settings.study.storage,
+        "storage": storage,
         "evaluated": len(evaluated(study)),
-        "running_elsewhere": running,
-        "exported_by": None if final is None else final.get("output"),
+        "exported_by": where,
     }
     report.write_json(output_dir / "summary.json", summary)
-    return JobResult(
-        STATUS_HANDED_OVER,
-        study.study_name,
-        session.settings.study.storage,
-        output_dir,
-        summary,
-    )
+    return JobResult(STATUS_HANDED_OVER, study.study_name, storage, output_dir, summary)
 
 
 def job_study_name(session: Session) -> str:

@@ -2,11 +2,10 @@
 The only importer of SQLAlchemy.
 
 Several workers on one study (processes on one or more machines sharing ``study.storage``)
-coordinate through these locks (design decision 26):
-- ``timing:<device>``: one latency window at a time per measuring device (two windows at once
-  would disturb each other's figures);
-- ``study:<name>``: creating the study, enqueueing its reference and warm-start trials,
-  finding its MLflow parent run, claiming a plan, choosing and exporting the shipped model.
+coordinate through these locks (design decision 26; ``search/workers.py`` names them):
+``timing:<device>`` (one latency window at a time per measuring device), ``study:<name>``
+(creating the study, enqueueing, claiming a model) and ``final:<name>`` (re-ranking, choosing
+and exporting once).
 
 A lock is a row of the table ``pruna_locks`` (created on first use, beside Optuna's tables):
 its holder and the time its lease expires. Taking it is one conditional UPDATE (free, expired,

@@ -11,9 +11,10 @@ Any number of ``pruna-search`` processes, on one machine or several, may run the
   the trial (``pruna.timing_windows``);
 - **the study created, its reference and warm-start trials enqueued, its MLflow parent run
   found once**: under the study's lock;
-- **the final export once**: a worker whose last trial is done while other workers' trials run
-  hands over to them; the last one chooses, re-ranks and exports under the lock ``final:<name>``
-  and records it (``pruna.final``); a worker that finds it done since it started does nothing.
+- **the final export once**: a worker with no plan left to start waits for the other workers'
+  last trials (and evaluates more when one ends without a plan); the last to finish re-ranks,
+  chooses and exports under the lock ``final:<name>`` and records it (``pruna.final``); a
+  worker that finds it done since it started ends ``handed over``.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ import hashlib
 import json
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -137,14 +137,5 @@ class Workers:
         record = {"time": time.time(), "holder": self.final_lock.holder, "output": output_dir}
         study.set_user_attr(FINAL_ATTR, json.dumps(record))
 
-    def final(self):
-        """The context the final step runs in: the final lock."""
-        return self.final_lock.hold()
 
-
-def study_lock(workers: Workers | None):
-    """The study's lock, or a no-op without workers (the API, tests)."""
-    return nullcontext(0.0) if workers is None else workers.study_lock.hold()
-
-
-__all__ = ["Workers", "model_digest", "study_lock"]
+__all__ = ["Workers", "model_digest"]
