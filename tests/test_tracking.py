@@ -7,6 +7,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -36,7 +37,8 @@ from pruna_search.tracking import (
     TrialRecord,
     make_tracker,
 )
-from pruna_search.tracking.mlflow_tracker import UI_PAGE
+from pruna_search.tracking.mlflow_tracker import MlflowTracker
+from pruna_search.tracking.ui import TRIALS_VIEW, VIEW_TAGS, view_url
 
 METRICS = {"accuracy": 0.98, "accuracy_drop": 0.01, "latency_ms_p50": 0.4, "speedup": 2.0}
 
@@ -241,6 +243,7 @@ def test_a_study_is_tracked(tracked_study):
     assert children and all(c.data.tags["mlflow.source.name"] == "pruna-search" for c in children)
     experiment = client.get_experiment(parent.info.experiment_id)
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert VIEW_TAGS.items() <= experiment.tags.items()  # the UI's trials and studies views
     assert tags["pruna.version.onnxruntime"] == ort.__version__
     assert tags["pruna.hardware.cores"].isdigit()
     assert parent.data.params["space.tie"] == "stage"
@@ -383,7 +386,7 @@ def browser_or_skip() -> tuple[str, str]:
 @contextlib.contextmanager
 def mlflow_server(uri: str):
     """``pruna-search-ui``'s command on a free port; stopped by its process id."""
-    from pruna_search.tracking.mlflow_tracker import ui_command
+    from pruna_search.tracking.ui import ui_command
 
     port = free_port()
     command, env = ui_command(uri, "127.0.0.1", port)
@@ -420,25 +423,6 @@ def body_text(browser) -> str:
     return browser.find_element("tag name", "body").text
 
 
-def show_trials_with_columns(browser, metrics) -> None:
-    """What a user does in the MLflow 3 runs table: close the assistant panel, expand the
-    study's run to show its trial runs, add metric columns from the Columns menu."""
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.common.keys import Keys
-
-    for close in browser.find_elements(By.CSS_SELECTOR, "button[aria-label='Close']"):
-        close.click()
-    for expander in browser.find_elements(
-        By.CSS_SELECTOR, ".ag-row button[data-component-id*='runnamecellrenderer']"
-    ):
-        expander.click()
-    browser.find_element(By.XPATH, "//button[normalize-space()='Columns']").click()
-    dialog = wait_for(browser, By.CSS_SELECTOR, "[role=dialog]")
-    for name in metrics:
-        dialog.find_element(By.XPATH, f".//*[normalize-space(text())='{name}']").click()
-    browser.find_element(By.TAG_NAME, "body").send_keys(Keys.ESCAPE)
-
-
 def wait_for(browser, by, selector, seconds: int = 20):
     from selenium.webdriver.support import expected_conditions
     from selenium.webdriver.support.ui import WebDriverWait
@@ -473,18 +457,20 @@ def test_the_mlflow_ui_shows_the_trials(tracked_study):
         browser = webdriver.Chrome(service=Service(driver_path), options=options)
         try:
             browser.set_page_load_timeout(60)
-            # the page pruna-search-ui prints, then the experiment: "Model training" mode, its
-            # runs table (MLflow 3.17 opens its GenAI overview without workflowType)
-            browser.get(f"{url}{UI_PAGE}".replace("#/experiments", f"#/experiments/{experiment}"))
+            # the trials view pruna-search-ui prints, as it opens: no click, no column picked
+            browser.get(view_url(url, experiment, TRIALS_VIEW))
             wait = WebDriverWait(browser, 60)
-            wait.until(lambda b: result.study_name[:20] in body_text(b))
-            assert "Run Name" in body_text(browser) and "Traces\n0" not in body_text(browser)
-            show_trials_with_columns(browser, ("accuracy", "latency_ms_p50", "speedup"))
             wait.until(lambda b: "trial-" in body_text(b) and "latency_ms_p50" in body_text(b))
             text = body_text(browser)
-            shown = {f"trial-{c.data.tags['pruna.trial']}" for c in children}
-            assert any(name in text for name in shown), text[:2000]
-            assert "accuracy" in text and "latency_ms_p50" in text, text[:2000]
+            assert "Traces\n0" not in text  # the "Model training" mode, not the GenAI one
+            for name in ("accuracy", "speedup", "latency_ms_p50", "size_mb"):
+                assert name in text, text[:2000]
+            listed = re.findall(r"\btrial-(\d+)\b", text)
+            assert {c.data.tags["pruna.trial"] for c in children} <= set(listed)  # flat
+            by_number = {c.data.tags["pruna.trial"]: c.data.metrics for c in children}
+            top = by_number[listed[0]]  # fastest first, with its figures in the row
+            assert top["speedup"] == max(m.get("speedup", 0) for m in by_number.values())
+            assert f"{top['accuracy']:.6g}" in text and f"{top['speedup']:.6g}" in text
             shot = tmp_path / "mlflow-ui.png"
             assert browser.save_screenshot(str(shot))
         finally:
@@ -501,8 +487,12 @@ def test_pruna_search_ui_serves_the_store_and_stops_with_its_server(tmp_path):
     missing = subprocess.run([str(ui)], cwd=tmp_path, capture_output=True, text=True)
     assert missing.returncode == 2
     assert missing.stderr.startswith("error: --uri: 'sqlite:///mlflow.db' has no tracked study")
-    make_tracker("mlflow", f"sqlite:///{tmp_path}/mlflow.db").start_study(
-        StudyRecord(study="s", experiment="e")
+    tracker = MlflowTracker(f"sqlite:///{tmp_path}/mlflow.db")
+    tracker.start_study(StudyRecord(study="s", experiment="e"))
+    # the study's closing line says where its trials are
+    assert tracker.trials_page() == (
+        "pruna-search-ui, then http://127.0.0.1:5000/#/experiments/1/runs"
+        "?viewStateShareKey=pruna-trials&workflowType=machine_learning"
     )
     port = free_port()
     proc = subprocess.Popen(
@@ -523,6 +513,7 @@ def test_pruna_search_ui_serves_the_store_and_stops_with_its_server(tmp_path):
         assert proc.wait(timeout=30) == 130
     banner = proc.stdout.read() if proc.stdout else ""
     assert f"http://127.0.0.1:{port}/#/experiments?workflowType=machine_learning" in banner
+    assert f"trials of e: {view_url(f'http://127.0.0.1:{port}', '1', TRIALS_VIEW)}" in banner
     with pytest.raises(OSError):  # the server went with it
         urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
 

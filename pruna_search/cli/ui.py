@@ -4,7 +4,8 @@
 
 Starts ``mlflow server`` on 127.0.0.1 (only this machine can reach it; pass ``--host`` to share
 it on a trusted network) against the tracking store ``pruna-search`` writes by default, and runs
-until Ctrl-C.
+until Ctrl-C. It prints the experiments page, then, for the most recent experiments, the address of
+their trials view (every trial run with its metrics, fastest first) and their studies view.
 """
 
 from __future__ import annotations
@@ -17,7 +18,16 @@ import sys
 
 from ..core.errors import ConfigError
 from ..tracking import DEFAULT_URI, check_uri, sqlite_path
-from ..tracking.mlflow_tracker import ui_command, ui_url
+from ..tracking.ui import (
+    STUDIES_VIEW,
+    TRIALS_VIEW,
+    UI_HOST,
+    UI_PORT,
+    base_url,
+    ui_command,
+    ui_url,
+    view_url,
+)
 from .run import EXIT_ERROR, EXIT_INTERRUPTED
 
 
@@ -26,8 +36,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--uri", default=DEFAULT_URI, help=f"tracking store (default {DEFAULT_URI})"
     )
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=5000, help="port (default 5000)")
+    parser.add_argument("--host", default=UI_HOST, help=f"address to bind (default {UI_HOST})")
+    parser.add_argument("--port", type=int, default=UI_PORT, help=f"port (default {UI_PORT})")
     return parser.parse_args(argv)
 
 
@@ -45,10 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     command, env = ui_command(args.uri, args.host, args.port)
-    print(
-        f"MLflow UI for {args.uri}: {ui_url(args.host, args.port)} (Ctrl-C stops it)",
-        flush=True,
-    )
+    print(banner(args), flush=True)
     # its own process group, so stopping this command stops the server and its workers
     server = subprocess.Popen(command, env=env, start_new_session=True)
     signal.signal(signal.SIGINT, signal.default_int_handler)  # also when started in background
@@ -58,6 +65,23 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         _stop(server)
         return EXIT_INTERRUPTED
+
+
+def banner(args: argparse.Namespace) -> str:
+    """The trials and studies views of the most recent experiments, then all experiments."""
+    lines = [f"MLflow UI for {args.uri} (Ctrl-C stops it)"]
+    try:
+        from ..tracking.mlflow_tracker import pruna_experiments
+
+        experiments = pruna_experiments(args.uri)
+    except Exception:  # an unreadable store: the server says why once it starts
+        experiments = []
+    base = base_url(args.host, args.port)
+    for experiment_id, name in experiments:
+        for label, view in (("trials", TRIALS_VIEW), ("studies", STUDIES_VIEW)):
+            lines.append(f"  {label} of {name}: {view_url(base, experiment_id, view)}")
+    lines.append(f"  all experiments: {ui_url(args.host, args.port)}")
+    return "\n".join(lines)
 
 
 def _stop(server: subprocess.Popen) -> None:

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 from ..core import keys
-from ..core.hosts import url_host
 from ..core.keys import (
     CHOSEN_TAG,
     PARETO_TAG,
@@ -41,6 +40,7 @@ from .base import (
     check_uri,
     sqlite_path,
 )
+from .ui import TRIALS_VIEW, VIEW_TAG_PREFIX, VIEW_TAGS, base_url, view_url
 
 # A server that is down must cost seconds, not MLflow's default minutes of retries.
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
@@ -66,9 +66,11 @@ for noisy in ("mlflow", "alembic", "sqlalchemy", "urllib3"):
 
 MAX_PARAM_LENGTH = 6000
 # the experiment's kind, as MLflow records it (MLflow 3.17's UI takes its mode from the URL
-# instead: ``UI_PAGE``)
+# instead: ``ui.UI_PAGE``)
 EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
 SOURCE = "pruna-search"
+# the kind, and the saved views the UI opens the experiment on (tracking/ui.py)
+EXPERIMENT_TAGS = {EXPERIMENT_KIND_TAG: EXPERIMENT_KIND, **VIEW_TAGS}
 
 
 def source_tags(commit: str | None = None) -> dict[str, str]:
@@ -115,17 +117,16 @@ class MlflowTracker(Tracker):
     def _experiment(self, name: str) -> str:
         found = self.client.get_experiment_by_name(name)
         if found is not None:
-            if found.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:  # made by an older version
-                self.client.set_experiment_tag(
-                    found.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND
-                )
+            for key, value in EXPERIMENT_TAGS.items():  # made by an older version: tag it now
+                if found.tags.get(key) != value:
+                    self.client.set_experiment_tag(found.experiment_id, key, value)
             return found.experiment_id
         location = None
         db = sqlite_path(self.uri)
         if db is not None:
             location = (db.resolve().parent / ARTIFACTS_DIR / name).as_uri()
         return self.client.create_experiment(
-            name, artifact_location=location, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}
+            name, artifact_location=location, tags=EXPERIMENT_TAGS
         )
 
     def start_study(self, record: StudyRecord) -> None:
@@ -278,6 +279,14 @@ class MlflowTracker(Tracker):
                 self.client.log_artifact(parent_id, str(path))
         if end.model is not None and Path(end.model).is_file():
             self._log_model(end)
+        log.info(f"tracking the trials, fastest first: {self.trials_page()}")
+
+    def trials_page(self) -> str:
+        """Where the user sees this experiment's trials: the server's page, or the one
+        ``pruna-search-ui`` serves on its default address for a store file."""
+        if self.uri.startswith(("http://", "https://")):
+            return view_url(self.uri, str(self.experiment_id))
+        return f"pruna-search-ui, then {view_url(base_url(), str(self.experiment_id))}"
 
     def _log_model(self, end: StudyEnd) -> None:
         """Log ``best.onnx`` on the parent run and register it, unless a version of the same
@@ -344,40 +353,16 @@ class MlflowTracker(Tracker):
             self.client.set_terminated(self.parent_id, status=status)
 
 
-# MLflow 3.17's UI takes its mode from the URL (or the browser's last choice), not from the
-# experiment's kind: this opens the experiments in its "Model training" mode, on the runs table
-UI_PAGE = "/#/experiments?workflowType=machine_learning"
+def pruna_experiments(uri: str, most: int = 5) -> list[tuple[str, str]]:
+    """``(id, name)`` of the experiments in ``uri``'s store that carry pruna's saved views,
+    the most recently updated first."""
+    client = MlflowClient(tracking_uri=uri)
+    found = client.search_experiments(
+        filter_string=f"tags.`{VIEW_TAG_PREFIX}{TRIALS_VIEW}` != ''",
+        order_by=["last_update_time DESC"],
+        max_results=most,
+    )
+    return [(e.experiment_id, e.name) for e in found]
 
 
-def ui_url(host: str, port: int) -> str:
-    """The page of ``pruna-search-ui`` to open: the experiments, in "Model training" mode."""
-    return f"http://{url_host(host)}:{port}{UI_PAGE}"
-
-
-def ui_command(uri: str, host: str, port: int) -> tuple[list[str], dict[str, str]]:
-    """The ``mlflow server`` command line (and environment) that serves ``uri``'s store."""
-    import sys
-
-    command = [
-        sys.executable,
-        "-m",
-        "mlflow",
-        "server",
-        "--backend-store-uri",
-        uri,
-        "--host",
-        host,
-        "--port",
-        str(port),
-        "--workers",
-        "1",
-    ]
-    db = sqlite_path(uri)
-    if db is not None:
-        command += ["--default-artifact-root", (db.resolve().parent / ARTIFACTS_DIR).as_uri()]
-    # job execution makes the server start several times slower and larger (docs/design.md)
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    return command, env
-
-
-__all__ = ["MlflowTracker", "ui_command"]
+__all__ = ["MlflowTracker", "pruna_experiments"]
