@@ -462,8 +462,13 @@ def kill_at_line(tmp_path: Path, args: list[str], marker: str) -> None:
 @pytest.mark.integration
 @pytest.mark.parametrize(
     ("marker", "wait_s"),
-    [("trial    1 ", 0), ("trial    1 ", 4), ("final    ", 0)],
-    ids=["between_trials", "between_trials_after_the_grace_period", "after_the_final_line"],
+    [("trial    1 ", 0), ("trial    1 ", 4), ("final    ", 0), ("final    ", 4)],
+    ids=[
+        "between_trials",
+        "between_trials_after_the_grace_period",
+        "after_the_final_line",
+        "after_the_final_line_after_the_grace_period",
+    ],
 )
 def test_a_kill_between_trials_or_after_the_final_line_loses_nothing(
     tmp_path, resnet20_trained, marker, wait_s
