@@ -108,5 +108,12 @@ def test_a_precision_only_plan_quantizes_the_dense_export(digits, tmp_path):
     path = evaluator.at_precisions(plan, "quick")
     assert "QuantizeLinear" in {n.op_type for n in onnx.load(str(path)).graph.node}
     assert evaluator.score(path) == evaluator.score_without_finetune(plan)
+    # the next layer's variant reads the activation ranges the first one calibrated, and
+    # quantizes them exactly as a calibration of its own would
+    assert (tmp_path / "dense.calibration.json").is_file()
+    other = Plan(precision={evaluator.info.layers[1].name: "int8"}, finetune=plan.finetune)
+    cached = onnx.load(str(evaluator.at_precisions(other, "cached")))
+    calibrated = onnx.load(str(evaluator.recalibrated(other, "calibrated")))
+    assert cached.graph.SerializeToString() == calibrated.graph.SerializeToString()
     with pytest.raises(ValueError, match="prunes or fine-tunes"):
         evaluator.at_precisions(Plan(prune={evaluator.info.group_names[0]: 0.5}), "no")

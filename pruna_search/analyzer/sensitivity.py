@@ -104,8 +104,8 @@ def sensitivity(
     progress = bar(total=len(todo), desc="sensitivity", leave=False)
     try:
         for change in todo:
-            if change.kind == "prune":
-                metric = evaluator.score_without_finetune(change.plan)
+            if change.kind == "prune":  # scored only: exported unfolded (ORT folds at load)
+                metric = evaluator.score_without_finetune(change.plan, fold_bn=False)
             else:  # the dense model's own export, quantized
                 metric = evaluator.score(evaluator.at_precisions(change.plan, "sensitivity"))
             if change.kind == "prune":

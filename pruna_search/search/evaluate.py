@@ -171,6 +171,7 @@ class Evaluator:
         self.dense_path = export_onnx(
             self.model, self.example, self.workdir / "dense.fp32.onnx", exporter=self.exporter
         )
+        self.calibration_cache.unlink(missing_ok=True)  # ranges of an earlier dense export
         self.seconds["export_dense"] = time.perf_counter() - start
         start = time.perf_counter()
         baseline = {
@@ -230,22 +231,24 @@ class Evaluator:
         finetune = dataclasses.replace(plan.finetune, steps=0, bn_recalibration=0)
         return self._build(plan.with_finetune(finetune), name).onnx_path
 
-    def score_without_finetune(self, plan: Plan) -> float:
+    def score_without_finetune(self, plan: Plan, *, fold_bn: bool = True) -> float:
         """The metric of the model ``plan`` builds with BatchNorm recalibrated but no
-        fine-tune: what the fine-tune starts from."""
-        return self.score(self.recalibrated(plan, "recalibrated"))
+        fine-tune: what the fine-tune starts from (``fold_bn``: see ``recalibrated``)."""
+        return self.score(self.recalibrated(plan, "recalibrated", fold_bn=fold_bn))
 
-    def recalibrated(self, plan: Plan, name: str) -> Path:
+    def recalibrated(self, plan: Plan, name: str, *, fold_bn: bool = True) -> Path:
         """The model ``plan`` builds with BatchNorm recalibrated but no fine-tune (validated
-        first)."""
+        first); ``fold_bn=False`` exports BatchNorm unfolded, for a model only scored (ONNX
+        Runtime folds it at load: the same figures, without the fold's cost)."""
         plan.validate(self.info, self.target)
         plan = plan.with_finetune(dataclasses.replace(plan.finetune, steps=0))
-        return self._build(plan, name).onnx_path
+        return self._build(plan, name, fold_bn=fold_bn).onnx_path
 
     def at_precisions(self, plan: Plan, name: str) -> Path:
         """The dense model with ``plan``'s precisions, for a plan that prunes nothing and is
         not fine-tuned (validated first): its fp32 export is the dense one, so only the
-        quantization runs (no copy, export or parity check)."""
+        quantization runs (no copy, export or parity check), on activation ranges calibrated
+        once for the dense model."""
         plan.validate(self.info, self.target)
         if not plan.is_dense or plan.finetune.steps > 0:
             raise ValueError("at_precisions: the plan prunes or fine-tunes; use build()")
@@ -256,8 +259,15 @@ class Evaluator:
             int8=plan.layers_at(Precision.INT8),
             int4=plan.layers_at(Precision.INT4),
             calib=self.x_calib,
-            settings=Int8Settings(reduce_range=self.reduce_range),
+            settings=Int8Settings(
+                reduce_range=self.reduce_range, calibration_cache=self.calibration_cache
+            ),
         )
+
+    @property
+    def calibration_cache(self) -> Path:
+        """The dense export's activation ranges on ``x_calib`` (``at_precisions``)."""
+        return self.workdir / "dense.calibration.json"
 
     def keep(self, onnx_path: Path, name: str) -> Path:
         """A copy of ``onnx_path`` in the work folder that later evaluations do not overwrite
@@ -300,7 +310,14 @@ class Evaluator:
             self._dense_proxy = self.proxy_accuracy(self.model)
         return self._dense_proxy
 
-    def _build(self, plan: Plan, name: str, on_progress: Progress | None = None) -> Candidate:
+    def _build(
+        self,
+        plan: Plan,
+        name: str,
+        on_progress: Progress | None = None,
+        *,
+        fold_bn: bool = True,
+    ) -> Candidate:
         return apply_plan(
             self.model,
             plan,
@@ -314,6 +331,7 @@ class Evaluator:
             teacher=self.teacher,
             compute=self.compute,
             on_progress=on_progress,
+            fold_bn=fold_bn,
         )
 
     def build(self, plan: Plan, name: str, on_progress: Progress | None = None) -> Candidate:
