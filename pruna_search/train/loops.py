@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from ..core.errors import ConfigError
 from ..core.progress import bar
+from ..core.runtime import batch_for
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 # ``on_progress(step, model)``: told the steps done and the model being trained (in place)
@@ -410,10 +411,17 @@ def recalibrate_batchnorm(
 
 @torch.no_grad()
 def accuracy(
-    model: nn.Module, dataset: Dataset, *, batch_size: int = 256, device: str = "cpu"
+    model: nn.Module, dataset: Dataset, *, batch_size: int | None = None, device: str = "cpu"
 ) -> float:
     """Top-1 accuracy of a torch model on ``device``, where it must be (used for baselines and
-    as a proxy during fine-tunes; shipped metrics come from ORT). Leaves it in eval mode."""
+    as a proxy during fine-tunes; shipped metrics come from ORT). Leaves it in eval mode.
+
+    ``batch_size`` (None): as for an ONNX Runtime run, ``runtime.batch_for`` the input's shape:
+    256 images at 32x32, 16 at 3x224x224 (a batch of 256 at 224x224 holds gigabytes of
+    activations).
+    """
+    if batch_size is None:
+        batch_size = batch_for(tuple(dataset[0][0].shape)) if len(dataset) else 1  # type: ignore[arg-type]
     model.eval()
     correct = total = 0
     # a generator of its own: a DataLoader draws its seed from torch's global one otherwise,
