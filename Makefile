@@ -59,7 +59,7 @@ bench-multiple: setup
 # through the pruna-search CLI (hours on 2 cores); BENCH_ARGS="--trials 40" passes options
 BENCH_ARGS ?=
 bench-real: setup
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt '.[bench]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev,bench]'
 	$(BIN)/python scripts/bench_real.py $(BENCH_ARGS)
 
 # streaming 50,000 photos at 224x224: memory and images per second of one scored pass

@@ -494,6 +494,11 @@ def test_pruna_search_ui_serves_the_store_and_stops_with_its_server(tmp_path):
         "pruna-search-ui, then http://127.0.0.1:5000/#/experiments/1/runs"
         "?viewStateShareKey=pruna-trials&workflowType=machine_learning"
     )
+    # an experiment made before the views gets them; another tool's experiment is not listed
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    for key in VIEW_TAGS:
+        client.delete_experiment_tag("1", key)
+    client.create_experiment("other", tags={"mlflow.experimentKind": "custom_model_development"})
     port = free_port()
     proc = subprocess.Popen(
         [str(ui), "--port", str(port)], cwd=tmp_path, stdout=subprocess.PIPE, text=True
@@ -514,6 +519,8 @@ def test_pruna_search_ui_serves_the_store_and_stops_with_its_server(tmp_path):
     banner = proc.stdout.read() if proc.stdout else ""
     assert f"http://127.0.0.1:{port}/#/experiments?workflowType=machine_learning" in banner
     assert f"trials of e: {view_url(f'http://127.0.0.1:{port}', '1', TRIALS_VIEW)}" in banner
+    assert "of other:" not in banner
+    assert VIEW_TAGS.items() <= client.get_experiment("1").tags.items()
     with pytest.raises(OSError):  # the server went with it
         urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
 

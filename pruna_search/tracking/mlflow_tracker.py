@@ -40,7 +40,7 @@ from .base import (
     check_uri,
     sqlite_path,
 )
-from .ui import TRIALS_VIEW, VIEW_TAG_PREFIX, VIEW_TAGS, base_url, view_url
+from .ui import VIEW_TAGS, base_url, view_url
 
 # A server that is down must cost seconds, not MLflow's default minutes of retries.
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
@@ -354,15 +354,24 @@ class MlflowTracker(Tracker):
 
 
 def pruna_experiments(uri: str, most: int = 5) -> list[tuple[str, str]]:
-    """``(id, name)`` of the experiments in ``uri``'s store that carry pruna's saved views,
-    the most recently updated first."""
+    """``(id, name)`` of the most recently updated experiments in ``uri``'s store that hold a
+    pruna study; one made by a version before the saved views gets them now."""
     client = MlflowClient(tracking_uri=uri)
     found = client.search_experiments(
-        filter_string=f"tags.`{VIEW_TAG_PREFIX}{TRIALS_VIEW}` != ''",
+        filter_string=f"tags.`{EXPERIMENT_KIND_TAG}` = '{EXPERIMENT_KIND}'",
         order_by=["last_update_time DESC"],
         max_results=most,
     )
-    return [(e.experiment_id, e.name) for e in found]
+    studies = f"tags.`{RUN_KIND_TAG}` = 'study'"
+    out = []
+    for experiment in found:
+        if not client.search_runs([experiment.experiment_id], studies, max_results=1):
+            continue  # another tool's experiment of that kind
+        for key, value in VIEW_TAGS.items():
+            if experiment.tags.get(key) != value:
+                client.set_experiment_tag(experiment.experiment_id, key, value)
+        out.append((experiment.experiment_id, experiment.name))
+    return out
 
 
 __all__ = ["MlflowTracker", "pruna_experiments"]
