@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -61,9 +60,8 @@ def main() -> None:
         print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
         ratios = []
         for round_ in range(1, args.rounds + 1):
-            start = time.perf_counter()
             seconds = analyze_session(session).seconds
-            analysis = time.perf_counter() - start
+            analysis = seconds["total"]
             finetunes = trial_finetunes(session)
             print(
                 f"| {round_} | {seconds['latency_profile']:.1f} | {seconds['sensitivity']:.1f} "

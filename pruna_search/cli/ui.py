@@ -4,8 +4,9 @@
 
 Starts ``mlflow server`` on 127.0.0.1 (only this machine can reach it; pass ``--host`` to share
 it on a trusted network) against the tracking store ``pruna-search`` writes by default, and runs
-until Ctrl-C. It prints the experiments page, then, for the most recent experiments, the address of
-their trials view (every trial run with its metrics, fastest first) and their studies view.
+until Ctrl-C. It prints, for the most recent experiments, the address of their trials view
+(every trial run with its metrics, fastest first) and of their studies view, then the experiments
+page.
 """
 
 from __future__ import annotations

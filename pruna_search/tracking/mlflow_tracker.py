@@ -50,7 +50,7 @@ os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
 import mlflow  # noqa: E402
 import mlflow.onnx  # noqa: E402
 from mlflow import MlflowClient  # noqa: E402
-from mlflow.entities import Metric, Param, Run, RunTag  # noqa: E402
+from mlflow.entities import Experiment, Metric, Param, Run, RunTag  # noqa: E402
 from mlflow.utils.mlflow_tags import (  # noqa: E402
     MLFLOW_GIT_COMMIT,
     MLFLOW_PARENT_RUN_ID,
@@ -117,9 +117,7 @@ class MlflowTracker(Tracker):
     def _experiment(self, name: str) -> str:
         found = self.client.get_experiment_by_name(name)
         if found is not None:
-            for key, value in EXPERIMENT_TAGS.items():  # made by an older version: tag it now
-                if found.tags.get(key) != value:
-                    self.client.set_experiment_tag(found.experiment_id, key, value)
+            tag_missing(self.client, found, EXPERIMENT_TAGS)  # made by an older version
             return found.experiment_id
         location = None
         db = sqlite_path(self.uri)
@@ -353,6 +351,13 @@ class MlflowTracker(Tracker):
             self.client.set_terminated(self.parent_id, status=status)
 
 
+def tag_missing(client: MlflowClient, experiment: Experiment, tags: Mapping[str, str]) -> None:
+    """Set those of ``tags`` the experiment lacks or holds with another value."""
+    for key, value in tags.items():
+        if experiment.tags.get(key) != value:
+            client.set_experiment_tag(experiment.experiment_id, key, value)
+
+
 def pruna_experiments(uri: str, most: int = 5) -> list[tuple[str, str]]:
     """``(id, name)`` of the most recently updated experiments in ``uri``'s store that hold a
     pruna study; one made by a version before the saved views gets them now."""
@@ -367,9 +372,7 @@ def pruna_experiments(uri: str, most: int = 5) -> list[tuple[str, str]]:
     for experiment in found:
         if not client.search_runs([experiment.experiment_id], studies, max_results=1):
             continue  # another tool's experiment of that kind
-        for key, value in VIEW_TAGS.items():
-            if experiment.tags.get(key) != value:
-                client.set_experiment_tag(experiment.experiment_id, key, value)
+        tag_missing(client, experiment, VIEW_TAGS)
         out.append((experiment.experiment_id, experiment.name))
     return out
 
