@@ -33,7 +33,7 @@ def workload(root: Path, recalibrations: int, steps: int) -> dict:
 
     from pruna_search import data as data_lib
     from pruna_search import models
-    from pruna_search.train import TrainSettings, recalibrate_batchnorm, train
+    from pruna_search.train import BatchDraw, TrainSettings, recalibrate_batchnorm, train
 
     sys.path.insert(0, str(ROOT / "examples"))
     splits = data_lib.load("imagefolder", root=str(root), size=224, mean="half", std="half")
@@ -43,7 +43,7 @@ def workload(root: Path, recalibrations: int, steps: int) -> dict:
     model = models.build("efficientnet_lite0:imagenette", data=splits)
     start, before = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
     for seed in range(recalibrations):
-        recalibrate_batchnorm(model, photos, batches=4, batch_size=16, seed=seed)
+        recalibrate_batchnorm(model, photos, BatchDraw(4, 16, seed))
     train(model, photos, TrainSettings(steps=steps, batch_size=16, lr=0.001))
     after = resource.getrusage(resource.RUSAGE_SELF)
     return {

@@ -8,6 +8,7 @@ from torch.utils.data import Dataset
 from ..core.plan import Finetune
 from ..train import (
     CPU,
+    BatchDraw,
     Compute,
     Progress,
     TrainSettings,
@@ -41,10 +42,9 @@ def finetune(
             recalibrate_batchnorm(
                 model,
                 train_set,
-                batches=options.bn_recalibration,
-                batch_size=options.batch_size,
-                seed=options.seed,
+                BatchDraw(options.bn_recalibration, options.batch_size, options.seed),
                 compute=compute,
+                reference=teacher,
             )
         if options.steps > 0:
             if on_progress is not None:

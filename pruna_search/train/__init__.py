@@ -4,6 +4,7 @@ fine-tuning (compress/); imports torch and, of the package, ``core`` only."""
 
 from __future__ import annotations
 
+from .batchnorm import BatchDraw, recalibrate_batchnorm
 from .loops import (
     AMP_DTYPES,
     CPU,
@@ -13,13 +14,13 @@ from .loops import (
     accuracy,
     make_optimizer,
     proxy_accuracy,
-    recalibrate_batchnorm,
     release_memory,
     train,
 )
 
 __all__ = [
     "AMP_DTYPES",
+    "BatchDraw",
     "CPU",
     "Compute",
     "Progress",

@@ -382,34 +382,6 @@ class _Distiller:
 
 
 @torch.no_grad()
-def recalibrate_batchnorm(
-    model: nn.Module,
-    dataset: Dataset,
-    *,
-    batches: int,
-    batch_size: int = 64,
-    seed: int = 0,
-    compute: Compute = CPU,
-) -> None:
-    """Re-estimate BatchNorm running statistics with ``batches`` forward passes on
-    ``compute.device`` (where the model must already be)."""
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    if not norms or batches <= 0:
-        return
-    reuse_freed_memory()
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative average over the recalibration batches
-    model.train()
-    source = _batches(dataset, batch_size, seed, pin_memory=compute.on_cuda)
-    for _ in range(batches):
-        x, _y, _idx = next(source)
-        with compute.autocast():
-            model(x.to(compute.device, non_blocking=True))
-    model.eval()
-
-
-@torch.no_grad()
 def accuracy(
     model: nn.Module, dataset: Dataset, *, batch_size: int | None = None, device: str = "cpu"
 ) -> float:
