@@ -96,8 +96,8 @@ class FinetuneSettings:
         optimizer: sgd (momentum 0.9), adam or adamw.
         batch_size: training batch size.
         weight_decay: L2 / decoupled weight decay.
-        bn_recalibration: batches used to re-estimate BatchNorm statistics after pruning (0
-            disables it).
+        bn_recalibration: batches that move the trained BatchNorm statistics by the change
+            pruning caused, measured against the dense model (0 disables it).
         distill: weight of distillation from the dense model (0: off).
         seed: seed for batch order.
         device: where recalibration, fine-tuning and the teacher run: auto (CUDA when torch
@@ -151,8 +151,8 @@ class AnalysisSettings:
         seed: seed of that subset.
         budgets: accuracy budgets (absolute: 0.01 is one point) to suggest a plan for.
         profile_runs: profiled runs of each model for the latency profile.
-        bn_recalibration: batches that re-estimate BatchNorm statistics after pruning a group
-            (fewer than a trial's: the profile ranks groups, and it runs once per group and
+        bn_recalibration: batches that recalibrate BatchNorm after pruning a group, as in
+            ``finetune`` (fewer than a trial's: the profile ranks groups, and it runs once per group and
             ratio).
     """
 
