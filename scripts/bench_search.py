@@ -275,12 +275,18 @@ def main() -> int:
     datasets = args.data or ["digits"] + (
         ["fashion_mnist"] if Path("/usr/share/datasets/fashion-mnist").is_dir() else []
     )
-    print(
+    machine = (
         f"machine: {hardware.cpu_model()}, {os.cpu_count()} cores, VNNI {hardware.has_vnni()}, "
-        f"load {os.getloadavg()[0]:.2f}; {args.trials} trials, {args.trial_steps} steps each, "
-        f"space tie={args.tie} precision_tie={args.precision_tie}, sampler {args.sampler}, "
-        f"objective {args.objective}"
+        f"load {os.getloadavg()[0]:.2f}"
     )
+    if args.compare and args.overrides:  # the overrides say the rest
+        print(machine)
+    else:
+        print(
+            f"{machine}; {args.trials} trials, {args.trial_steps} steps each, space "
+            f"tie={args.tie} precision_tie={args.precision_tie}, sampler {args.sampler}, "
+            f"objective {args.objective}"
+        )
     args.objectives = (
         ["pareto", "fastest_within_drop"] if args.objective == "both" else [args.objective]
     )

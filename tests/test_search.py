@@ -15,6 +15,7 @@ from pruna_search.core.keys import (
     DENSE_MS_ATTR,
     DUPLICATE_ATTR,
     FAIL_ATTR,
+    IDENTITY_ATTR,
     NOISY_ATTR,
     PRUNED_ATTR,
     REFERENCE_ATTR,
@@ -161,6 +162,22 @@ def test_resuming_with_other_settings_is_refused(first_run):
     ):
         run_job(config, tmp_path / "refused")
     assert not (tmp_path / "refused").exists()
+
+
+def test_a_study_made_by_an_older_version_is_refused(first_run):
+    tmp_path, result = first_run
+    study = optuna.load_study(
+        study_name=result.study_name, storage=f"sqlite:///{tmp_path}/study.db"
+    )
+    kept = study.user_attrs[IDENTITY_ATTR]
+    older = {k: v for k, v in json.loads(kept).items() if k != "measured_by"}
+    study.set_user_attr(IDENTITY_ATTR, json.dumps(older, sort_keys=True))
+    try:
+        with pytest.raises(ConfigError, match=r"study.name: .* was made by an older pruna_search"):
+            run_job(tiny(tmp_path, name=result.study_name), tmp_path / "older")
+    finally:
+        study.set_user_attr(IDENTITY_ATTR, kept)
+    assert not (tmp_path / "older").exists()
 
 
 def test_export_cli_path_replays_a_trial(first_run, tmp_path):

@@ -41,10 +41,11 @@ class AnalysisResult:
 
 
 def analysis_digest(settings: JobSettings, weights_digest: str) -> str:
-    """What the figures depend on: model and weights, data, target, space (not the objective
-    nor the fine-tune: the same analysis serves every search of this model on this target)."""
+    """What the figures depend on: model and weights, data, target, space and how pruna_search
+    measures (``MEASURED_BY``); not the objective nor the fine-tune: the same analysis serves
+    every search of this model on this target."""
     identity = settings.identity(weights_digest)
-    wanted = {k: identity[k] for k in ("model", "data", "target", "space")}
+    wanted = {k: identity[k] for k in ("measured_by", "model", "data", "target", "space")}
     text = json.dumps(wanted, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:10]
 

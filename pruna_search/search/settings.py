@@ -47,6 +47,12 @@ MODEL_KEYS = (
 )
 
 
+# How pruna_search builds and measures a trial or an analysis, in every study's and analysis's
+# identity: raised by a change that moves their figures, so a study made before is not resumed
+# with incomparable trials and an analysis kept from before is made again
+# (2: BatchNorm recalibrated against the trained model, design decision 27)
+MEASURED_BY = 2
+
 @dataclass(frozen=True)
 class SpaceSettings:
     """The ``space`` section: what the search may choose (``SpaceOptions``, whose defaults
@@ -152,8 +158,8 @@ class AnalysisSettings:
         budgets: accuracy budgets (absolute: 0.01 is one point) to suggest a plan for.
         profile_runs: profiled runs of each model for the latency profile.
         bn_recalibration: batches that recalibrate BatchNorm after pruning a group, as in
-            ``finetune`` (fewer than a trial's: the profile ranks groups, and it runs once per group and
-            ratio).
+            ``finetune`` (fewer than a trial's: the profile ranks groups, and it runs once per
+            group and ratio).
     """
 
     val_subset: int | None = None
@@ -369,6 +375,7 @@ class JobSettings:
     def identity(self, weights_digest: str) -> dict[str, Any]:
         """What must not change when a study is resumed: a trial's values depend on it."""
         return {
+            "measured_by": MEASURED_BY,
             "model": {**self.model, "weights": weights_digest},
             "data": self.data,
             "target": self.target.identity(),
@@ -389,6 +396,7 @@ class JobSettings:
 
 
 __all__ = [
+    "MEASURED_BY",
     "AnalysisSettings",
     "FinetuneSettings",
     "JobSettings",

@@ -316,6 +316,12 @@ def open_study(
         study = optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=NOP)
         stored = study.user_attrs.get(IDENTITY_ATTR)
         if stored is not None and json.loads(stored) != json.loads(json.dumps(identity)):
+            if json.loads(stored).get("measured_by") != identity.get("measured_by"):
+                raise ConfigError(
+                    f"study.name: study {name!r} in {storage.url} was made by an older "
+                    "pruna_search, which measured trials another way (see the CHANGELOG); give "
+                    "a new study.name"
+                )
             raise ConfigError(
                 f"study.name: study {name!r} in {storage.url} was created with other settings "
                 f"({_first_difference(json.loads(stored), identity)}); give a new study.name "
