@@ -4,6 +4,7 @@ the study's dense reference)."""
 
 from __future__ import annotations
 
+import time
 from types import SimpleNamespace
 
 import optuna
@@ -13,7 +14,7 @@ import torch
 from pruna_search import analyze, models
 from pruna_search.core.keys import DENSE_MS_ATTR, FAIL_ATTR, PRUNED_ATTR, REFERENCE_ATTR
 from pruna_search.search.objectives import make_objective
-from pruna_search.search.runner import LoopSettings, TrialLoop
+from pruna_search.search.runner import LoopSettings, TrialFailed, TrialLoop
 from pruna_search.space import SearchSpace, SpaceOptions, uniform_params
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -98,6 +99,34 @@ def test_the_loop_stops_on_enough_plans_failures_repeats_and_ctrl_c(space):
     rules = loop(space, study, n_trials=10)
     rules.interrupts.requested = True
     assert rules.should_stop(trial) and rules.outcome.interrupted
+
+
+class FailingSlowly(TrialLoop):
+    """Every plan takes 50 ms and fails: the study never has enough plans."""
+
+    calls = 0
+
+    def evaluate(self, trial):
+        FailingSlowly.calls += 1
+        if FailingSlowly.calls > 40:
+            raise RuntimeError("study.timeout did not end the search")
+        time.sleep(0.05)
+        trial.set_user_attr(FAIL_ATTR, "planted")
+        raise TrialFailed("planted")
+
+
+def test_the_timeout_ends_the_search_with_plans_still_needed(space):
+    """``study.timeout`` counts from the first trial across every call to Optuna's optimize (the
+    loop calls it again while plans are needed): a first version gave each call the whole
+    timeout, so an overnight run with a timeout never ended."""
+    settings = LoopSettings(n_trials=10, timeout=0.5, max_consecutive_failures=1000)
+    rules = FailingSlowly(optuna.create_study(), space, NoTiming(), OBJECTIVE, settings)
+    assert rules.needed()
+    start = time.perf_counter()
+    rules.search()
+    assert time.perf_counter() - start < 1.5
+    assert 1 <= FailingSlowly.calls <= 40
+    assert rules.time_left() == 0 and not rules.needed()
 
 
 def test_the_dense_reference_is_stored_once_and_adopted_by_later_runs(space):

@@ -340,9 +340,19 @@ class TrialLoop:
 
     def needed(self) -> bool:
         """Plans left to evaluate: fewer than ``n_trials`` evaluated or being evaluated by
-        other workers, or the retry of a trial that did not finish (``study.retries``)."""
+        other workers, or the retry of a trial that did not finish (``study.retries``); none
+        once ``timeout`` has passed."""
+        if self.time_left() == 0:
+            return False
         in_flight = len(evaluated(self.study)) + len(running(self.study))
         return in_flight < self.settings.n_trials or bool(retries(self.study))
+
+    def time_left(self) -> float | None:
+        """Seconds of ``timeout`` left since the trials began (None: no timeout)."""
+        timeout = self.settings.timeout
+        if timeout is None:
+            return None
+        return max(0.0, timeout - (time.perf_counter() - self._started))
 
     def wait_for_running(self) -> list[int]:
         """Trials another process left RUNNING: wait until they finish, go stale (killed: then
@@ -638,7 +648,7 @@ class TrialLoop:
                 self.study.optimize(
                     self.evaluate,
                     n_trials=None,
-                    timeout=self.settings.timeout,
+                    timeout=self.time_left(),  # what is left: this may be a second call
                     catch=(TrialFailed,),
                     callbacks=[self.after_trial],
                     gc_after_trial=False,
