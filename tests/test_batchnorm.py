@@ -120,3 +120,16 @@ def test_channels_that_cannot_be_matched_are_re_estimated(digits, example, other
     mean, var = _stats(pruned)["layer3.1.bn1"]
     assert torch.allclose(mean, _stats(alone)["layer3.1.bn1"][0])
     assert torch.isfinite(var).all()
+
+
+class _Unhashable(TensorDataset):
+    __hash__ = None  # type: ignore[assignment]  # as a dataclass with eq=True
+
+
+def test_a_dataset_that_cannot_be_a_dictionary_key_still_recalibrates(resnet20_trained, digits):
+    photos = _Unhashable(*digits.train.tensors)
+    first, second = copy.deepcopy(resnet20_trained), copy.deepcopy(resnet20_trained)
+    recalibrate_batchnorm(first, photos, DRAW, reference=resnet20_trained)
+    recalibrate_batchnorm(second, digits.train, DRAW, reference=resnet20_trained)
+    for name, (mean, _) in _stats(first).items():
+        assert torch.allclose(mean, _stats(second)[name][0]), name

@@ -105,9 +105,15 @@ def _reference(
     reference: nn.Module, dataset: Dataset, draw: BatchDraw, compute: Compute
 ) -> dict[str, _Moments]:
     """The reference's statistics, trained and estimated on these batches (computed on first
-    use)."""
+    use; every time for a dataset that cannot be a weak dictionary key, e.g. an unhashable
+    dataclass)."""
     key = (draw, compute.device)
-    cached = _REFERENCES.setdefault(reference, weakref.WeakKeyDictionary()).setdefault(dataset, {})
+    try:
+        cached = _REFERENCES.setdefault(reference, weakref.WeakKeyDictionary()).setdefault(
+            dataset, {}
+        )
+    except TypeError:
+        cached = {}
     if key not in cached:
         trained = _trained(reference)
         estimated = copy.deepcopy(reference)
