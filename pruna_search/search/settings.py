@@ -53,6 +53,7 @@ MODEL_KEYS = (
 # (2: BatchNorm recalibrated against the trained model, design decision 27)
 MEASURED_BY = 2
 
+
 @dataclass(frozen=True)
 class SpaceSettings:
     """The ``space`` section: what the search may choose (``SpaceOptions``, whose defaults
