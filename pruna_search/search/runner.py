@@ -601,7 +601,7 @@ class TrialLoop:
         self.outcome.remeasured, self.outcome.still_noisy = remeasure_noisy(
             self.study, self.space, self.evaluator, self.kept
         )
-        self._rerank(self._started)
+        self._rerank()
         self.outcome.seconds += time.perf_counter() - start
 
     def _warn_ended(self) -> None:
@@ -620,15 +620,13 @@ class TrialLoop:
                 "budget, or study.pruner=none)"
             )
 
-    def _rerank(self, start: float) -> None:
+    def _rerank(self) -> None:
         """Re-rank the candidates within what is left of ``timeout``."""
         recipe = self.settings.rerank
         if recipe is None:
             return
-        timeout = self.settings.timeout
-        deadline = (
-            None if timeout is None else time.monotonic() + timeout - (time.perf_counter() - start)
-        )
+        left = self.time_left()
+        deadline = None if left is None else time.monotonic() + left
         try:
             with self.interrupts:
                 reranker = Reranker(self.study, self.space, self.evaluator, self.objective, recipe)

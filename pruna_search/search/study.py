@@ -315,8 +315,9 @@ def open_study(
     if name in existing:
         study = optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=NOP)
         stored = study.user_attrs.get(IDENTITY_ATTR)
-        if stored is not None and json.loads(stored) != json.loads(json.dumps(identity)):
-            if json.loads(stored).get("measured_by") != identity.get("measured_by"):
+        old = None if stored is None else json.loads(stored)
+        if old is not None and old != json.loads(json.dumps(identity)):
+            if old.get("measured_by") != identity.get("measured_by"):
                 raise ConfigError(
                     f"study.name: study {name!r} in {storage.url} was made by an older "
                     "pruna_search, which measured trials another way (see the CHANGELOG); give "
@@ -324,7 +325,7 @@ def open_study(
                 )
             raise ConfigError(
                 f"study.name: study {name!r} in {storage.url} was created with other settings "
-                f"({_first_difference(json.loads(stored), identity)}); give a new study.name "
+                f"({_first_difference(old, identity)}); give a new study.name "
                 "or restore the settings"
             )
         if list(study.directions) != [_direction(d) for d in directions]:
