@@ -122,7 +122,6 @@ def _reference(
             name: _Moments(*trained[name], *(t.clone() for t in _running(m)))
             for name, m in _norms(estimated).items()
         }
-        del estimated
     return cached[key]
 
 
@@ -149,8 +148,10 @@ def _shift(
 ) -> None:
     """``m``'s trained statistics moved by the change its re-estimated ones show against the
     reference's (left re-estimated where the channels cannot be matched)."""
-    index = None if ref is None else _channels(trained, ref)
-    if ref is None or index is None:
+    if ref is None:
+        return
+    index = _channels(trained, ref)
+    if index is None:
         return
     mean, var = trained
     running_mean, running_var = _running(m)
