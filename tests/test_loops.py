@@ -94,10 +94,24 @@ def test_teacher_cache_is_dropped_when_the_teacher_changes() -> None:
     assert teacher.seen == 300  # another data set (other tensors): taught again
 
 
+class _Watch:
+    """An ``on_progress``: records the steps it is told and the proxy accuracy there."""
+
+    def __init__(self, data: Dataset, every: int) -> None:
+        self.data, self.every, self.told, self.tracked = data, every, [], []
+
+    def __call__(self, step: int, model: nn.Module) -> None:
+        assert model.training
+        self.told.append((step, loops.proxy_accuracy(model, self.data)))
+        norm = next(m for m in model.modules() if isinstance(m, nn.BatchNorm2d))
+        self.tracked.append(int(norm.num_batches_tracked))
+        assert model.training
+
+
 def test_reading_the_proxy_during_a_fine_tune_changes_nothing_it_learns() -> None:
-    """``on_progress`` is told every step with the model in train mode; reading the proxy
-    accuracy there restores that mode and draws nothing from torch's global generator, so
-    the fine-tune (dropout included) ends with the same weights as without it."""
+    """``on_progress`` is told every ``every`` steps with the model in train mode; reading
+    the proxy accuracy there restores that mode and draws nothing from torch's global
+    generator, so the fine-tune (dropout included) ends with the same weights as without it."""
     data = _data()
     settings = loops.TrainSettings(steps=12, lr=0.05, batch_size=32)
 
@@ -108,16 +122,28 @@ def test_reading_the_proxy_during_a_fine_tune_changes_nothing_it_learns() -> Non
 
     plain = net()
     loops.train(plain, data, settings)
-    watched, told = net(), []
+    watched, watch = net(), _Watch(data, every=3)
+    loops.train(watched, data, settings, on_progress=watch)
+    assert [step for step, _ in watch.told] == [3, 6, 9, 12]
+    assert all(0.0 <= acc <= 1.0 for _, acc in watch.told)
+    for key, tensor in plain.state_dict().items():
+        assert torch.equal(tensor, watched.state_dict()[key]), key
 
-    def on_progress(step: int, model: nn.Module) -> None:
-        assert model.training
-        told.append((step, loops.proxy_accuracy(model, data)))
-        assert model.training
 
-    loops.train(watched, data, settings, on_progress=on_progress)
-    assert [step for step, _ in told] == list(range(1, 13))
-    assert all(0.0 <= acc <= 1.0 for _, acc in told)
+def test_a_fine_tune_recalibrates_before_each_report_and_learns_the_same() -> None:
+    """Through ``finetune`` the reports see BatchNorm statistics recalibrated for the weights
+    at that step, the last step is not reported, and the fine-tuned model (its statistics
+    recalibrated at the end) is the same, to the bit, with or without reports."""
+    from pruna_search.compress.finetune import finetune
+    from pruna_search.core.plan import Finetune
+
+    data = _data()
+    options = Finetune(steps=12, lr=0.05, batch_size=32, bn_recalibration=2, distill=0.0)
+    plain = finetune(_net(), data, options)
+    watch = _Watch(data, every=4)
+    watched = finetune(_net(), data, options, on_progress=watch)
+    assert [step for step, _ in watch.told] == [0, 4, 8]
+    assert watch.tracked == [2, 2, 2]  # the recalibration's 2 batches, not the steps since
     for key, tensor in plain.state_dict().items():
         assert torch.equal(tensor, watched.state_dict()[key]), key
 

@@ -77,7 +77,8 @@ class Finetune:
         batch_size: training batch size.
         weight_decay: L2 / decoupled weight decay.
         bn_recalibration: batches that move the trained BatchNorm statistics by the change
-            pruning caused, measured against the dense model (0 disables it). Cheap and
+            pruning caused, measured against the dense model, before the fine-tune and again
+            after it (0 disables it). Cheap and
             recovers much of the accuracy lost to pruning.
         distill: weight of knowledge distillation from the dense model (0 disables it; the
             teacher's forward pass roughly doubles the cost of a step). Measured on ResNet-20 /

@@ -50,8 +50,9 @@ MODEL_KEYS = (
 # How pruna_search builds and measures a trial or an analysis, in every study's and analysis's
 # identity: raised by a change that moves their figures, so a study made before is not resumed
 # with incomparable trials and an analysis kept from before is made again
-# (2: BatchNorm recalibrated against the trained model, design decision 27)
-MEASURED_BY = 2
+# (2: BatchNorm recalibrated against the trained model, design decision 27; 3: and again after
+# the fine-tune, for the weights it trained, design decision 28)
+MEASURED_BY = 3
 
 
 @dataclass(frozen=True)
@@ -104,7 +105,8 @@ class FinetuneSettings:
         batch_size: training batch size.
         weight_decay: L2 / decoupled weight decay.
         bn_recalibration: batches that move the trained BatchNorm statistics by the change
-            pruning caused, measured against the dense model (0 disables it).
+            pruning caused, measured against the dense model, before the fine-tune and again
+            after it (0 disables it).
         distill: weight of distillation from the dense model (0: off).
         seed: seed for batch order.
         device: where recalibration, fine-tuning and the teacher run: auto (CUDA when torch

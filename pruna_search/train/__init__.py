@@ -4,7 +4,7 @@ fine-tuning (compress/); imports torch and, of the package, ``core`` only."""
 
 from __future__ import annotations
 
-from .batchnorm import BatchDraw, recalibrate_batchnorm
+from .batchnorm import BatchDraw, Recalibration, recalibrate_batchnorm
 from .loops import (
     AMP_DTYPES,
     CPU,
@@ -24,6 +24,7 @@ __all__ = [
     "CPU",
     "Compute",
     "Progress",
+    "Recalibration",
     "TrainSettings",
     "accuracy",
     "make_optimizer",

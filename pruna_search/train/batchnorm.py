@@ -12,6 +12,11 @@ pruning caused, with the data set's own shift cancelled. A BatchNorm before the 
 layer sees no change and keeps its trained statistics exactly. The reference's statistics on
 the batches are computed once per reference, dataset and settings (the batches are drawn again,
 identically, for each pruned model).
+
+A fine-tune moves the weights the statistics were estimated for, and the running averages it
+gathers in train mode average over weights it has since left. ``recalibrate_batchnorm``
+returns a ``Recalibration`` to ``apply`` again for the weights as they are: after the
+fine-tune, and before a report of its progress is read (design decision 28).
 """
 
 from __future__ import annotations
@@ -125,12 +130,16 @@ def _reference(
     return cached[key]
 
 
-def _channels(trained: tuple[torch.Tensor, torch.Tensor], ref: _Moments):
+Channels = slice | torch.Tensor  # the reference channels a BatchNorm kept
+
+
+def _channels(trained: tuple[torch.Tensor, torch.Tensor], ref: _Moments) -> Channels | None:
     """The reference channels a pruned BatchNorm kept, found by their trained statistics
     (pruning copies them unchanged); None when they do not match one to one."""
     mean, var = trained
     if mean.shape == ref.trained_mean.shape:
-        return slice(None)
+        same = torch.equal(mean, ref.trained_mean) and torch.equal(var, ref.trained_var)
+        return slice(None) if same else None
     pairs = zip(ref.trained_mean.tolist(), ref.trained_var.tolist(), strict=True)
     where = {pair: i for i, pair in enumerate(pairs)}
     if len(where) != len(ref.trained_mean):
@@ -141,25 +150,42 @@ def _channels(trained: tuple[torch.Tensor, torch.Tensor], ref: _Moments):
     return torch.tensor(found, device=mean.device)
 
 
-def _shift(
-    m: nn.modules.batchnorm._BatchNorm,
-    trained: tuple[torch.Tensor, torch.Tensor],
-    ref: _Moments | None,
-) -> None:
-    """``m``'s trained statistics moved by the change its re-estimated ones show against the
-    reference's (left re-estimated where the channels cannot be matched)."""
-    if ref is None:
-        return
-    index = _channels(trained, ref)
-    if index is None:
-        return
-    mean, var = trained
+def _shift(m: nn.modules.batchnorm._BatchNorm, ref: _Moments, index: Channels) -> None:
+    """``m``'s re-estimated statistics replaced by the reference's trained ones (its kept
+    channels) moved by the change the same batches show between the two models."""
     running_mean, running_var = _running(m)
-    running_mean.copy_(mean + (running_mean - ref.mean[index]))
-    running_var.copy_(var * running_var / ref.var[index].clamp_min(VAR_FLOOR))
+    running_mean.copy_(ref.trained_mean[index] + (running_mean - ref.mean[index]))
+    running_var.copy_(ref.trained_var[index] * running_var / ref.var[index].clamp_min(VAR_FLOOR))
 
 
-@torch.no_grad()
+@dataclass(frozen=True)
+class Recalibration:
+    """How one model's BatchNorm statistics are recalibrated: the batches, where they run, and
+    the reference's statistics with the channels each BatchNorm kept of it (matched once, by
+    the trained statistics, before a fine-tune changes them). ``apply`` again after training:
+    the statistics then fit the trained weights (running averages gathered while the weights
+    moved fit none of them: ResNet-20 half pruned read 0.85 after 60 fine-tune steps, 0.98
+    recalibrated)."""
+
+    dataset: Dataset
+    draw: BatchDraw
+    compute: Compute
+    reference: dict[str, _Moments]
+    channels: dict[str, Channels]
+
+    @torch.no_grad()
+    def apply(self, model: nn.Module) -> None:
+        """Re-estimate ``model``'s statistics for its weights as they are (in place; its train
+        or eval mode kept), shifted against the reference where its channels matched."""
+        training = model.training
+        reuse_freed_memory()
+        _estimate(model, _draw(self.dataset, self.draw, self.compute), self.compute)
+        for name, m in _norms(model).items():
+            if name in self.channels:
+                _shift(m, self.reference[name], self.channels[name])
+        model.train(training)
+
+
 def recalibrate_batchnorm(
     model: nn.Module,
     dataset: Dataset,
@@ -167,9 +193,10 @@ def recalibrate_batchnorm(
     *,
     compute: Compute = CPU,
     reference: nn.Module | None = None,
-) -> None:
+) -> Recalibration | None:
     """Re-estimate BatchNorm running statistics with ``draw.batches`` forward passes on
     ``compute.device`` (where the model, and ``reference`` when given, must already be).
+    Returns how, to ``apply`` again after a fine-tune (None: no BatchNorm, or no batches).
 
     ``reference``: the trained model ``model`` was pruned from (same module names). Each
     BatchNorm then keeps its trained statistics, shifted by the change the same batches show
@@ -177,13 +204,16 @@ def recalibrate_batchnorm(
     average over later train-mode batches, as without a reference).
     """
     if not _norms(model) or draw.batches <= 0:
-        return
-    reuse_freed_memory()
+        return None
     moments = {} if reference is None else _reference(reference, dataset, draw, compute)
-    trained = _trained(model)
-    _estimate(model, _draw(dataset, draw, compute), compute)
-    for name, m in _norms(model).items():
-        _shift(m, trained[name], moments.get(name))
+    channels = {}
+    for name, trained in _trained(model).items():
+        index = _channels(trained, moments[name]) if name in moments else None
+        if index is not None:
+            channels[name] = index
+    recalibration = Recalibration(dataset, draw, compute, moments, channels)
+    recalibration.apply(model)
+    return recalibration
 
 
-__all__ = ["BatchDraw", "recalibrate_batchnorm"]
+__all__ = ["BatchDraw", "Recalibration", "recalibrate_batchnorm"]

@@ -9,9 +9,9 @@ import gc
 import math
 import os
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TypeGuard
+from typing import Protocol, TypeGuard
 
 import torch
 from torch import nn
@@ -22,8 +22,16 @@ from ..core.progress import bar
 from ..core.runtime import batch_for
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-# ``on_progress(step, model)``: told the steps done and the model being trained (in place)
-Progress = Callable[[int, nn.Module], None]
+
+
+class Progress(Protocol):
+    """``on_progress(step, model)``: told the steps done and the model being trained (in
+    place), every ``every`` steps."""
+
+    @property
+    def every(self) -> int: ...
+
+    def __call__(self, step: int, model: nn.Module) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -271,8 +279,8 @@ def train(
 ) -> float:
     """Train ``model`` in place for ``settings.steps`` optimizer steps with cosine-decayed
     ``settings.lr``, on ``compute.device`` (the model and the ``teacher`` must already be there).
-    ``on_progress(step, model)`` is called after every step with the steps done (the model in
-    train mode); what it raises stops the training and passes through.
+    ``on_progress(step, model)`` is called every ``on_progress.every`` steps with the steps
+    done (the model in train mode); what it raises stops the training and passes through.
 
     With a ``teacher`` and ``distill`` > 0 the loss is ``(1 - distill) * CE + distill * T^2 *
     KL(teacher || student)`` at temperature ``T`` (Hinton et al., 2015): the dense model's soft
@@ -308,7 +316,7 @@ def train(
             progress.update(1)
             if step % 20 == 0:
                 progress.set_postfix(loss=f"{value:.3f}")
-            if on_progress is not None:
+            if on_progress is not None and (step + 1) % on_progress.every == 0:
                 on_progress(step + 1, model)
     finally:
         progress.close()
