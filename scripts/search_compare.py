@@ -182,8 +182,12 @@ def verdicts(old: dict, new: dict, runs: dict[str, dict]) -> list[str]:
     total = runs["old"]["loop_total"]
     ok = reached is not None and reached <= total / 2
     lines.append(
-        f"new reaches the old search's final hypervolume ({old['hv_study']:.4f}) at "
-        + (f"{reached:.0f} s" if reached is not None else "never")
+        f"new reaches the old search's final hypervolume ({old['hv_study']:.5f}) at "
+        + (
+            f"{reached:.0f} s"
+            if reached is not None
+            else f"never (new ends at {new['hv_study']:.5f})"
+        )
         + f" of {total:.0f} s (target <= half) -> "
         + ("PASS" if ok else "MISS")
     )

@@ -10,6 +10,7 @@ import optuna
 import pytest
 
 from pruna_search.core.errors import ConfigError
+from pruna_search.core.plan import Finetune
 from pruna_search.core.keys import PRUNED_ATTR, REFERENCE_ATTR, STOPPED_ATTR, STOPPED_TAG
 from pruna_search.search.early_stop import StopRules, misses_budget
 from pruna_search.search.job import open_job_study, open_session
@@ -106,6 +107,12 @@ def test_pruner_names_and_bad_names(tmp_path):
     assert StudySettings().pruner == "successive_halving"
     assert LoopSettings.of(StudySettings()).early_stopping
     assert not LoopSettings.of(StudySettings(pruner="none")).early_stopping
+
+
+def test_reports_come_every_third_of_the_trial_fine_tune_unless_set() -> None:
+    for steps, every in ((60, 20), (30, 10), (200, 66), (2, 1)):
+        assert LoopSettings.of(StudySettings(), Finetune(steps=steps)).report_every == every
+    assert LoopSettings.of(StudySettings(report_every=7), Finetune(steps=30)).report_every == 7
 
 
 def test_the_budget_rule_judges_the_curve_with_a_shrinking_margin():

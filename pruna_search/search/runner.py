@@ -72,6 +72,7 @@ from .study import (
     completed,
     evaluated,
     fail_stale_trials,
+    report_interval,
     retries,
     running,
 )
@@ -94,7 +95,7 @@ class LoopSettings:
             the objective rules it out on latency alone.
         early_stopping: report searched trials' proxy accuracy during their fine-tune and
             stop the weak ones (the study's pruner, the accuracy budget: ``early_stop``).
-        report_every: fine-tune steps between two reports.
+        report_every: fine-tune steps between two reports (``study.report_interval``).
         max_stopped: stop after this many trials stopped early since the last evaluated plan
             (the sampler offers nothing that reaches the budget).
         rerank: the fine-tune the candidates are re-ranked with after the trials (None: no
@@ -138,7 +139,7 @@ class LoopSettings:
             max_consecutive_failures=study.max_consecutive_failures,
             latency_first=study.latency_first,
             early_stopping=study.pruner != "none",
-            report_every=study.report_every,
+            report_every=report_interval(study.report_every, trial.steps if trial else 0),
         )
 
 

@@ -66,6 +66,7 @@ __all__ = [
     "open_study",
     "pruner_of",
     "reference_plans",
+    "report_interval",
     "study_name",
 ]
 
@@ -104,7 +105,9 @@ class StudySettings:
             steps: successive_halving, hyperband, median or none (no trial stopped early); a
             stopped trial is PRUNED and does not count in n_trials (see search/early_stop.py).
         report_every: fine-tune steps between two reports of a trial's proxy accuracy (the
-            first comes after BatchNorm recalibration, at step 0).
+            first comes after BatchNorm recalibration, at step 0; null: a third of
+            ``finetune.trial_steps``, since a trial stopped at a report has paid for the steps
+            before it).
         rerank_top: after the trials, the plans that could be shipped are fine-tuned again
             with ``rerank_steps`` and the choice is made on that accuracy (search/rerank.py):
             this many of them at a time, another round only when one moved the choice (null:
@@ -125,7 +128,7 @@ class StudySettings:
     latency_first: bool = True
     warm_start: str = "auto"
     pruner: str = "successive_halving"
-    report_every: int = 20
+    report_every: int | None = None
     rerank_top: int | None = RERANK_TOP
     rerank_steps: int | None = None
 
@@ -168,7 +171,7 @@ class StudySettings:
             if not isinstance(value, int) or value < 1:
                 raise ConfigError(f"study.{field}: {value!r} must be an integer >= 1")
         for field, null in (
-            ("report_every", None),
+            ("report_every", "(a third of finetune.trial_steps)"),
             ("rerank_top", "(no re-ranking)"),
             ("rerank_steps", "(finetune.final_steps)"),
         ):
@@ -180,6 +183,16 @@ class StudySettings:
                     f"study.{field}: {value!r} must be an integer >= 1"
                     + (f", or null {null}" if null else "")
                 )
+
+
+# reports of a trial's proxy accuracy over its fine-tune when study.report_every is null
+REPORTS_PER_FINETUNE = 3
+
+
+def report_interval(report_every: int | None, trial_steps: int) -> int:
+    """Fine-tune steps between two reports: ``study.report_every``, or (null) a third of
+    the trial fine-tune's steps."""
+    return report_every or max(1, trial_steps // REPORTS_PER_FINETUNE)
 
 
 def check_pruner(name: str) -> None:
