@@ -10,8 +10,8 @@ import optuna
 import pytest
 
 from pruna_search.core.errors import ConfigError
-from pruna_search.core.plan import Finetune
 from pruna_search.core.keys import PRUNED_ATTR, REFERENCE_ATTR, STOPPED_ATTR, STOPPED_TAG
+from pruna_search.core.plan import Finetune
 from pruna_search.search.early_stop import StopRules, misses_budget
 from pruna_search.search.job import open_job_study, open_session
 from pruna_search.search.objectives import make_objective

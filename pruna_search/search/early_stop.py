@@ -4,7 +4,8 @@ proxy of its accuracy at steps, and two rules may stop it there.
 What is reported: ``Evaluator.proxy_accuracy``, the top-1 of the torch model being fine-tuned
 on the first ``PROXY_IMAGES`` val examples, once after BatchNorm recalibration (step 0) and
 every ``study.report_every`` fine-tune steps (not at the last step: the trial's own value
-follows), its BatchNorm statistics recalibrated for the weights at that step. A proxy: it ranks trials against each other at the same step and costs a few forward
+follows), its BatchNorm statistics recalibrated for the weights at that step. A proxy: it
+ranks trials against each other at the same step and costs a recalibration and a few forward
 passes; a trial's value stays its exported model's metric on the whole val split.
 
 Either rule stops the trial (``StoppedEarly``); the loop makes it PRUNED with the reason in
