@@ -110,7 +110,7 @@ def test_pruner_names_and_bad_names(tmp_path):
 
 
 def test_reports_come_every_third_of_the_trial_fine_tune_unless_set() -> None:
-    for steps, every in ((60, 20), (30, 10), (200, 66), (2, 1)):
+    for steps, every in ((60, 20), (30, 10), (200, 66), (12, 10), (5, 10)):
         assert LoopSettings.of(StudySettings(), Finetune(steps=steps)).report_every == every
     assert LoopSettings.of(StudySettings(report_every=7), Finetune(steps=30)).report_every == 7
 

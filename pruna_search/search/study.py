@@ -106,8 +106,8 @@ class StudySettings:
             stopped trial is PRUNED and does not count in n_trials (see search/early_stop.py).
         report_every: fine-tune steps between two reports of a trial's proxy accuracy (the
             first comes after BatchNorm recalibration, at step 0; null: a third of
-            ``finetune.trial_steps``, since a trial stopped at a report has paid for the steps
-            before it).
+            ``finetune.trial_steps``, at least 10, since a trial stopped at a report has paid
+            for the steps before it and each report costs a recalibration).
         rerank_top: after the trials, the plans that could be shipped are fine-tuned again
             with ``rerank_steps`` and the choice is made on that accuracy (search/rerank.py):
             this many of them at a time, another round only when one moved the choice (null:
@@ -185,14 +185,17 @@ class StudySettings:
                 )
 
 
-# reports of a trial's proxy accuracy over its fine-tune when study.report_every is null
+# reports of a trial's proxy accuracy over its fine-tune when study.report_every is null, and
+# the fewest steps between two (a report recalibrates BatchNorm and reads 256 images: about
+# what a few training steps cost)
 REPORTS_PER_FINETUNE = 3
+MIN_REPORT_EVERY = 10
 
 
 def report_interval(report_every: int | None, trial_steps: int) -> int:
     """Fine-tune steps between two reports: ``study.report_every``, or (null) a third of
-    the trial fine-tune's steps."""
-    return report_every or max(1, trial_steps // REPORTS_PER_FINETUNE)
+    the trial fine-tune's steps, at least ``MIN_REPORT_EVERY``."""
+    return report_every or max(MIN_REPORT_EVERY, trial_steps // REPORTS_PER_FINETUNE)
 
 
 def check_pruner(name: str) -> None:
