@@ -41,10 +41,10 @@ def curves(session, plans: int, every: int, seed: int) -> list[tuple[float, list
     import optuna
 
     evaluator, space = session.evaluator, session.space
-    sampler = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    draws = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
     rows = []
     for i in range(plans):
-        plan = space(sampler.ask())
+        plan = space(draws.ask())
         if plan.is_dense:
             continue
         start, curve = time.perf_counter(), Curve(evaluator, every)

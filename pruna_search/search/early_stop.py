@@ -100,7 +100,8 @@ def misses_budget(curve: list[tuple[int, float]], steps: int, floor: float) -> s
 
 class Reporter:
     """``on_progress`` of one searched trial's fine-tune: reports its proxy accuracy and
-    raises ``StoppedEarly`` when a rule says so."""
+    raises ``StoppedEarly`` when a rule says so. Called at step 0 and every ``every`` steps
+    before the last (``train`` keeps the cadence, ``finetune`` leaves the last step out)."""
 
     def __init__(self, trial: Trial, rules: StopRules, evaluator: Evaluator, steps: int) -> None:
         self.trial, self.rules, self.evaluator, self.steps = trial, rules, evaluator, steps
@@ -112,8 +113,6 @@ class Reporter:
         return self.rules.every
 
     def __call__(self, step: int, model: nn.Module) -> None:
-        if step >= self.steps or step % self.rules.every:
-            return
         accuracy = self.evaluator.proxy_accuracy(model)
         self.curve.append((step, accuracy))
         why = self.judge(step, accuracy)
